@@ -1,0 +1,168 @@
+"""Checkpoint format: KeypointNet state dict + model config + format version.
+
+A checkpoint is a plain dict, loadable with ``torch.load(..., weights_only=True)``::
+
+    {'format': 'kp2d', 'format_version': 1, 'model_config': {...},
+     'state_dict': {...}, 'metadata': {...}, ['training': {...}]}
+
+Training checkpoints add a ``training`` entry (optimiser, scheduler, RNG states, step) and
+stay loadable as plain model checkpoints. Writes are atomic (temp file + rename) so an
+interrupted save never destroys the previous checkpoint.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+import os
+from pathlib import Path
+import tempfile
+from typing import Any
+
+import torch
+
+from kp2d_core.config import ModelConfig, from_dict, to_dict
+from kp2d_core.networks import KeypointNet
+
+FORMAT_NAME = 'kp2d'
+FORMAT_VERSION = 1
+DEFAULT_WEIGHTS = 'kp2d_default.pt'
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file exists but cannot be used (corrupt, foreign or mismatched)."""
+
+
+def default_weights_path() -> Path:
+    """Path of the bundled default weights (``kp2d_core/weights/kp2d_default.pt``).
+
+    Raises:
+        FileNotFoundError: if the package was installed without its weights.
+    """
+    path = Path(str(resources.files('kp2d_core').joinpath('weights', DEFAULT_WEIGHTS)))
+    if not path.is_file():
+        raise FileNotFoundError(f'bundled default weights not found at {path}')
+    return path
+
+
+def make_checkpoint(
+    model: KeypointNet, metadata: dict[str, Any] | None = None, half: bool = False
+) -> dict[str, Any]:
+    """Build the checkpoint dict of ``model`` (tensors moved to CPU; fp16 when ``half``)."""
+    state = {}
+    for key, value in model.state_dict().items():
+        value = value.detach().cpu()
+        state[key] = value.half() if half and value.is_floating_point() else value
+    return {
+        'format': FORMAT_NAME,
+        'format_version': FORMAT_VERSION,
+        'model_config': to_dict(model.cfg),
+        'state_dict': state,
+        'metadata': dict(metadata or {}),
+    }
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    try:
+        with os.fdopen(fd, 'wb') as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: KeypointNet,
+    metadata: dict[str, Any] | None = None,
+    half: bool = False,
+) -> None:
+    """Write a model checkpoint atomically."""
+    atomic_save(make_checkpoint(model, metadata, half), path)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load and validate a checkpoint dict on the CPU with ``weights_only=True``.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        CheckpointError: the file is not a readable kp2d checkpoint of a supported version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'checkpoint not found: {path}')
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated / foreign files
+        raise CheckpointError(
+            f'{path} is not a readable torch checkpoint ({type(exc).__name__}: {exc})'
+        ) from exc
+    if not isinstance(ckpt, dict) or ckpt.get('format') != FORMAT_NAME:
+        raise CheckpointError(f"{path} is not a kp2d checkpoint (missing format='kp2d')")
+    version = ckpt.get('format_version')
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f'{path} has format_version {version!r}; this kp2d reads version {FORMAT_VERSION}'
+        )
+    for key in ('model_config', 'state_dict'):
+        if not isinstance(ckpt.get(key), dict):
+            raise CheckpointError(f'{path} lacks a {key!r} dict')
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], source: str = 'checkpoint') -> KeypointNet:
+    """Build a KeypointNet from a validated checkpoint dict (CPU, eval mode)."""
+    try:
+        cfg = from_dict(ModelConfig, ckpt['model_config'])
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f'{source}: invalid model_config: {exc}') from exc
+    model = KeypointNet(cfg)
+    check_state_dict(model, ckpt['state_dict'], source)
+    model.load_state_dict(ckpt['state_dict'])
+    return model.eval()
+
+
+def check_state_dict(model: torch.nn.Module, state: dict[str, Any], source: str) -> None:
+    """Raise :class:`CheckpointError` listing missing, unexpected and mis-shaped tensors."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(
+        f'{k}: {tuple(v.shape)} vs model {tuple(expected[k].shape)}'
+        for k, v in state.items()
+        if k in expected and (not isinstance(v, torch.Tensor) or v.shape != expected[k].shape)
+    )
+    problems = {'missing': missing, 'unexpected': unexpected, 'wrong shape': wrong}
+    details = '; '.join(f'{name}: {items[:5]}' for name, items in problems.items() if items)
+    if details:
+        raise CheckpointError(f'{source} does not match the model ({details})')
+    nonfinite = sorted(
+        k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()
+    )
+    if nonfinite:
+        raise CheckpointError(f'{source} holds non-finite values in {nonfinite[:5]}')
+
+
+def load_model(
+    path: str | os.PathLike | None = None, device: str | torch.device = 'cpu'
+) -> KeypointNet:
+    """Load a KeypointNet from ``path`` (default: the bundled weights) in eval mode."""
+    path = default_weights_path() if path is None else Path(path)
+    model = model_from_checkpoint(read_checkpoint(path), source=str(path))
+    return model.to(resolve_device(device))
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """'auto' -> CUDA when available else CPU; other values are checked for availability."""
+    if str(device) == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    device = torch.device(device)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError('device cuda requested but CUDA is not available')
+    return device

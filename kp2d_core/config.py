@@ -1,0 +1,163 @@
+"""Typed configuration for the networks and the inference front-end.
+
+Every default lives here, once. Configs are frozen dataclasses; ``from_dict`` rejects unknown
+keys so a typo in a YAML file or a checkpoint fails loudly instead of being ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, is_dataclass
+import types
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+T = TypeVar('T')
+
+CELL_SIZE = 8
+"""Side of one detection cell in pixels (sigma_2 in the paper); the encoder downsamples by it."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """KeypointNet architecture switches (the V0-V4 ablations are combinations of these)."""
+
+    use_color: bool = True  # 3-channel RGB input; False averages the channels into one.
+    do_upsample: bool = True  # pixel-shuffle descriptor upsampling to H/4 with a skip connection
+    do_cross: bool = True  # cross-border keypoints: offsets may leave their 8x8 cell
+    cross_ratio: float = 2.0  # sigma_1 of Eq. 2 when do_cross is on (it is 1.0 when off)
+    descriptor_dim: int = 256
+    with_dropout: bool = True  # Dropout2d(p=dropout) in encoder and heads (training only)
+    dropout: float = 0.2
+    bn_momentum: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.cross_ratio < 1.0:
+            raise ValueError(f'cross_ratio must be >= 1, got {self.cross_ratio}')
+        if self.descriptor_dim < 1:
+            raise ValueError(f'descriptor_dim must be positive, got {self.descriptor_dim}')
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f'dropout must be in [0, 1), got {self.dropout}')
+
+    @property
+    def sigma1(self) -> float:
+        """Offset range in cells (sigma_1 of Eq. 2): cross_ratio with do_cross, else 1."""
+        return self.cross_ratio if self.do_cross else 1.0
+
+
+@dataclass(frozen=True)
+class ExtractorConfig:
+    """How keypoints are selected from the dense network output at inference time."""
+
+    top_k: int | None = 1000  # keep the k best-scored keypoints; None keeps all
+    score_threshold: float = 0.0  # keep scores strictly above; 0 drops the zeroed border ring
+    nms_radius: float = 0.0  # pixels in network-input resolution; 0 disables NMS
+    resize: tuple[int, int] | None = None  # (H, W) the network sees; None: native (padded to 8)
+    channel_order: Literal['bgr', 'rgb'] = 'bgr'  # order of 3/4-channel numpy inputs
+    half_precision: bool = False  # fp16 autocast, honoured on CUDA only
+
+    def __post_init__(self) -> None:
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f'top_k must be positive or None, got {self.top_k}')
+        if not 0.0 <= self.score_threshold < 1.0:
+            raise ValueError(f'score_threshold must be in [0, 1), got {self.score_threshold}')
+        if self.nms_radius < 0:
+            raise ValueError(f'nms_radius must be >= 0, got {self.nms_radius}')
+        if self.channel_order not in ('bgr', 'rgb'):
+            raise ValueError(f"channel_order must be 'bgr' or 'rgb', got {self.channel_order!r}")
+        if self.resize is not None:
+            h, w = self.resize
+            if h < 3 * CELL_SIZE or w < 3 * CELL_SIZE:
+                raise ValueError(f'resize must be at least 24x24, got {self.resize}')
+            object.__setattr__(self, 'resize', (int(h), int(w)))
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain-dict view of a (nested) config dataclass, safe for YAML and ``weights_only`` load."""
+    if not is_dataclass(cfg):
+        raise TypeError(f'expected a config dataclass, got {type(cfg).__name__}')
+    return _plain(asdict(cfg))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
+    """Build config ``cls`` from a plain dict, recursing into nested config dataclasses.
+
+    Raises:
+        ValueError: on unknown keys or values of the wrong type.
+    """
+    data = dict(data or {})
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f'unknown {cls.__name__} keys: {unknown}; known: {sorted(known)}')
+    hints = get_type_hints(cls)
+    kwargs = {
+        name: _coerce(hints[name], value, f'{cls.__name__}.{name}') for name, value in data.items()
+    }
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    """Check/convert one YAML value against a type hint (bool, int, float, str, tuples, None)."""
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(option, value, where)
+            except ValueError as exc:
+                errors.append(str(exc))
+        raise ValueError('; '.join(errors))
+    if origin is Literal:
+        if value not in get_args(hint):
+            raise ValueError(f'{where} must be one of {get_args(hint)}, got {value!r}')
+        return value
+    if origin is tuple:
+        return _coerce_tuple(hint, value, where)
+    if is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError(f'{where} must be a mapping, got {value!r}')
+        return from_dict(hint, value)
+    return _coerce_scalar(hint, value, where)
+
+
+def _coerce_tuple(hint: Any, value: Any, where: str) -> tuple:
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f'{where} must be a list, got {value!r}')
+    args = get_args(hint)
+    if len(args) == 2 and args[1] is Ellipsis:
+        return tuple(_coerce(args[0], v, where) for v in value)
+    if len(args) != len(value):
+        raise ValueError(f'{where} must have {len(args)} items, got {value!r}')
+    return tuple(_coerce(a, v, where) for a, v in zip(args, value))
+
+
+def _coerce_scalar(hint: Any, value: Any, where: str) -> Any:
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    else:
+        return value
+    raise ValueError(f'{where} must be {hint.__name__}, got {value!r}')

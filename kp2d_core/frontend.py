@@ -1,0 +1,244 @@
+"""Inference front-end: image in, sparse keypoints + scores + L2-normalised descriptors out.
+
+The only place that turns user images into network input (validation, colour order,
+resize, padding to a multiple of 8, :func:`~kp2d_core.geometry.normalize_image`) and dense
+network output into keypoints (threshold, optional NMS, top-k, descriptor sampling, mapping
+back to input pixels). Training-time evaluation, the evaluation harness and the ROS node all
+go through it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, replace
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from kp2d_core.checkpoint import load_model, resolve_device
+from kp2d_core.config import CELL_SIZE, ExtractorConfig
+from kp2d_core.geometry import normalize_image, resize_points, sample_map
+from kp2d_core.networks import KeypointNet, KeypointOutput
+
+MIN_IMAGE_SIDE = 3 * CELL_SIZE  # the outer ring of cells is never a keypoint
+NMS_CHUNK = 2048
+
+
+@dataclass(frozen=True)
+class Features:
+    """Keypoints of one image.
+
+    Attributes:
+        keypoints: (N, 2) float32 pixel coordinates (x, y) in the input image.
+        scores: (N,) float32 scores in (0, 1], sorted in decreasing order.
+        descriptors: (N, D) float32, unit L2 norm.
+        image_size: (H, W) of the input image.
+    """
+
+    keypoints: torch.Tensor
+    scores: torch.Tensor
+    descriptors: torch.Tensor
+    image_size: tuple[int, int]
+
+    def __len__(self) -> int:
+        return int(self.keypoints.shape[0])
+
+    def to(self, device: str | torch.device) -> Features:
+        return replace(
+            self,
+            keypoints=self.keypoints.to(device),
+            scores=self.scores.to(device),
+            descriptors=self.descriptors.to(device),
+        )
+
+    def numpy(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(keypoints (N,2), scores (N,), descriptors (N,D)) as float32 NumPy arrays."""
+        return (
+            self.keypoints.cpu().numpy(),
+            self.scores.cpu().numpy(),
+            self.descriptors.cpu().numpy(),
+        )
+
+
+def image_to_tensor(image: np.ndarray, channel_order: str = 'bgr') -> torch.Tensor:
+    """Validate a NumPy image and convert it to a (1, C, H, W) float RGB tensor in [0, 1].
+
+    Args:
+        image: (H, W) gray, (H, W, 1), (H, W, 3) or (H, W, 4) with alpha (ignored); uint8,
+            uint16, or float in [0, 1].
+        channel_order: 'bgr' or 'rgb' for 3/4-channel images.
+
+    Returns:
+        (1, 3, H, W) or (1, 1, H, W) float32 tensor (CPU).
+
+    Raises:
+        ValueError: for anything else (empty, too small, wrong dtype, NaN, out of range).
+    """
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f'expected a NumPy image, got {type(image).__name__}')
+    if image.ndim == 3 and image.shape[2] in (1, 3, 4):
+        image = image[..., :3] if image.shape[2] == 4 else image
+    elif image.ndim != 2:
+        raise ValueError(f'expected an image (H, W) or (H, W, 1|3|4), got shape {image.shape}')
+    if image.size == 0:
+        raise ValueError(f'empty image of shape {image.shape}')
+    if min(image.shape[:2]) < MIN_IMAGE_SIDE:
+        raise ValueError(
+            f'image {image.shape[0]}x{image.shape[1]} is too small; both sides '
+            f'must be at least {MIN_IMAGE_SIDE} px'
+        )
+    tensor = torch.from_numpy(_to_unit_float(image))
+    tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
+    if tensor.shape[0] == 3 and channel_order == 'bgr':
+        tensor = tensor.flip(0)
+    return tensor.unsqueeze(0).contiguous()
+
+
+def _to_unit_float(image: np.ndarray) -> np.ndarray:
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0
+    if image.dtype == np.uint16:
+        return image.astype(np.float32) / 65535.0
+    if image.dtype in (np.float16, np.float32, np.float64):
+        image = image.astype(np.float32)
+        if not np.isfinite(image).all():
+            raise ValueError('image contains NaN or infinite values')
+        if image.min() < 0.0 or image.max() > 1.0:
+            raise ValueError(
+                f'float images must be in [0, 1], got range [{image.min():.3g}, {image.max():.3g}]'
+            )
+        return image
+    raise ValueError(f'unsupported image dtype {image.dtype}; use uint8, uint16 or float')
+
+
+def pad_to_cell_multiple(images: torch.Tensor) -> torch.Tensor:
+    """Replicate-pad (B, C, H, W) at the bottom/right so H and W are multiples of 8."""
+    height, width = images.shape[-2:]
+    pad_h, pad_w = -height % CELL_SIZE, -width % CELL_SIZE
+    if pad_h == 0 and pad_w == 0:
+        return images
+    return F.pad(images, (0, pad_w, 0, pad_h), mode='replicate')
+
+
+def radius_nms(xy: torch.Tensor, scores: torch.Tensor, radius: float) -> torch.Tensor:
+    """Keep points with no better-scored point closer than ``radius`` pixels.
+
+    Ties are broken by index (earlier wins), so the result is deterministic.
+
+    Args:
+        xy: (N, 2) pixel coordinates.
+        scores: (N,) scores.
+        radius: suppression radius in pixels (> 0).
+
+    Returns:
+        (N,) boolean keep mask.
+    """
+    n = xy.shape[0]
+    keep = torch.ones(n, dtype=torch.bool, device=xy.device)
+    index = torch.arange(n, device=xy.device)
+    for start in range(0, n, NMS_CHUNK):
+        rows = slice(start, start + NMS_CHUNK)
+        close = torch.cdist(xy[rows], xy) < radius
+        s_row, i_row = scores[rows, None], index[rows, None]
+        better = (scores[None] > s_row) | ((scores[None] == s_row) & (index[None] < i_row))
+        keep[rows] = ~(close & better).any(dim=1)
+    return keep
+
+
+def select_keypoints(
+    out: KeypointOutput, cfg: ExtractorConfig, valid_hw: tuple[int, int]
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Sparse keypoints from dense network output.
+
+    Args:
+        out: network output for a (B, C, Hp, Wp) batch.
+        cfg: selection settings (threshold, NMS, top-k).
+        valid_hw: (H, W) of the image content before padding; keypoints beyond it are dropped.
+
+    Returns:
+        Per image: keypoints (N, 2) in network-input pixels, scores (N,), descriptors (N, D)
+        unit norm, sorted by decreasing score.
+    """
+    height_p, width_p = out.score.shape[-2] * CELL_SIZE, out.score.shape[-1] * CELL_SIZE
+    results = []
+    for b in range(out.score.shape[0]):
+        scores = out.score[b].reshape(-1).float()
+        xy = out.coords[b].reshape(2, -1).t().float()
+        keep = (
+            (scores > cfg.score_threshold)
+            & (xy[:, 0] <= valid_hw[1] - 1)
+            & (xy[:, 1] <= valid_hw[0] - 1)
+        )
+        xy, scores = xy[keep], scores[keep]
+        if cfg.nms_radius > 0 and len(scores):
+            keep = radius_nms(xy, scores, cfg.nms_radius)
+            xy, scores = xy[keep], scores[keep]
+        order = torch.sort(scores, descending=True, stable=True).indices[: cfg.top_k]
+        xy, scores = xy[order], scores[order]
+        desc = sample_map(out.descriptors[b : b + 1].float(), xy[None], height_p, width_p)[0]
+        results.append((xy, scores, F.normalize(desc, dim=1)))
+    return results
+
+
+class KeypointExtractor:
+    """KP2D inference: ``KeypointExtractor.from_checkpoint().extract(image) -> Features``.
+
+    The device follows the model (move the model to CUDA and inputs follow).
+    """
+
+    def __init__(self, model: KeypointNet, cfg: ExtractorConfig | None = None) -> None:
+        self.model = model.eval()
+        self.cfg = cfg or ExtractorConfig()
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike | None = None,
+        device: str = 'auto',
+        cfg: ExtractorConfig | None = None,
+    ) -> KeypointExtractor:
+        """Load weights (default: the bundled model) onto ``device`` ('auto', 'cpu', 'cuda')."""
+        return cls(load_model(path, resolve_device(device)), cfg)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def extract(self, image: np.ndarray) -> Features:
+        """Keypoints of one NumPy image (see :func:`image_to_tensor` for accepted inputs)."""
+        tensor = image_to_tensor(image, self.cfg.channel_order).to(self.device)
+        return self.extract_tensor(tensor)[0]
+
+    @torch.no_grad()
+    def extract_tensor(self, images: torch.Tensor) -> list[Features]:
+        """Keypoints of a batch of same-size images.
+
+        Args:
+            images: (B, 3|1, H, W) float RGB in [0, 1], on any device.
+
+        Returns:
+            One :class:`Features` per image, coordinates in input pixels.
+        """
+        if images.ndim != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(f'expected images (B, 1|3, H, W), got {tuple(images.shape)}')
+        size = (int(images.shape[-2]), int(images.shape[-1]))
+        net_in = images.to(self.device, torch.float32)
+        if self.cfg.resize is not None and self.cfg.resize != size:
+            net_in = F.interpolate(
+                net_in, size=self.cfg.resize, mode='bilinear', align_corners=False, antialias=True
+            )
+        net_size = (int(net_in.shape[-2]), int(net_in.shape[-1]))
+        padded = normalize_image(pad_to_cell_multiple(net_in), self.model.cfg.use_color)
+        with self._autocast():
+            out = self.model(padded)
+        features = []
+        for xy, scores, desc in select_keypoints(out, self.cfg, net_size):
+            features.append(Features(resize_points(xy, net_size, size), scores, desc, size))
+        return features
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.cfg.half_precision and self.device.type == 'cuda':
+            return torch.autocast('cuda', dtype=torch.float16)
+        return contextlib.nullcontext()

@@ -1,0 +1,179 @@
+"""Image normalisation, coordinate conventions and homography warps: each written once.
+
+Conventions used across kp2d (training, evaluation and the ROS node):
+
+* Images are float tensors ``(B, C, H, W)`` in [0, 1], RGB, before :func:`normalize_image`.
+* Pixel coordinates are ``(x, y)``, with integer values at pixel *centres*: the first pixel
+  covers [-0.5, 0.5] and its centre is 0.
+* Normalised coordinates follow ``grid_sample(..., align_corners=False)``: -1 and +1 are the
+  outer *edges* of the image, ``x_n = (2 x + 1) / W - 1``. Because this refers to the image
+  extent and not to sample centres, the same normalised point addresses the same place in a
+  full-resolution image and in any map of it downsampled by an integer factor (H/4, H/8), so
+  coarse score/descriptor maps are sampled without the half-cell offset of the reference code.
+* A homography ``H_0to1`` maps homogeneous pixel coordinates of view 0 to view 1.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+Array = TypeVar('Array', np.ndarray, torch.Tensor)
+
+IMAGE_MEAN = 0.5
+IMAGE_SCALE = 0.225
+"""KP2D input normalisation ``(x - 0.5) * 0.225``, the reference implementation's constants (it
+multiplies; the first convolution has no bias and feeds BatchNorm, so the scale only has to
+agree between training and inference, which this single function guarantees)."""
+
+
+def normalize_image(image: torch.Tensor, use_color: bool = True) -> torch.Tensor:
+    """Map [0, 1] RGB images to the network's input space.
+
+    Args:
+        image: float tensor (B, 3, H, W) or (B, 1, H, W) in [0, 1]. Not modified.
+        use_color: keep 3 channels; False averages them into one (gray networks).
+
+    Returns:
+        Tensor (B, 3, H, W), or (B, 1, H, W) when ``use_color`` is False.
+    """
+    if image.ndim != 4 or image.shape[1] not in (1, 3):
+        raise ValueError(f'expected images (B, 1|3, H, W), got {tuple(image.shape)}')
+    if use_color and image.shape[1] == 1:
+        image = image.expand(-1, 3, -1, -1)
+    elif not use_color and image.shape[1] == 3:
+        image = image.mean(dim=1, keepdim=True)
+    return (image - IMAGE_MEAN) * IMAGE_SCALE
+
+
+def normalize_coords(xy: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pixel (x, y) to ``align_corners=False`` normalised coordinates in [-1, 1].
+
+    Args:
+        xy: (..., 2) pixel coordinates.
+        height, width: size of the image the pixels refer to.
+
+    Returns:
+        (..., 2) normalised coordinates (x_n, y_n).
+    """
+    size = xy.new_tensor([width, height])
+    return (2.0 * xy + 1.0) / size - 1.0
+
+
+def denormalize_coords(xy_n: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Inverse of :func:`normalize_coords`: (..., 2) normalised to pixel (x, y)."""
+    size = xy_n.new_tensor([width, height])
+    return ((xy_n + 1.0) * size - 1.0) / 2.0
+
+
+def sample_map(
+    feature_map: torch.Tensor, xy: torch.Tensor, height: int, width: int
+) -> torch.Tensor:
+    """Bilinearly sample a dense map at pixel keypoints of the full-resolution image.
+
+    Args:
+        feature_map: (B, C, h, w) map covering an image of size (height, width) at any
+            integer stride (h = height / s).
+        xy: (B, N, 2) pixel coordinates in the full-resolution image.
+        height, width: full-resolution image size.
+
+    Returns:
+        (B, N, C) sampled values (border values are replicated outside the image).
+    """
+    grid = normalize_coords(xy, height, width).unsqueeze(1).to(feature_map.dtype)
+    sampled = F.grid_sample(
+        feature_map, grid, mode='bilinear', padding_mode='border', align_corners=False
+    )
+    return sampled.squeeze(2).transpose(1, 2)
+
+
+def warp_points(H: Array, xy: Array) -> Array:
+    """Apply homographies to points; works on NumPy arrays and torch tensors alike.
+
+    Args:
+        H: (3, 3) or (B, 3, 3) homography mapping view 0 pixels to view 1 pixels.
+        xy: (N, 2) or (B, N, 2) pixel coordinates in view 0.
+
+    Returns:
+        (N, 2) or (B, N, 2) coordinates in view 1 (points at infinity come out non-finite).
+    """
+    proj = xy @ H[..., :2, :2].swapaxes(-1, -2) + H[..., None, :2, 2]
+    w = xy @ H[..., 2:3, :2].swapaxes(-1, -2) + H[..., None, 2:3, 2]
+    return proj / w
+
+
+def scale_homography(
+    H: np.ndarray,
+    size0: tuple[int, int],
+    new_size0: tuple[int, int],
+    size1: tuple[int, int],
+    new_size1: tuple[int, int],
+) -> np.ndarray:
+    """Adapt ``H_0to1`` to resized images: ``S1 @ H @ inv(S0)``.
+
+    Sizes are (H, W). The scaling is about pixel edges (pixel centres move by the
+    half-pixel rule ``x' = (x + 0.5) * s - 0.5``), matching :func:`resize_points`.
+    """
+    return resize_matrix(size1, new_size1) @ H @ np.linalg.inv(resize_matrix(size0, new_size0))
+
+
+def resize_matrix(size: tuple[int, int], new_size: tuple[int, int]) -> np.ndarray:
+    """(3, 3) affine map of pixel centres from an image of ``size`` to ``new_size`` (H, W)."""
+    sy = new_size[0] / size[0]
+    sx = new_size[1] / size[1]
+    return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+
+
+def resize_points(xy: Array, size: tuple[int, int], new_size: tuple[int, int]) -> Array:
+    """Map (..., 2) pixel coordinates between two sizes (H, W) of the same image."""
+    scale = [new_size[1] / size[1], new_size[0] / size[0]]
+    scale = xy.new_tensor(scale) if isinstance(xy, torch.Tensor) else np.asarray(scale)
+    return (xy + 0.5) * scale - 0.5
+
+
+def warp_image(image: np.ndarray, H: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
+    """Render view 1 from view 0 given ``H_0to1``: out[p] = image[inv(H) p] (bilinear).
+
+    Args:
+        image: (H0, W0[, C]) array of view 0.
+        H: (3, 3) homography from view 0 pixels to view 1 pixels.
+        out_size: (H1, W1) of the rendered view 1.
+
+    Returns:
+        (H1, W1[, C]) array with the dtype of ``image``; pixels that come from outside view 0
+        are 0.
+    """
+    return cv2.warpPerspective(
+        image,
+        np.asarray(H, dtype=np.float64),
+        (int(out_size[1]), int(out_size[0])),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
+
+
+def image_corners(height: int, width: int) -> np.ndarray:
+    """(4, 2) pixel corners (0,0), (W-1,0), (W-1,H-1), (0,H-1) of an image."""
+    return np.array(
+        [[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], dtype=np.float64
+    )
+
+
+def corner_error(H_est: np.ndarray, H_true: np.ndarray, height: int, width: int) -> float:
+    """Mean distance (px) between the image corners warped by ``H_est`` and by ``H_true``."""
+    corners = image_corners(height, width)
+    diff = warp_points(np.asarray(H_est, np.float64), corners) - warp_points(
+        np.asarray(H_true, np.float64), corners
+    )
+    return float(np.linalg.norm(diff, axis=1).mean())
+
+
+def in_image(xy: Array, height: int, width: int) -> Array:
+    """(...,) mask of points inside [0, W-1] x [0, H-1] (pixel centres), finite ones only."""
+    x, y = xy[..., 0], xy[..., 1]
+    return (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)

@@ -1,0 +1,155 @@
+"""Robust homography estimation between matched keypoints (OpenCV RANSAC / USAC-MAGSAC++)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from kp2d_core.geometry import warp_points
+from kp2d_core.matching import Matches
+
+METHODS = {
+    'ransac': cv2.RANSAC,
+    'magsac': cv2.USAC_MAGSAC,
+    'usac': cv2.USAC_DEFAULT,
+    'lmeds': cv2.LMEDS,
+}
+MIN_CORRESPONDENCES = 4
+MIN_SPREAD_PX = 1.0  # inliers must span at least this much in both principal directions
+
+
+@dataclass(frozen=True)
+class HomographyResult:
+    """Outcome of :func:`estimate_homography`.
+
+    Attributes:
+        H: (3, 3) float64 homography mapping view 0 pixels to view 1 (H[2,2] = 1), or None.
+        inliers: (M,) bool mask over the input correspondences (all False on failure).
+        reason: None on success, else why no homography was returned:
+            'too_few_matches', 'estimation_failed', 'too_few_inliers' or 'degenerate'.
+    """
+
+    H: np.ndarray | None
+    inliers: np.ndarray
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.H is not None
+
+    @property
+    def num_inliers(self) -> int:
+        return int(self.inliers.sum())
+
+
+def _as_numpy(points: np.ndarray | torch.Tensor) -> np.ndarray:
+    if isinstance(points, torch.Tensor):
+        points = points.detach().cpu().numpy()
+    points = np.asarray(points, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != 2:
+        raise ValueError(f'expected points of shape (N, 2), got {points.shape}')
+    return points
+
+
+def paired_points(
+    kpts0: np.ndarray | torch.Tensor,
+    kpts1: np.ndarray | torch.Tensor,
+    matches: Matches | np.ndarray | torch.Tensor | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(M, 2) float64 arrays of corresponding points; ``matches`` None means already paired."""
+    pts0, pts1 = _as_numpy(kpts0), _as_numpy(kpts1)
+    if matches is None:
+        if len(pts0) != len(pts1):
+            raise ValueError(f'unpaired point sets of sizes {len(pts0)} and {len(pts1)}')
+        return pts0, pts1
+    idx = matches.indices if isinstance(matches, Matches) else matches
+    idx = idx.detach().cpu().numpy() if isinstance(idx, torch.Tensor) else np.asarray(idx)
+    idx = idx.reshape(-1, 2).astype(np.int64)
+    if len(idx) and (
+        idx.min() < 0 or idx[:, 0].max() >= len(pts0) or idx[:, 1].max() >= len(pts1)
+    ):
+        raise ValueError('match indices out of range of the keypoint arrays')
+    return pts0[idx[:, 0]], pts1[idx[:, 1]]
+
+
+def estimate_homography(
+    kpts0: np.ndarray | torch.Tensor,
+    kpts1: np.ndarray | torch.Tensor,
+    matches: Matches | np.ndarray | torch.Tensor | None = None,
+    method: str = 'magsac',
+    threshold_px: float = 3.0,
+    confidence: float = 0.999,
+    max_iters: int = 5000,
+) -> HomographyResult:
+    """Fit ``H_0to1`` to matched keypoints with a robust estimator.
+
+    Args:
+        kpts0: (N0, 2) pixel keypoints of view 0.
+        kpts1: (N1, 2) pixel keypoints of view 1.
+        matches: (M, 2) index pairs or :class:`Matches`; None if kpts0[i] <-> kpts1[i].
+        method: 'magsac' (USAC MAGSAC++), 'ransac', 'usac' or 'lmeds'.
+        threshold_px: inlier reprojection threshold in pixels.
+        confidence: RANSAC confidence.
+        max_iters: iteration cap.
+
+    Returns:
+        :class:`HomographyResult`; failures are reported through ``reason``, not raised.
+    """
+    if method not in METHODS:
+        raise ValueError(f'unknown method {method!r}; choose from {sorted(METHODS)}')
+    pts0, pts1 = paired_points(kpts0, kpts1, matches)
+    no_inliers = np.zeros(len(pts0), dtype=bool)
+    finite = np.isfinite(pts0).all(axis=1) & np.isfinite(pts1).all(axis=1)
+    if finite.sum() < MIN_CORRESPONDENCES:
+        return HomographyResult(None, no_inliers, 'too_few_matches')
+    H, mask = cv2.findHomography(
+        pts0[finite],
+        pts1[finite],
+        METHODS[method],
+        threshold_px,
+        maxIters=max_iters,
+        confidence=confidence,
+    )
+    if H is None or mask is None:
+        return HomographyResult(None, no_inliers, 'estimation_failed')
+    inliers = no_inliers.copy()
+    inliers[np.flatnonzero(finite)] = mask.ravel().astype(bool)
+    if inliers.sum() < MIN_CORRESPONDENCES:
+        return HomographyResult(None, no_inliers, 'too_few_inliers')
+    if not np.isfinite(H).all() or abs(H[2, 2]) < 1e-12:
+        return HomographyResult(None, no_inliers, 'degenerate')
+    H = H / H[2, 2]
+    if is_degenerate(H, pts0[inliers]):
+        return HomographyResult(None, no_inliers, 'degenerate')
+    return HomographyResult(H, inliers)
+
+
+def is_degenerate(H: np.ndarray, support: np.ndarray) -> bool:
+    """True if ``H`` cannot be a view-to-view homography of the region ``support`` spans.
+
+    Degenerate means: the support points are (nearly) collinear, or the bounding box of the
+    support does not map to a convex, orientation-preserving quadrilateral in front of the
+    camera (a fold or a mirror image).
+
+    Args:
+        H: (3, 3) homography.
+        support: (K, 2) points of view 0 it was fitted on.
+    """
+    centred = support - support.mean(axis=0)
+    if np.linalg.svd(centred, compute_uv=False)[-1] / np.sqrt(len(support)) < MIN_SPREAD_PX:
+        return True
+    (x0, y0), (x1, y1) = support.min(axis=0), support.max(axis=0)
+    box = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+    depth = box @ H[2, :2] + H[2, 2]
+    if (depth <= 0).any():
+        return True
+    quad = warp_points(H, box)
+    edges = np.roll(quad, -1, axis=0) - quad
+    turns = (
+        edges[:, 0] * np.roll(edges, -1, axis=0)[:, 1]
+        - edges[:, 1] * np.roll(edges, -1, axis=0)[:, 0]
+    )
+    return not (turns > 0).all()

@@ -1,0 +1,121 @@
+"""Bundled sample photo and synthetic views of it with exactly known homographies.
+
+The photo is ``coffee`` from scikit-image's data (CC0, Rachel Michetti). A "view" is what a
+pinhole camera looking at the (planar) photo sees: a quadrilateral of the photo rendered to
+the view size, so the homography between any two views is known exactly. The demo, the tests
+and the benchmarks use these instead of downloaded data.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from kp2d_core.geometry import warp_image
+
+SAMPLE_PHOTO = 'coffee.jpg'
+
+
+def sample_photo_path() -> Path:
+    """Path of the bundled sample photo (400x600 JPEG)."""
+    return Path(str(resources.files('kp2d_core').joinpath('assets', SAMPLE_PHOTO)))
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as (H, W, 3) uint8 BGR.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file exists but is not a decodable image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'image not found: {path}')
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None or image.size == 0:
+        raise ValueError(f'cannot decode image {path}')
+    return image
+
+
+def view_quad(photo_hw: tuple[int, int], t: float) -> np.ndarray:
+    """(4, 2) photo-pixel corners (TL, TR, BR, BL) seen by the camera at motion phase ``t``.
+
+    The camera drifts, zooms, rolls and tilts smoothly with ``t`` in [0, 1]; the quadrilateral
+    always stays inside the photo.
+    """
+    height, width = photo_hw
+    phase = 2.0 * np.pi * t
+    centre = np.array(
+        [width * (0.5 + 0.06 * np.sin(phase)), height * (0.5 + 0.05 * np.sin(2 * phase))]
+    )
+    half = 0.5 * (0.72 + 0.06 * np.cos(phase)) * np.array([width, height])
+    angle = 0.12 * np.sin(phase)
+    tilt = 0.04 * np.sin(phase + 1.0)
+    unit = np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
+    unit[:, 1] *= 1.0 + tilt * unit[:, 0]  # one side taller than the other: perspective
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    quad = (unit * half) @ rot.T + centre
+    return np.clip(quad, 0.0, [width - 1.0, height - 1.0])
+
+
+def view_homography(photo_hw: tuple[int, int], out_hw: tuple[int, int], t: float) -> np.ndarray:
+    """(3, 3) homography from photo pixels to the pixels of the view at phase ``t``."""
+    out_h, out_w = out_hw
+    corners = np.array(
+        [[0, 0], [out_w - 1, 0], [out_w - 1, out_h - 1], [0, out_h - 1]], np.float32
+    )
+    return cv2.getPerspectiveTransform(view_quad(photo_hw, t).astype(np.float32), corners).astype(
+        np.float64
+    )
+
+
+def render_view(
+    photo: np.ndarray, out_hw: tuple[int, int], t: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Render the view at phase ``t``: returns (image (H, W, C) uint8, H_photo_to_view (3, 3))."""
+    H = view_homography(photo.shape[:2], out_hw, t)
+    # Smooth first so that shrinking the photo into the view does not alias.
+    scale = np.sqrt(abs(np.linalg.det(H[:2, :2])))
+    if scale < 1.0:
+        photo = cv2.GaussianBlur(photo, (0, 0), sigmaX=0.5 / scale)
+    return warp_image(photo, H, out_hw), H
+
+
+def synthetic_sequence(
+    num_frames: int, out_hw: tuple[int, int] = (480, 640), photo: np.ndarray | None = None
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """A short camera sweep over a planar photo (the bundled one by default).
+
+    Args:
+        num_frames: number of frames (>= 2).
+        out_hw: (H, W) of every frame.
+        photo: (Hp, Wp, 3) uint8 BGR photo; None uses :func:`sample_photo_path`.
+
+    Returns:
+        frames: list of (H, W, 3) uint8 BGR images.
+        H_0to_k: list of (3, 3) homographies mapping frame 0 pixels to frame k pixels.
+    """
+    if num_frames < 2:
+        raise ValueError(f'num_frames must be >= 2, got {num_frames}')
+    photo = read_image(sample_photo_path()) if photo is None else photo
+    frames, to_view = [], []
+    for t in np.linspace(0.0, 1.0, num_frames, endpoint=False):
+        frame, H = render_view(photo, out_hw, float(t))
+        frames.append(frame)
+        to_view.append(H)
+    inv0 = np.linalg.inv(to_view[0])
+    return frames, [H @ inv0 / (H @ inv0)[2, 2] for H in to_view]
+
+
+def synthetic_pair(
+    out_hw: tuple[int, int] = (480, 640), t0: float = 0.0, t1: float = 0.15
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two views of the bundled photo: (image0, image1, H_0to1)."""
+    photo = read_image(sample_photo_path())
+    image0, H0 = render_view(photo, out_hw, t0)
+    image1, H1 = render_view(photo, out_hw, t1)
+    H_0to1 = H1 @ np.linalg.inv(H0)
+    return image0, image1, H_0to1 / H_0to1[2, 2]

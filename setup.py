@@ -1,0 +1,35 @@
+"""Packaging for kp2d: an ament_python ROS 2 package that is also pip-installable."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = 'kp2d_ros'
+
+setup(
+    name=PACKAGE,
+    version='0.1.0',
+    description='KP2D keypoints, descriptors and frame-to-frame homographies for ROS 2',
+    license='MIT',
+    python_requires='>=3.10',
+    packages=find_packages(include=['kp2d_core', 'kp2d_core.*', 'kp2d_ros', 'kp2d_ros.*']),
+    package_data={'kp2d_core': ['weights/*.pt', 'assets/*', 'py.typed']},
+    data_files=[
+        ('share/ament_index/resource_index/packages', [f'resource/{PACKAGE}']),
+        (f'share/{PACKAGE}', ['package.xml']),
+        (f'share/{PACKAGE}/launch', glob('launch/*.launch.py')),
+        (f'share/{PACKAGE}/config', glob('config/*.yaml')),
+    ],
+    install_requires=[
+        'numpy>=1.23',
+        'opencv-python-headless>=4.7,<5',
+        'pyyaml>=5.4',
+        'torch>=2.2',
+    ],
+    extras_require={
+        'train': ['tqdm>=4.60', 'tensorboard>=2.10', 'matplotlib>=3.6'],
+        'bag': ['rosbags>=0.10'],
+        'dev': ['pytest>=7', 'ruff>=0.5', 'colcon-common-extensions>=0.3'],
+    },
+    zip_safe=False,
+)

@@ -1,0 +1,58 @@
+"""The package installs with pip (data files included) and builds with colcon."""
+
+from __future__ import annotations
+
+from pathlib import Path
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_FILES = ('setup.py', 'setup.cfg', 'package.xml', 'pyproject.toml', 'resource')
+PACKAGES = ('kp2d_core', 'kp2d_ros', 'launch', 'config')
+
+
+def _copy_package(dest: Path) -> Path:
+    dest.mkdir(parents=True)
+    ignore = shutil.ignore_patterns('__pycache__', '*.egg-info')
+    for name in PACKAGE_FILES + PACKAGES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=ignore)
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+@pytest.mark.slow
+def test_pip_install_ships_ament_files_and_assets(tmp_path):
+    src = _copy_package(tmp_path / 'src')
+    target = tmp_path / 'site'
+    cmd = [sys.executable, '-m', 'pip', 'install', '--quiet', '--no-deps', '--target', target, src]
+    subprocess.run(cmd, check=True, timeout=300, capture_output=True)
+    assert (target / 'share/ament_index/resource_index/packages/kp2d_ros').is_file()
+    assert (target / 'share/kp2d_ros/package.xml').is_file()
+    assert (target / 'kp2d_core/assets/coffee.jpg').is_file()
+    assert (target / 'kp2d_core/py.typed').is_file()
+
+
+@pytest.mark.slow
+def test_colcon_build(tmp_path):
+    colcon = Path(sys.executable).parent / 'colcon'
+    if not colcon.exists():
+        pytest.skip('colcon is not installed (pip install colcon-common-extensions)')
+    _copy_package(tmp_path / 'ws/src/kp2d_ros')
+    out = subprocess.run(
+        [colcon, 'build', '--event-handlers', 'console_direct-'],
+        cwd=tmp_path / 'ws',
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    prefix = tmp_path / 'ws/install/kp2d_ros'
+    assert (prefix / 'share/ament_index/resource_index/packages/kp2d_ros').is_file()
+    assert list(prefix.glob('lib/python3*/site-packages/kp2d_core/frontend.py'))
