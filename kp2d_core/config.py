@@ -161,3 +161,49 @@ def _coerce_scalar(hint: Any, value: Any, where: str) -> Any:
     else:
         return value
     raise ValueError(f'{where} must be {hint.__name__}, got {value!r}')
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of nested ``data`` with ``a.b.c=value`` overrides applied.
+
+    Values are parsed as YAML scalars/lists (``3``, ``0.5``, ``true``, ``[240, 320]``).
+
+    Raises:
+        ValueError: an override without ``=`` or one that descends into a non-mapping.
+    """
+    import yaml
+
+    result = _deep_copy(data)
+    for item in overrides:
+        key, sep, raw = item.partition('=')
+        if not sep or not key:
+            raise ValueError(f'override {item!r} is not of the form key.sub=value')
+        *parents, leaf = key.split('.')
+        node = result
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f'override {item!r}: {part!r} is not a section')
+        node[leaf] = yaml.safe_load(raw)
+    return result
+
+
+def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in data.items()}
+
+
+def load_yaml_config(cls: type[T], path: str | None, overrides: list[str] | None = None) -> T:
+    """Build ``cls`` from a YAML file (optional) plus ``key=value`` overrides.
+
+    Unknown keys anywhere raise ``ValueError``, so typos fail loudly.
+    """
+    import yaml
+
+    data: dict[str, Any] = {}
+    if path:
+        with open(path) as handle:
+            loaded = yaml.safe_load(handle) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f'{path} must hold a mapping at the top level')
+        data = loaded
+    return from_dict(cls, apply_overrides(data, overrides or []))

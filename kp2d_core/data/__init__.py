@@ -1,0 +1,1 @@
+"""Training data: random homography adaptation, photometric augmentation, image folders."""

@@ -1,0 +1,109 @@
+"""Random homography adaptation (paper Sec. 4.2): crop, perspective, scale, rotation, shift.
+
+The sampled quadrilateral is the part of the *target* image that the *source* view shows, so
+every source pixel sees target content (no empty borders). Sampling happens in an
+aspect-corrected frame (x in [-1, 1], y in [-H/W, H/W]) so that rotations are rigid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from kp2d_core.geometry import image_corners
+
+UNIT_SQUARE = np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])  # TL, TR, BR, BL
+
+
+@dataclass(frozen=True)
+class HomographyConfig:
+    """Ranges of the random homography adaptation (defaults from the paper)."""
+
+    patch_ratio: float = 0.7  # side of the crop relative to the image
+    scale_range: tuple[float, float] = (0.8, 1.2)  # zoom about the crop centre
+    max_angle: float = float(np.pi / 4)  # rotation drawn uniformly in [-max_angle, max_angle]
+    perspective: float = 0.2  # keystone amount: one side shrinks, the opposite grows by it
+    max_tries: int = 50  # rejection-sampling attempts per transform before it is skipped
+
+    def __post_init__(self) -> None:
+        if not 0.1 <= self.patch_ratio <= 1.0:
+            raise ValueError(f'patch_ratio must be in [0.1, 1], got {self.patch_ratio}')
+        low, high = self.scale_range
+        if not 0 < low <= high:
+            raise ValueError(f'scale_range must satisfy 0 < low <= high, got {self.scale_range}')
+        if self.max_angle < 0 or not 0 <= self.perspective < 1:
+            raise ValueError('max_angle must be >= 0 and perspective in [0, 1)')
+
+
+def _inside(quad: np.ndarray, aspect: float) -> bool:
+    return bool((np.abs(quad[:, 0]) <= 1.0).all() and (np.abs(quad[:, 1]) <= aspect).all())
+
+
+def _keystone(quad: np.ndarray, a: float, b: float) -> np.ndarray:
+    """Left/right sides scale by (1 -+ a) in height, top/bottom by (1 -+ b) in width."""
+    hx, hy = np.abs(quad).max(axis=0)
+    delta = np.array([[b * hx, a * hy], [-b * hx, -a * hy], [b * hx, a * hy], [-b * hx, -a * hy]])
+    return quad + delta
+
+
+def _try_transform(quad, aspect, rng, draw, apply, tries) -> np.ndarray:
+    """Apply the first random transform (from ``draw``) that keeps the quad in the image."""
+    for _ in range(tries):
+        candidate = apply(quad, draw(rng))
+        if _inside(candidate, aspect):
+            return candidate
+    return quad
+
+
+def _scale(quad: np.ndarray, s: float) -> np.ndarray:
+    centre = quad.mean(axis=0)
+    return (quad - centre) * s + centre
+
+
+def _rotate(quad: np.ndarray, angle: float) -> np.ndarray:
+    centre = quad.mean(axis=0)
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    return (quad - centre) @ rot.T + centre
+
+
+def _translate(quad: np.ndarray, aspect: float, rng: np.random.Generator) -> np.ndarray:
+    """Shift uniformly within the room left on each side of the image."""
+    low = np.array([-1.0, -aspect]) - quad.min(axis=0)
+    high = np.array([1.0, aspect]) - quad.max(axis=0)
+    return quad + rng.uniform(np.minimum(low, 0.0), np.maximum(high, 0.0))
+
+
+def sample_quad(aspect: float, cfg: HomographyConfig, rng: np.random.Generator) -> np.ndarray:
+    """(4, 2) corners (TL, TR, BR, BL) in the aspect-corrected frame, inside the image."""
+    quad = UNIT_SQUARE * [cfg.patch_ratio, cfg.patch_ratio * aspect]
+    p, tries = cfg.perspective, cfg.max_tries
+    quad = _try_transform(
+        quad, aspect, rng, lambda r: r.uniform(-p, p, 2), lambda q, ab: _keystone(q, *ab), tries
+    )
+    quad = _try_transform(quad, aspect, rng, lambda r: r.uniform(*cfg.scale_range), _scale, tries)
+    angle = cfg.max_angle
+    quad = _try_transform(quad, aspect, rng, lambda r: r.uniform(-angle, angle), _rotate, tries)
+    return _translate(quad, aspect, rng)
+
+
+def sample_homography(
+    size: tuple[int, int], cfg: HomographyConfig, rng: np.random.Generator
+) -> np.ndarray:
+    """Random ``H_source_to_target`` for images of ``size`` (H, W), in pixel coordinates.
+
+    The source image is the target seen through the sampled quadrilateral:
+    ``source[p] = target[H p]``, so ``H`` maps source keypoints onto target content.
+
+    Returns:
+        (3, 3) float64 homography with H[2, 2] = 1.
+    """
+    height, width = size
+    aspect = height / width
+    quad = sample_quad(aspect, cfg, rng)
+    # Aspect-corrected frame -> pixels: x in [-1, 1] spans the image edges [-0.5, W - 0.5].
+    quad_px = (quad / [1.0, aspect] + 1.0) * 0.5 * [width, height] - 0.5
+    corners = image_corners(height, width)[[0, 1, 2, 3]]
+    H = cv2.getPerspectiveTransform(corners.astype(np.float32), quad_px.astype(np.float32))
+    return H / H[2, 2]
