@@ -61,27 +61,36 @@ def view_quad(photo_hw: tuple[int, int], t: float) -> np.ndarray:
     return np.clip(quad, 0.0, [width - 1.0, height - 1.0])
 
 
-def view_homography(photo_hw: tuple[int, int], out_hw: tuple[int, int], t: float) -> np.ndarray:
-    """(3, 3) homography from photo pixels to the pixels of the view at phase ``t``."""
+def quad_homography(quad: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    """(3, 3) homography from photo pixels to a view whose corners see ``quad`` (TL,TR,BR,BL)."""
     out_h, out_w = out_hw
     corners = np.array(
         [[0, 0], [out_w - 1, 0], [out_w - 1, out_h - 1], [0, out_h - 1]], np.float32
     )
-    return cv2.getPerspectiveTransform(view_quad(photo_hw, t).astype(np.float32), corners).astype(
-        np.float64
-    )
+    H = cv2.getPerspectiveTransform(np.asarray(quad, np.float32), corners).astype(np.float64)
+    return H / H[2, 2]
+
+
+def view_homography(photo_hw: tuple[int, int], out_hw: tuple[int, int], t: float) -> np.ndarray:
+    """(3, 3) homography from photo pixels to the pixels of the view at phase ``t``."""
+    return quad_homography(view_quad(photo_hw, t), out_hw)
+
+
+def render_quad(photo: np.ndarray, quad: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    """Render the view whose corners see ``quad`` of the photo, anti-aliased when shrinking."""
+    H = quad_homography(quad, out_hw)
+    scale = np.sqrt(abs(np.linalg.det(H[:2, :2])))
+    if scale < 1.0:
+        photo = cv2.GaussianBlur(photo, (0, 0), sigmaX=0.5 / scale)
+    return warp_image(photo, H, out_hw)
 
 
 def render_view(
     photo: np.ndarray, out_hw: tuple[int, int], t: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render the view at phase ``t``: returns (image (H, W, C) uint8, H_photo_to_view (3, 3))."""
-    H = view_homography(photo.shape[:2], out_hw, t)
-    # Smooth first so that shrinking the photo into the view does not alias.
-    scale = np.sqrt(abs(np.linalg.det(H[:2, :2])))
-    if scale < 1.0:
-        photo = cv2.GaussianBlur(photo, (0, 0), sigmaX=0.5 / scale)
-    return warp_image(photo, H, out_hw), H
+    quad = view_quad(photo.shape[:2], t)
+    return render_quad(photo, quad, out_hw), quad_homography(quad, out_hw)
 
 
 def synthetic_sequence(

@@ -1,0 +1,1 @@
+"""HPatches-protocol evaluation: loader, metrics, extractors and the harness (ROS-free)."""

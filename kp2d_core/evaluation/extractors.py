@@ -1,0 +1,82 @@
+"""Feature extractors behind one interface, so KP2D and OpenCV baselines share the harness.
+
+An extractor maps a uint8 BGR image to :class:`Keypoints` (NumPy). OpenCV detectors run
+with lowered thresholds: their defaults return too few points on low-texture images for a
+top-300 / top-1000 protocol, which would measure the threshold instead of the method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from kp2d_core.config import ExtractorConfig
+from kp2d_core.frontend import KeypointExtractor
+from kp2d_core.networks import KeypointNet
+
+MAX_BASELINE_FEATURES = 5000  # detected before the protocol's own top-k selection
+
+# Thresholds used for the baselines (OpenCV defaults in comments).
+ORB_FAST_THRESHOLD = 5  # default 20
+SIFT_CONTRAST_THRESHOLD = 0.01  # default 0.04
+AKAZE_THRESHOLD = 1e-4  # default 1e-3
+
+
+@dataclass(frozen=True)
+class Keypoints:
+    """keypoints (N, 2) float64 pixels, scores (N,), descriptors (N, D) and their norm."""
+
+    keypoints: np.ndarray
+    scores: np.ndarray
+    descriptors: np.ndarray
+    norm: str  # 'l2' (float descriptors) or 'hamming' (binary, uint8)
+
+
+Extractor = Callable[[np.ndarray], Keypoints]
+
+
+def kp2d_extractor(model: KeypointNet) -> Extractor:
+    """Every non-border cell of the KP2D model (score > 0, no NMS), as in the protocol."""
+    frontend = KeypointExtractor(model, ExtractorConfig(top_k=None, score_threshold=0.0))
+
+    def extract(image: np.ndarray) -> Keypoints:
+        kpts, scores, desc = frontend.extract(image).numpy()
+        return Keypoints(kpts.astype(np.float64), scores, desc, 'l2')
+
+    return extract
+
+
+def _from_opencv(detector: cv2.Feature2D, norm: str) -> Extractor:
+    def extract(image: np.ndarray) -> Keypoints:
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+        kps, desc = detector.detectAndCompute(gray, None)
+        if desc is None or not kps:
+            width = detector.descriptorSize() if norm == 'hamming' else 128
+            return Keypoints(np.zeros((0, 2)), np.zeros(0), np.zeros((0, width)), norm)
+        xy = np.array([k.pt for k in kps], np.float64)
+        scores = np.array([k.response for k in kps], np.float64)
+        return Keypoints(xy, scores, desc, norm)
+
+    return extract
+
+
+def opencv_extractor(name: str) -> Extractor:
+    """'orb', 'sift' or 'akaze' with the thresholds documented above."""
+    if name == 'orb':
+        return _from_opencv(
+            cv2.ORB_create(nfeatures=MAX_BASELINE_FEATURES, fastThreshold=ORB_FAST_THRESHOLD),
+            'hamming',
+        )
+    if name == 'sift':
+        return _from_opencv(
+            cv2.SIFT_create(
+                nfeatures=MAX_BASELINE_FEATURES, contrastThreshold=SIFT_CONTRAST_THRESHOLD
+            ),
+            'l2',
+        )
+    if name == 'akaze':
+        return _from_opencv(cv2.AKAZE_create(threshold=AKAZE_THRESHOLD), 'hamming')
+    raise ValueError(f"unknown baseline {name!r}; choose from 'orb', 'sift', 'akaze'")
