@@ -1,0 +1,131 @@
+"""Camera motion from image-to-image geometry, for visual odometry (OpenCV, NumPy).
+
+Poses are 4x4 matrices. ``T_a_b`` maps points in frame ``b`` to frame ``a`` (so it is the
+pose of camera ``b`` expressed in frame ``a``). Camera frames are optical frames (x right,
+y down, z forward). Monocular translation has no metric scale: from a homography it is in
+units of the distance from the first camera to the plane, from an essential matrix it is a
+unit vector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+MIN_POSE_POINTS = 8
+PURE_ROTATION_T = 1e-6  # translation / plane distance below which motion is a rotation
+
+
+@dataclass(frozen=True)
+class RelativePose:
+    """Motion between a reference and a current view.
+
+    Attributes:
+        T_cur_ref: (4, 4) transform of reference-camera points into the current camera.
+        method: 'homography' or 'essential'.
+        normal: (3,) plane normal in the reference camera (homography only), else None.
+    """
+
+    T_cur_ref: np.ndarray
+    method: str
+    normal: np.ndarray | None = None
+
+
+def make_pose(R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """(4, 4) rigid transform from a (3, 3) rotation and a (3,) translation."""
+    T = np.eye(4)
+    T[:3, :3] = R
+    T[:3, 3] = np.asarray(t, np.float64).ravel()
+    return T
+
+
+def invert_pose(T: np.ndarray) -> np.ndarray:
+    """Inverse of a (4, 4) rigid transform."""
+    R, t = T[:3, :3], T[:3, 3]
+    return make_pose(R.T, -R.T @ t)
+
+
+def camera_matrix(k: np.ndarray | list[float]) -> np.ndarray:
+    """(3, 3) intrinsics from a 9-element row-major list (CameraInfo.k); validated.
+
+    Raises:
+        ValueError: non-finite values or non-positive focal lengths.
+    """
+    K = np.asarray(k, np.float64).reshape(3, 3)
+    if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0 or K[2, 2] == 0:
+        raise ValueError(f'invalid camera matrix {K.ravel().tolist()}')
+    return K / K[2, 2]
+
+
+def pose_from_homography(
+    H: np.ndarray, K: np.ndarray, pts_ref: np.ndarray, pts_cur: np.ndarray
+) -> RelativePose | None:
+    """The physically valid decomposition of ``H_ref_to_cur`` (pixels) given intrinsics.
+
+    Of OpenCV's up to four solutions, keeps those for which the inlier points lie in front of
+    both cameras, then the one whose plane faces the reference camera most directly.
+
+    Args:
+        H: (3, 3) homography from reference to current pixels.
+        K: (3, 3) intrinsics (same camera for both views).
+        pts_ref, pts_cur: (N, 2) inlier correspondences used to reject solutions.
+    """
+    _, rotations, translations, normals = cv2.decomposeHomographyMat(H, K)
+    if max(float(np.linalg.norm(t)) for t in translations) < PURE_ROTATION_T:
+        # No translation (e.g. a still camera): every solution is the same rotation and the
+        # plane normal is undefined, so the visibility test below cannot choose.
+        return RelativePose(make_pose(rotations[0], np.zeros(3)), 'homography')
+    ref, cur = _normalized(pts_ref, K), _normalized(pts_cur, K)
+    valid = cv2.filterHomographyDecompByVisibleRefpoints(rotations, normals, ref, cur)
+    if valid is None or len(valid) == 0:
+        return None
+    candidates = [int(i) for i in np.asarray(valid).ravel()]
+    best = max(candidates, key=lambda i: abs(float(normals[i][2, 0])))
+    T = make_pose(rotations[best], translations[best].ravel())
+    return RelativePose(T, 'homography', normals[best].ravel())
+
+
+def _normalized(pts: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """(N, 2) pixels -> (N, 1, 2) float32 normalised image coordinates (K^-1 p)."""
+    pts = np.asarray(pts, np.float64).reshape(-1, 2)
+    xy = (pts - K[:2, 2]) / [K[0, 0], K[1, 1]]
+    xy[:, 0] -= K[0, 1] / K[0, 0] * xy[:, 1]  # skew
+    return np.ascontiguousarray(xy.reshape(-1, 1, 2), np.float32)
+
+
+def pose_from_essential(
+    pts_ref: np.ndarray, pts_cur: np.ndarray, K: np.ndarray, threshold_px: float = 1.0
+) -> RelativePose | None:
+    """Relative pose from an essential matrix (for non-planar scenes); unit translation."""
+    if len(pts_ref) < MIN_POSE_POINTS:
+        return None
+    ref = np.ascontiguousarray(pts_ref, np.float64)
+    cur = np.ascontiguousarray(pts_cur, np.float64)
+    E, mask = cv2.findEssentialMat(ref, cur, K, cv2.RANSAC, 0.999, threshold_px)
+    if E is None or E.shape != (3, 3):
+        return None
+    good, R, t, _ = cv2.recoverPose(E, ref, cur, K, mask=mask)
+    if good < MIN_POSE_POINTS:
+        return None
+    return RelativePose(make_pose(R, t.ravel()), 'essential')
+
+
+def rotation_to_quaternion(R: np.ndarray) -> tuple[float, float, float, float]:
+    """(x, y, z, w) unit quaternion of a (3, 3) rotation matrix."""
+    m = np.asarray(R, np.float64)
+    trace = np.trace(m)
+    if trace > 0:
+        s = 2.0 * np.sqrt(trace + 1.0)
+        q = [(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, 0.25 * s]
+    else:
+        i = int(np.argmax(np.diag(m)))
+        j, k = (i + 1) % 3, (i + 2) % 3
+        s = 2.0 * np.sqrt(1.0 + m[i, i] - m[j, j] - m[k, k])
+        q = [0.0, 0.0, 0.0, (m[k, j] - m[j, k]) / s]
+        q[i] = 0.25 * s
+        q[j] = (m[j, i] + m[i, j]) / s
+        q[k] = (m[k, i] + m[i, k]) / s
+    q = np.asarray(q) / np.linalg.norm(q)
+    return float(q[0]), float(q[1]), float(q[2]), float(q[3])

@@ -1,0 +1,114 @@
+"""Camera motion from homographies / essential matrices and the keyframe tracker."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from kp2d_core import Features
+from kp2d_core.motion import (
+    camera_matrix,
+    invert_pose,
+    make_pose,
+    pose_from_essential,
+    pose_from_homography,
+    rotation_to_quaternion,
+)
+from kp2d_core.tracking import HomographyTracker, TrackerConfig
+
+K = np.array([[500.0, 0.0, 320.0], [0.0, 500.0, 240.0], [0.0, 0.0, 1.0]])
+R_TRUE = cv2.Rodrigues(np.array([0.05, -0.08, 0.1]))[0]
+T_TRUE = np.array([0.3, -0.1, 0.5])
+PLANE_DEPTH = 5.0
+
+
+def _project(points: np.ndarray) -> np.ndarray:
+    uvw = points @ K.T
+    return uvw[:, :2] / uvw[:, 2:]
+
+
+def _scene(planar: bool, n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform([-2.5, -1.8], [2.5, 1.8], size=(n, 2))
+    z = np.full(n, PLANE_DEPTH) if planar else rng.uniform(4.0, 9.0, n)
+    ref = np.column_stack([xy * z[:, None] / PLANE_DEPTH, z])
+    cur = ref @ R_TRUE.T + T_TRUE
+    return _project(ref), _project(cur)
+
+
+def test_homography_decomposition_recovers_motion():
+    pts_ref, pts_cur = _scene(planar=True)
+    H, _ = cv2.findHomography(pts_ref, pts_cur, 0)
+    pose = pose_from_homography(H, K, pts_ref, pts_cur)
+    assert pose is not None and pose.method == 'homography'
+    assert np.allclose(pose.T_cur_ref[:3, :3], R_TRUE, atol=1e-6)
+    assert np.allclose(pose.T_cur_ref[:3, 3], T_TRUE / PLANE_DEPTH, atol=1e-6)
+    assert np.allclose(pose.normal, [0, 0, 1], atol=1e-6) or np.allclose(
+        pose.normal, [0, 0, -1], atol=1e-6
+    )
+
+
+def test_essential_fallback_recovers_rotation_and_direction():
+    pts_ref, pts_cur = _scene(planar=False)
+    pose = pose_from_essential(pts_ref, pts_cur, K)
+    assert pose is not None and pose.method == 'essential'
+    assert np.allclose(pose.T_cur_ref[:3, :3], R_TRUE, atol=1e-3)
+    assert np.allclose(pose.T_cur_ref[:3, 3], T_TRUE / np.linalg.norm(T_TRUE), atol=1e-3)
+    assert pose_from_essential(pts_ref[:5], pts_cur[:5], K) is None
+
+
+def test_pose_helpers():
+    T = make_pose(R_TRUE, T_TRUE)
+    assert np.allclose(T @ invert_pose(T), np.eye(4))
+    x, y, z, w = rotation_to_quaternion(R_TRUE)
+    angle = 2 * np.arccos(w)
+    axis_angle = np.array([x, y, z]) / np.sin(angle / 2) * angle
+    assert np.allclose(axis_angle, [0.05, -0.08, 0.1], atol=1e-9)
+    for R in (np.diag([1.0, -1.0, -1.0]), np.diag([-1.0, 1.0, -1.0]), np.diag([-1.0, -1.0, 1.0])):
+        q = np.array(rotation_to_quaternion(R))
+        assert np.isclose(np.linalg.norm(q), 1.0) and np.isclose(abs(q[:3]).max(), 1.0)
+    with pytest.raises(ValueError):
+        camera_matrix([0, 0, 0, 0, 0, 0, 0, 0, 1])
+    assert np.allclose(camera_matrix(K.ravel().tolist()), K)
+
+
+def _features(pts: np.ndarray, desc: torch.Tensor) -> Features:
+    return Features(
+        torch.as_tensor(pts, dtype=torch.float32), torch.ones(len(pts)), desc, (480, 640)
+    )
+
+
+def test_tracker_pose_and_no_drift_when_still():
+    pts_ref, pts_cur = _scene(planar=True)
+    desc = torch.nn.functional.normalize(torch.randn(len(pts_ref), 64), dim=1)
+    tracker = HomographyTracker(TrackerConfig(min_keyframe_inliers=20))
+    first = tracker.update(_features(pts_ref, desc), 0.0, K)
+    assert first.reason == 'first_frame' and first.new_keyframe
+    assert np.allclose(first.T_world_cur, np.eye(4))
+    for stamp in (0.1, 0.2, 0.3):  # a still camera: same view again and again
+        still = tracker.update(_features(pts_ref, desc), stamp, K)
+        assert still.num_inliers == len(pts_ref) and not still.new_keyframe
+        assert np.allclose(still.H_key_to_cur, np.eye(3), atol=1e-6)
+        assert np.allclose(still.T_world_cur, np.eye(4), atol=1e-6)
+    moved = tracker.update(_features(pts_cur, desc), 0.4, K)
+    expected = invert_pose(make_pose(R_TRUE, T_TRUE / PLANE_DEPTH))
+    assert moved.pose_method == 'homography' and moved.key_stamp == 0.0
+    assert np.allclose(moved.T_world_cur, expected, atol=1e-4)
+
+
+def test_tracker_without_intrinsics_and_keyframe_renewal():
+    pts_ref, pts_cur = _scene(planar=True)
+    desc = torch.nn.functional.normalize(torch.randn(len(pts_ref), 64), dim=1)
+    tracker = HomographyTracker(TrackerConfig(min_keyframe_inliers=250))
+    tracker.update(_features(pts_ref, desc), 1.0, None)
+    result = tracker.update(_features(pts_cur, desc), 2.0, None)
+    H_true, _ = cv2.findHomography(pts_ref, pts_cur, 0)
+    assert result.T_world_cur is None and result.H_key_to_cur is not None
+    assert np.allclose(result.H_key_to_cur, H_true, atol=1e-5)
+    assert result.new_keyframe  # 200 inliers < 250: the frame becomes the keyframe
+    assert tracker.key_stamp == 2.0
+    shuffled = desc[torch.randperm(len(desc), generator=torch.Generator().manual_seed(0))]
+    lost = tracker.update(_features(pts_ref, shuffled), 3.0, None)
+    assert lost.H_key_to_cur is None and lost.new_keyframe and lost.reason is not None
