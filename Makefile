@@ -6,13 +6,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test lint benchmark clean
+.PHONY: demo test lint benchmark benchmark-node clean
 
-$(VENV)/.installed: setup.py pyproject.toml
+$(VENV)/.installed: setup.py pyproject.toml requirements-ros-wheels.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet '$(TORCH_SPEC)'
 	$(PY) -m pip install --quiet -e '.[dev,train]'
+	$(PY) -m pip install --quiet -r requirements-ros-wheels.txt
 	touch $@
 
 demo: $(VENV)/.installed
@@ -27,6 +28,9 @@ test: lint
 
 benchmark: $(VENV)/.installed
 	$(PY) training/benchmark_inference.py
+
+benchmark-node: $(VENV)/.installed
+	$(PY) training/benchmark_node.py
 
 clean:
 	rm -rf $(VENV) outputs build *.egg-info .pytest_cache .ruff_cache

@@ -13,7 +13,10 @@ setup(
     license='MIT',
     python_requires='>=3.10',
     packages=find_packages(include=['kp2d_core', 'kp2d_core.*', 'kp2d_ros', 'kp2d_ros.*']),
-    package_data={'kp2d_core': ['weights/*.pt', 'assets/*', 'py.typed']},
+    package_data={
+        'kp2d_core': ['weights/*.pt', 'assets/*', 'py.typed'],
+        'kp2d_ros': ['fastdds_shm.xml'],
+    },
     data_files=[
         ('share/ament_index/resource_index/packages', [f'resource/{PACKAGE}']),
         (f'share/{PACKAGE}', ['package.xml']),
@@ -32,4 +35,10 @@ setup(
         'dev': ['pytest>=7', 'ruff>=0.5', 'colcon-common-extensions>=0.3'],
     },
     zip_safe=False,
+    entry_points={
+        'console_scripts': [
+            'kp2d_node = kp2d_ros.node:main',
+            'kp2d_replay = kp2d_ros.replay:main',
+        ],
+    },
 )

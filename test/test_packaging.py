@@ -56,3 +56,16 @@ def test_colcon_build(tmp_path):
     prefix = tmp_path / 'ws/install/kp2d_ros'
     assert (prefix / 'share/ament_index/resource_index/packages/kp2d_ros').is_file()
     assert list(prefix.glob('lib/python3*/site-packages/kp2d_core/frontend.py'))
+
+
+def test_launch_and_params_files():
+    launch = ROOT / 'launch' / 'kp2d.launch.py'
+    compile(launch.read_text(), str(launch), 'exec')
+    import yaml
+
+    from kp2d_ros.params import PARAMETERS, options_from_values
+
+    params = yaml.safe_load((ROOT / 'config' / 'kp2d.yaml').read_text())['kp2d']['ros__parameters']
+    values = {k: v for k, v in params.items() if k != 'qos_overrides'}
+    assert values == {name: spec[0] for name, spec in PARAMETERS.items()}
+    assert options_from_values(values).extractor.top_k == 1000

@@ -1,0 +1,155 @@
+"""Helpers to run the kp2d node in another process over DDS (tests and benchmarks)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import os
+from pathlib import Path
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+PARAMS_FILE = Path(__file__).resolve().parents[1] / 'config' / 'kp2d.yaml'
+PROFILE = Path(__file__).resolve().parent / 'fastdds_shm.xml'
+
+
+def ros_environment(domain_id: int) -> dict[str, str]:
+    """Variables that keep DDS on this machine, in its own domain, with a large SHM segment."""
+    return {
+        'ROS_DOMAIN_ID': str(domain_id),
+        'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST',
+        'FASTDDS_DEFAULT_PROFILES_FILE': str(PROFILE),
+        'RMW_IMPLEMENTATION': 'rmw_fastrtps_cpp',
+    }
+
+
+def unique_domain_id() -> int:
+    """A domain id in [1, 200] that differs between concurrent test runs (by process id)."""
+    return 1 + os.getpid() % 200
+
+
+def start_node(params: dict[str, Any], remaps: dict[str, str], log: Path) -> subprocess.Popen:
+    """Start ``python -m kp2d_ros.node`` with the default params file plus overrides."""
+    args = [sys.executable, '-m', 'kp2d_ros.node', '--ros-args']
+    if PARAMS_FILE.is_file():  # a source checkout; an install declares the same defaults
+        args += ['--params-file', str(PARAMS_FILE)]
+    for name, value in params.items():
+        args += ['-p', f'{name}:={value}']
+    for src, dst in remaps.items():
+        args += ['-r', f'{src}:={dst}']
+    handle = open(log, 'w')  # noqa: SIM115 - the child keeps it open while it runs
+    return subprocess.Popen(
+        args,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env=os.environ.copy(),
+    )
+
+
+def stop_node(proc: subprocess.Popen, timeout: float = 20.0) -> int:
+    """SIGINT the node's process group and wait; SIGKILL if it does not exit."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode
+
+
+def image_msg(image: np.ndarray, stamp_ns: int, frame_id: str = 'camera_optical_frame') -> Any:
+    """sensor_msgs/Image (bgr8 or mono8) from a uint8 array."""
+    from sensor_msgs.msg import Image
+
+    from kp2d_ros.conversions import array_to_image_fields
+
+    msg = Image(**array_to_image_fields(image))
+    msg.header.frame_id = frame_id
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(stamp_ns), 1_000_000_000)
+    return msg
+
+
+def camera_info_msg(K: np.ndarray, hw: tuple[int, int], stamp_ns: int) -> Any:
+    from sensor_msgs.msg import CameraInfo
+
+    msg = CameraInfo(height=hw[0], width=hw[1], k=[float(v) for v in K.ravel()])
+    msg.header.frame_id = 'camera_optical_frame'
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(stamp_ns), 1_000_000_000)
+    return msg
+
+
+def spin_until(node: Any, condition: Callable[[], bool], timeout: float) -> bool:
+    """Spin ``node`` until ``condition()`` holds or ``timeout`` seconds pass."""
+    import rclpy
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        rclpy.spin_once(node, timeout_sec=0.05)
+    return condition()
+
+
+class Probe:
+    """A client node: publishes images/camera info, records everything the kp2d node says."""
+
+    def __init__(self, namespace: str = '/test') -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+        from nav_msgs.msg import Odometry
+        from rclpy.node import Node
+        from rclpy.qos import qos_profile_sensor_data
+        from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+        from std_msgs.msg import Float64MultiArray
+
+        self.node = Node('kp2d_probe')
+        self.pub_image = self.node.create_publisher(
+            Image, f'{namespace}/image', qos_profile_sensor_data
+        )
+        self.pub_info = self.node.create_publisher(
+            CameraInfo, f'{namespace}/camera_info', qos_profile_sensor_data
+        )
+        self.received: dict[str, list[Any]] = {
+            k: [] for k in ('keypoints', 'homography', 'odometry', 'diag')
+        }
+        topics = (
+            ('keypoints', PointCloud2),
+            ('homography', Float64MultiArray),
+            ('odometry', Odometry),
+        )
+        for key, msg_type in topics:
+            self.node.create_subscription(
+                msg_type, f'/kp2d/{key}', lambda m, k=key: self.received[k].append(m), 50
+            )
+        self.node.create_subscription(
+            DiagnosticArray, '/diagnostics', lambda m: self.received['diag'].append(m), 50
+        )
+
+    def wait_for_node(self, timeout: float = 60.0) -> bool:
+        """True once the kp2d node subscribes to our image topic and publishes keypoints."""
+        return spin_until(
+            self.node,
+            lambda: (
+                self.pub_image.get_subscription_count() > 0
+                and self.node.count_publishers('/kp2d/keypoints') > 0
+            ),
+            timeout,
+        )
+
+    def send(self, image_msg: Any, info_msg: Any = None, timeout: float = 60.0) -> bool:
+        """Publish one frame and wait for the keypoints with its stamp."""
+        if info_msg is not None:
+            self.pub_info.publish(info_msg)
+            spin_until(self.node, lambda: False, 0.1)  # let it arrive before the image
+        self.pub_image.publish(image_msg)
+        stamp = image_msg.header.stamp
+
+        def arrived() -> bool:
+            return any(m.header.stamp == stamp for m in self.received['keypoints'])
+
+        return spin_until(self.node, arrived, timeout)

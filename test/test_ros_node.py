@@ -1,0 +1,187 @@
+"""The kp2d node in its own process, driven over real DDS by a probe node (real rclpy)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip('rclpy', reason='needs rclpy (make test installs the ROS wheels)')
+
+from kp2d_core.checkpoint import default_weights_path  # noqa: E402
+from kp2d_core.geometry import corner_error  # noqa: E402
+from kp2d_core.samples import synthetic_sequence  # noqa: E402
+from kp2d_ros.messages import cloud_to_arrays  # noqa: E402
+from kp2d_ros.testing import (  # noqa: E402
+    Probe,
+    camera_info_msg,
+    image_msg,
+    ros_environment,
+    spin_until,
+    start_node,
+    stop_node,
+    unique_domain_id,
+)
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+HW = (240, 320)
+K = np.array([[300.0, 0.0, 159.5], [0.0, 300.0, 119.5], [0.0, 0.0, 1.0]])
+T0 = 1_700_000_000 * 10**9  # a plausible sensor stamp (ns)
+FRAME_NS = 100_000_000
+
+
+@pytest.fixture(scope='module')
+def session(tmp_path_factory):
+    """Node process + probe node on a private DDS domain; yields (probe, node process, log)."""
+    saved = dict(os.environ)
+    os.environ.update(ros_environment(unique_domain_id()))
+    log = tmp_path_factory.mktemp('node') / 'node.log'
+    params = {
+        'model.weights': str(default_weights_path()),
+        'model.device': 'cpu',
+        'detector.top_k': 500,
+        'diagnostics_period_s': 1.0,
+    }
+    proc = start_node(params, {'image': '/test/image', 'camera_info': '/test/camera_info'}, log)
+    rclpy.init()
+    probe = Probe('/test')
+    try:
+        assert probe.wait_for_node(90.0), f'node did not come up:\n{log.read_text()[-3000:]}'
+        yield probe, proc, log
+    finally:
+        probe.node.destroy_node()
+        rclpy.shutdown()
+        code = stop_node(proc)
+        os.environ.clear()
+        os.environ.update(saved)
+        assert code in (0, -2), f'node exited with {code}:\n{log.read_text()[-3000:]}'
+
+
+def _frames(n: int = 6):
+    frames, H0 = synthetic_sequence(40, HW)
+    return frames[:n], H0[:n]
+
+
+def test_homography_odometry_and_headers(session):
+    probe, proc, _ = session
+    frames, H_0to = _frames()
+    stamps = [T0 + k * FRAME_NS for k in range(len(frames))]
+    for frame, stamp in zip(frames, stamps):
+        info = camera_info_msg(K, HW, stamp)
+        assert probe.send(image_msg(frame, stamp), info), 'no keypoints for a frame'
+    assert proc.poll() is None
+    clouds = probe.received['keypoints'][-len(frames) :]
+    for cloud, stamp in zip(clouds, stamps):
+        assert cloud.header.frame_id == 'camera_optical_frame'
+        assert cloud.header.stamp.sec * 10**9 + cloud.header.stamp.nanosec == stamp
+        kpts, scores, desc = cloud_to_arrays(cloud)
+        assert kpts.shape == (500, 2) and desc.shape == (500, 256)
+        assert np.allclose(np.linalg.norm(desc, axis=1), 1.0, atol=1e-4)
+        assert (np.diff(scores) <= 0).all()
+    spin_until(probe.node, lambda: len(probe.received['homography']) >= len(frames) - 1, 10)
+    homographies = probe.received['homography'][-(len(frames) - 1) :]
+    assert len(homographies) == len(frames) - 1
+    for msg in homographies:
+        values = np.asarray(msg.data)
+        H, cur, key = values[:9].reshape(3, 3), values[11], values[12]
+        k = int(round((cur - T0 / 1e9) * 10))
+        key_index = int(round((key - T0 / 1e9) * 10))
+        truth = H_0to[k] @ np.linalg.inv(H_0to[key_index])
+        assert values[9] >= 4 and values[10] >= values[9]
+        assert corner_error(H, truth, *HW) < 3.0, (k, key_index)
+    odometry = probe.received['odometry']
+    assert len(odometry) >= len(frames) - 1
+    assert odometry[-1].header.frame_id == 'kp2d_odom'
+    assert odometry[-1].child_frame_id == 'camera_optical_frame'
+
+
+def _bad_messages(good):
+    """Malformed Image messages, each paired with what is wrong with it."""
+    from sensor_msgs.msg import Image
+
+    def variant(**changes):
+        msg = Image(
+            header=good.header,
+            height=good.height,
+            width=good.width,
+            encoding=good.encoding,
+            is_bigendian=0,
+            step=good.step,
+            data=good.data,
+        )
+        for key, value in changes.items():
+            setattr(msg, key, value)
+        return msg
+
+    nan = np.full(HW, np.nan, np.float32)
+    return [
+        variant(encoding='yuv422'),
+        variant(step=good.step - 1),
+        variant(data=bytes(good.data)[:-7]),
+        variant(height=0, width=0, step=0, data=b''),
+        variant(height=4, width=4, step=12, data=bytes(48)),
+        variant(encoding='32FC1', step=4 * HW[1], data=nan.tobytes()),
+    ]
+
+
+def test_malformed_images_do_not_kill_the_node(session):
+    probe, proc, log = session
+    frames, _ = _frames(2)
+    base = T0 + 10**12
+    good = image_msg(frames[0], base)
+    for i, bad in enumerate(_bad_messages(good)):
+        bad.header.stamp.sec += i + 1
+        probe.pub_image.publish(bad)
+        spin_until(probe.node, lambda: False, 0.3)
+    later = image_msg(frames[1], base + 10 * 10**9)
+    assert probe.send(later), 'node stopped answering after malformed input'
+    stale = image_msg(frames[1], base + 5 * 10**9)  # stamp going backwards: dropped
+    probe.pub_image.publish(stale)
+    assert not spin_until(
+        probe.node,
+        lambda: any(m.header.stamp == stale.header.stamp for m in probe.received['keypoints']),
+        3.0,
+    )
+    assert proc.poll() is None
+
+    def dropped() -> int:
+        values = {v.key: v.value for m in probe.received['diag'][-1:] for v in m.status[0].values}
+        return int(values.get('dropped', 0))
+
+    assert spin_until(probe.node, lambda: dropped() >= 7, 10.0), log.read_text()[-2000:]
+
+
+def test_parameter_validation(session):
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    probe, _, _ = session
+    client = probe.node.create_client(SetParameters, '/kp2d/set_parameters')
+    assert client.wait_for_service(timeout_sec=30.0)
+
+    def set_param(name: str, value: ParameterValue) -> bool:
+        future = client.call_async(
+            SetParameters.Request(parameters=[Parameter(name=name, value=value)])
+        )
+        assert spin_until(probe.node, future.done, 30.0)
+        return future.result().results[0].successful
+
+    def integer(v: int) -> ParameterValue:
+        return ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=v)
+
+    def double(v: float) -> ParameterValue:
+        return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=v)
+
+    assert not set_param('detector.top_k', integer(0))
+    assert not set_param('detector.score_threshold', double(1.5))
+    assert not set_param('tracker.ransac_threshold_px', double(-1.0))
+    assert not set_param('detector.resize_height', integer(240))  # width still 0
+    text = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value='/x.pt')
+    assert not set_param('model.weights', text)  # read-only
+    assert set_param('detector.top_k', integer(200))
+    frames, _ = _frames(1)
+    msg = image_msg(frames[0], T0 + 10**13)
+    assert probe.send(msg)
+    kpts, _, _ = cloud_to_arrays(probe.received['keypoints'][-1])
+    assert len(kpts) == 200
