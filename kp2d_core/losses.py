@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from kp2d_core.geometry import normalize_coords, sample_map, warp_points
+from kp2d_core.geometry import in_image, normalize_coords, sample_map, warp_points
 from kp2d_core.networks import IONet, KeypointOutput
 
 REPEATABILITY_PX = 3.0  # diagnostic only: share of usable source cells re-detected this close
@@ -59,16 +59,6 @@ def interior_cells(hc: int, wc: int, device: torch.device) -> torch.Tensor:
     mask = torch.zeros(hc, wc, dtype=torch.bool, device=device)
     mask[1:-1, 1:-1] = True
     return mask.reshape(-1)
-
-
-def in_view(xy: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(...,) bool: pixel points inside [0, W-1] x [0, H-1]."""
-    return (
-        (xy[..., 0] >= 0)
-        & (xy[..., 0] <= width - 1)
-        & (xy[..., 1] >= 0)
-        & (xy[..., 1] <= height - 1)
-    )
 
 
 def associate(warped: torch.Tensor, target_xy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -300,7 +290,7 @@ def kp2d_losses(
     score_t, xy_t = flatten(out_t)
     warped = warp_points(H.to(xy_s.dtype), xy_s)
     interior = interior_cells(hc, wc, xy_s.device)[None]
-    usable = interior & in_view(warped, *image_hw)
+    usable = interior & in_image(warped, *image_hw)
     distance, index = associate(warped, xy_t)
     valid = usable & (distance < cfg.epsilon_uv)
     score_t_assoc = score_t.gather(1, index)
