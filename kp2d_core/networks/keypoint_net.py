@@ -211,5 +211,7 @@ class KeypointNet(nn.Module):
             )
         trunk, skip = self.encoder(image)
         score = self.score_head(trunk)
-        coords = offsets_to_pixels(self.location_head(trunk), self.cfg.sigma1, height, width)
+        # Pixel coordinates in float32 even under bf16/fp16 autocast (bf16 keeps ~3 digits).
+        offsets = self.location_head(trunk).float()
+        coords = offsets_to_pixels(offsets, self.cfg.sigma1, height, width)
         return KeypointOutput(score, coords, self.descriptor_head(trunk, skip))
