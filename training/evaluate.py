@@ -95,7 +95,7 @@ def main() -> None:
     for size, k in parse_settings(args.settings):
         evaluations = run_setting(extractors, root, size, k, args)
         report += section(evaluations, size, k, args.out)
-    (args.out / 'report.md').write_text('\n'.join(report) + '\n')
+        (args.out / 'report.md').write_text('\n'.join(report) + '\n')  # after every setting
     print(f'\nwrote {args.out}/report.md, results_*.json and *.png')
 
 

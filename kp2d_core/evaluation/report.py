@@ -51,9 +51,10 @@ def plot_metrics(evaluations: list[Evaluation], path: Path, title: str) -> None:
             ax.bar(x + (j - 1) * width, values, width, label=split)
         ax.set_xticks(x, [ev.method for ev in evaluations], rotation=30, ha='right')
         ax.set_title(header + (' (px, lower is better)' if metric == 'localization_error' else ''))
-    axes[0].legend(title='split', fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, title='split', loc='upper right', fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.96, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
