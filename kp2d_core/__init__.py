@@ -15,6 +15,7 @@ from kp2d_core.frontend import Features, KeypointExtractor
 from kp2d_core.homography import HomographyResult, estimate_homography
 from kp2d_core.matching import Matches, match, match_descriptors
 from kp2d_core.networks import IONet, KeypointNet
+from kp2d_core.tracking import HomographyTracker, TrackerConfig, TrackResult
 
 __version__ = '0.1.0'
 
@@ -23,11 +24,14 @@ __all__ = [
     'ExtractorConfig',
     'Features',
     'HomographyResult',
+    'HomographyTracker',
     'IONet',
     'KeypointExtractor',
     'KeypointNet',
     'Matches',
     'ModelConfig',
+    'TrackResult',
+    'TrackerConfig',
     'estimate_homography',
     'load_model',
     'match',

@@ -24,12 +24,21 @@ from torch import nn
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from kp2d_core.checkpoint import atomic_save, make_checkpoint, resolve_device, save_checkpoint
+from kp2d_core.checkpoint import (
+    atomic_save,
+    check_state_dict,
+    make_checkpoint,
+    read_checkpoint,
+    resolve_device,
+    save_checkpoint,
+)
 from kp2d_core.config import ModelConfig, to_dict
 from kp2d_core.data.dataset import DataConfig, ImageFolderPairs, list_images, read_exclude_list
+from kp2d_core.frontend import KeypointExtractor
 from kp2d_core.geometry import normalize_image
 from kp2d_core.losses import LossConfig, kp2d_losses
 from kp2d_core.networks import IONet, KeypointNet, KeypointOutput
+from kp2d_core.viz import draw_keypoints
 
 LOG = logging.getLogger(__name__)
 LAST_CHECKPOINT = 'checkpoints/last.pt'
@@ -262,8 +271,6 @@ class Trainer:
 
     def restore(self, path: Path) -> None:
         """Load a training checkpoint written by :meth:`save` and continue from it."""
-        from kp2d_core.checkpoint import check_state_dict, read_checkpoint
-
         ckpt = read_checkpoint(path)
         state = ckpt.get('training')
         if not isinstance(state, dict):
@@ -320,9 +327,6 @@ class Trainer:
         return metrics
 
     def _log_images(self, batch: dict[str, torch.Tensor]) -> None:
-        from kp2d_core.frontend import KeypointExtractor
-        from kp2d_core.viz import draw_keypoints
-
         extractor = KeypointExtractor(self.module.keypoint_net)
         features = extractor.extract_tensor(batch['target'][:2].float())
         for i, feats in enumerate(features):
