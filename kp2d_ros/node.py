@@ -22,7 +22,12 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
-from kp2d_core.checkpoint import default_weights_path, load_model, resolve_device
+from kp2d_core.checkpoint import (
+    CheckpointError,
+    default_weights_path,
+    load_model,
+    resolve_device,
+)
 from kp2d_core.frontend import KeypointExtractor
 from kp2d_core.tracking import HomographyTracker, TrackResult
 from kp2d_core.viz import draw_keypoints, draw_matches
@@ -231,6 +236,10 @@ def main(args: list[str] | None = None) -> None:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except (FileNotFoundError, CheckpointError, ValueError) as exc:
+        # Start-up configuration errors (missing or corrupt weights, bad parameters).
+        rclpy.logging.get_logger('kp2d').fatal(f'cannot start: {exc}')
+        raise SystemExit(1) from exc
     finally:
         if node is not None:
             node.destroy_node()

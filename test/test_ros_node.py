@@ -208,3 +208,12 @@ def test_parameter_validation(session):
     assert probe.send(msg)
     kpts, _, _ = cloud_to_arrays(probe.received['keypoints'][-1])
     assert len(kpts) == 200
+
+
+def test_missing_weights_stop_the_node_with_a_clear_error(tmp_path, monkeypatch):
+    for key, value in ros_environment(unique_domain_id()).items():
+        monkeypatch.setenv(key, value)
+    log = tmp_path / 'node.log'
+    proc = start_node({'model.weights': str(tmp_path / 'missing.pt')}, {}, log)
+    assert proc.wait(timeout=120) == 1
+    assert 'cannot start: checkpoint not found' in log.read_text()
