@@ -85,7 +85,7 @@ class KP2DNode(Node):
             Image,
             'image',
             self._on_image,
-            qos_profile_sensor_data,
+            IMAGE_QOS,
             qos_overriding_options=overrides,
         )
         self.create_subscription(

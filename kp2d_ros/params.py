@@ -38,7 +38,7 @@ PARAMETERS: dict[str, tuple[Any, str, bool]] = {
         'use a CameraInfo at most this far from the image stamp',
         False,
     ),
-    'diagnostics_period_s': (5.0, 'period of /diagnostics and the status log line (> 0)', False),
+    'diagnostics_period_s': (5.0, 'period of /diagnostics and the status line (> 0)', True),
 }
 
 
