@@ -19,7 +19,7 @@ def to_bgr_uint8(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image, dtype=np.uint8)
     if image.ndim == 2 or image.shape[2] == 1:
         return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
-    return np.ascontiguousarray(image[..., :3])
+    return image[..., :3].copy()  # always a writable copy, even of a read-only buffer
 
 
 def _pt(xy: np.ndarray) -> tuple[int, int]:

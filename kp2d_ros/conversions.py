@@ -73,11 +73,12 @@ def image_msg_to_array(msg: Any) -> np.ndarray:
 
 
 def _to_bgr(array: np.ndarray, order: str) -> np.ndarray:
+    """A writable, contiguous copy in BGR (or single-channel) order."""
     if order == 'gray':
-        return np.ascontiguousarray(array[..., 0])
+        return array[..., 0].copy()
     if order in ('rgb', 'rgba'):
-        return np.ascontiguousarray(array[..., 2::-1])
-    return np.ascontiguousarray(array[..., :3])
+        return array[..., 2::-1].copy()
+    return array[..., :3].copy()
 
 
 def array_to_image_fields(array: np.ndarray) -> dict[str, Any]:

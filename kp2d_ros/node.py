@@ -39,7 +39,7 @@ from kp2d_ros.messages import (
     homography_array,
     stamp_seconds,
 )
-from kp2d_ros.params import PARAMETERS, NodeOptions, options_from_values
+from kp2d_ros.params import PARAMETERS, options_from_values
 
 THROTTLE_S = 5.0
 # Sensor-data QoS with depth 1: inference always starts on the newest frame.
@@ -148,9 +148,16 @@ class KP2DNode(Node):
             )
             return
         self.last_stamp = stamp
-        K = self.cameras.lookup(stamp, self.options.camera_info_max_age_s)
-        result = self.tracker.update(features, stamp, K)
-        self._publish(msg, image, features, result, stamp)
+        try:
+            K = self.cameras.lookup(stamp, self.options.camera_info_max_age_s)
+            result = self.tracker.update(features, stamp, K)
+            self._publish(msg, image, features, result, stamp)
+        except Exception as exc:  # noqa: BLE001 - a bug must not take the robot's node down
+            self.stats.drop('internal_error')
+            self.get_logger().error(
+                f'frame failed: {type(exc).__name__}: {exc}', throttle_duration_sec=THROTTLE_S
+            )
+            return
         latency = self.get_clock().now().nanoseconds * 1e-9 - stamp
         self.stats.done(time.perf_counter() - start, latency)
 
@@ -248,6 +255,3 @@ def main(args: list[str] | None = None) -> None:
 
 if __name__ == '__main__':
     main()
-
-
-__all__ = ['KP2DNode', 'NodeOptions', 'main']

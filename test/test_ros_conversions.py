@@ -31,6 +31,13 @@ RNG = np.random.default_rng(0)
 BGR = RNG.integers(0, 256, (5, 7, 3), dtype=np.uint8)
 
 
+def test_decoded_arrays_are_writable_copies():
+    for encoding, array in (('bgr8', BGR), ('mono8', BGR[..., 0].copy())):
+        out = image_msg_to_array(_msg(array, encoding))
+        assert out.flags.writeable and out.flags.c_contiguous
+        out[0, 0] = 0  # drawing on it must work (the node's debug image does)
+
+
 @pytest.mark.parametrize('pad', [0, 3])
 def test_bgr_rgb_bgra_rgba_decode_to_bgr(pad):
     assert np.array_equal(image_msg_to_array(_msg(BGR, 'bgr8', pad)), BGR)

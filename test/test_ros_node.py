@@ -230,3 +230,23 @@ def test_missing_weights_stop_the_node_with_a_clear_error(tmp_path, monkeypatch)
     proc = start_node({'model.weights': str(tmp_path / 'missing.pt')}, {}, log)
     assert proc.wait(timeout=120) == 1
     assert 'cannot start: checkpoint not found' in log.read_text()
+
+
+def test_debug_image_when_subscribed(session):
+    from sensor_msgs.msg import Image
+
+    probe, _, _ = session
+    received = []
+    probe.node.create_subscription(Image, '/kp2d/debug_image', received.append, 5)
+    assert spin_until(
+        probe.node, lambda: probe.node.count_subscribers('/kp2d/debug_image') > 0, 10
+    )
+    frames, _ = _frames(2)
+    for k, frame in enumerate(frames):
+        assert probe.send(image_msg(frame, T0 + 10**14 + k * FRAME_NS))
+    assert spin_until(probe.node, lambda: len(received) >= 2, 10.0)
+    debug = received[-1]
+    assert (debug.encoding, debug.height, debug.width) == ('bgr8', *HW)
+    assert debug.header.frame_id == 'camera_optical_frame'
+    pixels = np.frombuffer(bytes(debug.data), np.uint8).reshape(*HW, 3)
+    assert not np.array_equal(pixels, frames[-1])  # keypoints and matches are drawn

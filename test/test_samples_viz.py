@@ -55,6 +55,9 @@ def test_drawing_shapes_and_colours():
     assert to_bgr_uint8(gray).shape == (40, 50, 3)
     assert to_bgr_uint8(np.ones((4, 4), np.float32)).max() == 255
     assert to_bgr_uint8(np.full((4, 4), 65535, np.uint16)).max() == 255
+    frozen = np.zeros((40, 50, 3), np.uint8)
+    frozen.flags.writeable = False
+    assert draw_keypoints(frozen, np.array([[10.0, 20.0]])).max() > 0
     dots = draw_keypoints(gray, np.array([[10.0, 20.0]]))
     assert dots[20, 10].tolist() != [0, 0, 0] and gray.max() == 0  # input untouched
     pts = np.array([[5.0, 5.0], [30.0, 30.0]])
