@@ -9,7 +9,8 @@ import torch
 from kp2d_core import KeypointNet, load_model
 from kp2d_core.checkpoint import default_weights_path, read_checkpoint
 from kp2d_core.evaluation.extractors import kp2d_extractor
-from kp2d_core.evaluation.metrics import matching_score, repeatability
+from kp2d_core.evaluation.harness import evaluate_pair
+from kp2d_core.evaluation.hpatches import Pair
 from kp2d_core.samples import synthetic_pair
 
 SHAPE = (240, 320)
@@ -21,15 +22,14 @@ MARGIN_MS = 0.25
 def _scores(model: KeypointNet) -> tuple[float, float]:
     """Mean repeatability and matching score on three views of the (held-out) bundled photo."""
     extract = kp2d_extractor(model)
-    reps, scores = [], []
-    for t1 in (0.05, 0.1, 0.15):
-        image0, image1, H = synthetic_pair(SHAPE, 0.0, t1)
-        f0, f1 = extract(image0), extract(image1)
-        det = (f0.keypoints, f0.scores, f1.keypoints, f1.scores, H, SHAPE, TOP_K)
-        reps.append(repeatability(*det)['repeatability'])
-        desc = (f0.keypoints, f0.descriptors, f0.scores, f1.keypoints, f1.descriptors, f1.scores)
-        scores.append(matching_score(*desc, H, SHAPE, TOP_K))
-    return float(np.mean(reps)), float(np.mean(scores))
+    results = []
+    for k, t1 in enumerate((0.05, 0.1, 0.15)):
+        pair = Pair('v_coffee', k, *synthetic_pair(SHAPE, 0.0, t1))
+        results.append(evaluate_pair(extract(pair.image0), extract(pair.image1), pair, TOP_K))
+    return (
+        float(np.mean([r['repeatability'] for r in results])),
+        float(np.mean([r['matching_score'] for r in results])),
+    )
 
 
 def test_bundled_checkpoint_is_a_small_safe_model_file():
