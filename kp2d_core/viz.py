@@ -60,8 +60,29 @@ def draw_matches(
     canvas = np.zeros((height, left.shape[1] + right.shape[1], 3), np.uint8)
     canvas[: left.shape[0], : left.shape[1]] = left
     canvas[: right.shape[0], left.shape[1] :] = right
-    pts0 = np.asarray(pts0, np.float64).reshape(-1, 2)
     pts1 = np.asarray(pts1, np.float64).reshape(-1, 2) + [left.shape[1], 0.0]
+    return _draw_lines(canvas, pts0, pts1, inliers, max_lines)
+
+
+def draw_flow(
+    image: np.ndarray,
+    pts_from: np.ndarray,
+    pts_to: np.ndarray,
+    inliers: np.ndarray | None = None,
+    max_lines: int = 300,
+) -> np.ndarray:
+    """Copy of ``image`` with a line from each (M, 2) ``pts_from`` to its ``pts_to``.
+
+    Shows where matched points moved (e.g. keyframe to current frame) in one image; colours
+    and subsampling as in :func:`draw_matches`. Returns (H, W, 3) uint8 BGR.
+    """
+    return _draw_lines(to_bgr_uint8(image), pts_from, pts_to, inliers, max_lines)
+
+
+def _draw_lines(canvas, pts0, pts1, inliers, max_lines) -> np.ndarray:
+    """Draw lines and end points in place; inliers green, outliers red."""
+    pts0 = np.asarray(pts0, np.float64).reshape(-1, 2)
+    pts1 = np.asarray(pts1, np.float64).reshape(-1, 2)
     inliers = np.ones(len(pts0), bool) if inliers is None else np.asarray(inliers, bool)
     step = max(1, int(np.ceil(len(pts0) / max(max_lines, 1))))
     for i in range(0, len(pts0), step):

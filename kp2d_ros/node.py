@@ -30,7 +30,7 @@ from kp2d_core.checkpoint import (
 )
 from kp2d_core.frontend import KeypointExtractor
 from kp2d_core.tracking import HomographyTracker, TrackResult
-from kp2d_core.viz import draw_keypoints, draw_matches
+from kp2d_core.viz import draw_flow, draw_keypoints
 from kp2d_ros.bookkeeping import CameraInfoCache, FrameStats
 from kp2d_ros.conversions import ImageError, array_to_image_fields, image_msg_to_array
 from kp2d_ros.messages import (
@@ -209,9 +209,7 @@ class KP2DNode(Node):
         self, msg: Image, image: np.ndarray, features: Any, result: TrackResult
     ) -> Image:
         canvas = draw_keypoints(image, features.keypoints.cpu().numpy())
-        if len(result.pts_cur):
-            flow = draw_matches(canvas, canvas, result.pts_key, result.pts_cur, result.inliers)
-            canvas = np.ascontiguousarray(flow[:, canvas.shape[1] :])
+        canvas = draw_flow(canvas, result.pts_key, result.pts_cur, result.inliers)
         return Image(header=msg.header, **array_to_image_fields(canvas))
 
     # ---------------------------------------------------------------- bookkeeping

@@ -25,7 +25,7 @@ from kp2d_core.config import ExtractorConfig
 from kp2d_core.frontend import KeypointExtractor
 from kp2d_core.motion import rotation_to_quaternion
 from kp2d_core.tracking import HomographyTracker, TrackResult
-from kp2d_core.viz import draw_matches, put_text
+from kp2d_core.viz import draw_flow, put_text
 from kp2d_ros.bookkeeping import CameraInfoCache
 from kp2d_ros.conversions import ImageError, image_msg_to_array
 
@@ -74,8 +74,7 @@ def csv_row(stamp: float, result: TrackResult) -> list[Any]:
 
 def annotate(image: np.ndarray, result: TrackResult) -> np.ndarray:
     """The frame with its matches against the keyframe (green inliers, red outliers)."""
-    canvas = draw_matches(image, image, result.pts_key, result.pts_cur, result.inliers)
-    canvas = np.ascontiguousarray(canvas[:, image.shape[1] :])
+    canvas = draw_flow(image, result.pts_key, result.pts_cur, result.inliers)
     status = 'no homography: ' + result.reason if result.reason else 'ok'
     return put_text(
         canvas, [f'{result.num_matches} matches, {result.num_inliers} inliers', status]

@@ -8,7 +8,7 @@ import pytest
 
 from kp2d_core.geometry import warp_image
 from kp2d_core.samples import read_image, sample_photo_path, synthetic_pair, synthetic_sequence
-from kp2d_core.viz import draw_keypoints, draw_matches, to_bgr_uint8
+from kp2d_core.viz import draw_flow, draw_keypoints, draw_matches, to_bgr_uint8
 
 
 def _interior_photometric_error(image0, image1, H_0to1) -> float:
@@ -66,3 +66,10 @@ def test_drawing_shapes_and_colours():
     green, red = canvas[5, 5], canvas[30, 30]
     assert green[1] > green[2] and red[2] > red[1]
     assert cv2.countNonZero(cv2.cvtColor(canvas, cv2.COLOR_BGR2GRAY)) > 50
+
+
+def test_flow_lines_join_the_two_positions_in_one_image():
+    image = np.zeros((40, 60, 3), np.uint8)
+    flow = draw_flow(image, np.array([[5.0, 20.0]]), np.array([[50.0, 20.0]]))
+    assert flow.shape == (40, 60, 3) and image.max() == 0
+    assert (flow[20, 5:51, 1] > 0).all()  # a green line along the whole displacement
