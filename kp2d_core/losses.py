@@ -15,8 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from kp2d_core.geometry import in_image, normalize_coords, sample_map, warp_points
+from kp2d_core.matching import descriptor_distances
 from kp2d_core.networks import IONet, KeypointOutput
 
+SQRT_FLOOR = 1e-8  # squared-distance floor: finite gradients for identical descriptors
 REPEATABILITY_PX = 3.0  # diagnostic only: share of usable source cells re-detected this close
 
 
@@ -117,12 +119,6 @@ def score_loss(
     return _masked_mean(term, valid)
 
 
-def descriptor_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(..., N, D) x (..., M, D) unit descriptors -> (..., N, M) distances sqrt(2 - 2 cos)."""
-    cosine = (a @ b.transpose(-1, -2)).clamp(-1.0, 1.0)
-    return torch.sqrt((2.0 - 2.0 * cosine).clamp(min=1e-8))
-
-
 def triplet_loss(
     anchor: torch.Tensor,
     positive: torch.Tensor,
@@ -145,7 +141,7 @@ def triplet_loss(
     Returns:
         loss (scalar) and recall (fraction of anchors whose nearest positive is their own).
     """
-    dist = descriptor_distances(anchor, positive)
+    dist = descriptor_distances(anchor, positive, SQRT_FLOOR)
     near = (positions[:, None, :] - positions[None, :, :]).abs().amax(dim=2) <= relax_px
     negative = dist.masked_fill(near, float('inf')).amin(dim=1)
     has_negative = torch.isfinite(negative)
@@ -247,7 +243,7 @@ def io_loss(
     tgt = _gather_xy(pred_t[1], select_cells(pred_t[0], usable_t, k, lowest))
     desc_src = F.normalize(sample_map(pred_s[2], src, *image_hw), dim=2)
     desc_tgt = F.normalize(sample_map(pred_t[2], tgt, *image_hw), dim=2)
-    nearest_dist, nearest = descriptor_distances(desc_src, desc_tgt).min(dim=2)
+    nearest_dist, nearest = descriptor_distances(desc_src, desc_tgt, SQRT_FLOOR).min(dim=2)
     matched = _gather_xy(tgt, nearest)
     pairs = torch.cat(
         [

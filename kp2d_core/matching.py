@@ -25,18 +25,22 @@ class Matches:
         return int(self.indices.shape[0])
 
 
-def descriptor_distances(desc0: torch.Tensor, desc1: torch.Tensor) -> torch.Tensor:
+def descriptor_distances(
+    desc0: torch.Tensor, desc1: torch.Tensor, min_squared: float = 0.0
+) -> torch.Tensor:
     """Euclidean distances between unit-norm descriptors, ``sqrt(2 - 2 cos)``.
 
     Args:
-        desc0: (N, D) unit-norm descriptors.
-        desc1: (M, D) unit-norm descriptors.
+        desc0: (..., N, D) unit-norm descriptors.
+        desc1: (..., M, D) unit-norm descriptors.
+        min_squared: floor of the squared distance; > 0 keeps the gradient of sqrt finite
+            for identical descriptors (training).
 
     Returns:
-        (N, M) distances in [0, 2].
+        (..., N, M) distances in [0, 2].
     """
-    cosine = desc0 @ desc1.transpose(-1, -2)
-    return torch.sqrt((2.0 - 2.0 * cosine).clamp(min=0.0))
+    cosine = (desc0 @ desc1.transpose(-1, -2)).clamp(-1.0, 1.0)
+    return torch.sqrt((2.0 - 2.0 * cosine).clamp(min=min_squared))
 
 
 def match_descriptors(

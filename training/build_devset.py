@@ -12,21 +12,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kp2d_core.data.dataset import read_exclude_list
-from kp2d_core.evaluation.devset import build_devset
+from kp2d_core.evaluation.devset import build_devset, holdout_photos
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLDOUT = ROOT / 'training' / 'devset_holdout.txt'
 DEFAULT_POOL = ROOT.parent / 'shared' / 'data' / 'train_pool'
-
-
-def holdout_photos(pool: Path) -> list[Path]:
-    """The held-out photos, in list order; raises if any is missing from ``pool``."""
-    names = sorted(read_exclude_list(HOLDOUT))
-    missing = [n for n in names if not (pool / n).is_file()]
-    if missing:
-        raise FileNotFoundError(f'{len(missing)} held-out photos missing in {pool}: {missing[:3]}')
-    return [pool / n for n in names]
 
 
 def main() -> None:
@@ -36,7 +26,7 @@ def main() -> None:
     parser.add_argument('--height', type=int, default=480)
     parser.add_argument('--width', type=int, default=640)
     args = parser.parse_args()
-    scenes = build_devset(holdout_photos(args.pool), args.out, (args.height, args.width))
+    scenes = build_devset(holdout_photos(args.pool, HOLDOUT), args.out, (args.height, args.width))
     print(f'wrote {len(scenes)} scenes ({5 * len(scenes)} pairs) to {args.out}')
 
 

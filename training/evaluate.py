@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-import sys
 import time
 
 import torch
 
 from kp2d_core import KeypointNet, load_model
 from kp2d_core.checkpoint import default_weights_path, resolve_device
+from kp2d_core.evaluation.devset import build_devset, holdout_photos
 from kp2d_core.evaluation.extractors import kp2d_extractor, opencv_extractor
 from kp2d_core.evaluation.harness import Evaluation, evaluate
 from kp2d_core.evaluation.report import (
@@ -31,8 +31,9 @@ from kp2d_core.evaluation.report import (
     write_json,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from build_devset import DEFAULT_POOL, ROOT, build_devset, holdout_photos  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+HOLDOUT = ROOT / 'training' / 'devset_holdout.txt'
+DEFAULT_POOL = ROOT.parent / 'shared' / 'data' / 'train_pool'
 
 
 def parse_settings(text: str) -> list[tuple[tuple[int, int], int]]:
@@ -64,7 +65,7 @@ def dataset_root(args: argparse.Namespace) -> Path:
     root = ROOT / 'data' / 'devset'
     if not root.is_dir():
         logging.info('building the dev set in %s', root)
-        build_devset(holdout_photos(args.pool), root)
+        build_devset(holdout_photos(args.pool, HOLDOUT), root)
     return root
 
 

@@ -19,6 +19,7 @@ import zlib
 import cv2
 import numpy as np
 
+from kp2d_core.data.dataset import read_exclude_list
 from kp2d_core.samples import quad_homography, read_image, render_quad
 
 NUM_VIEWS = 6
@@ -141,3 +142,12 @@ def build_devset(
         build_scenes(read_image(path), name, out, out_hw, suffix)
         names += [f'i_{name}', f'v_{name}']
     return names
+
+
+def holdout_photos(pool: Path, holdout_list: Path) -> list[Path]:
+    """The photos named in ``holdout_list`` (sorted); raises if any is missing from ``pool``."""
+    names = sorted(read_exclude_list(holdout_list))
+    missing = [n for n in names if not (pool / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f'{len(missing)} held-out photos missing in {pool}: {missing[:3]}')
+    return [pool / n for n in names]
