@@ -39,6 +39,9 @@ class LossConfig:
     io_top_k: int = 300  # K cells per image fed to IONet
     io_selection: Literal['lowest', 'highest'] = 'lowest'  # paper: the K lowest-score cells
     io_min_inliers: int = 10  # L_IO is applied only when the batch has more inlier pairs
+    negative_mining: Literal['hardest', 'semihard'] = 'hardest'  # see triplet_loss
+    semihard_steps: int = 0  # the first optimiser steps mine semi-hard negatives (no collapse)
+    score_loss: Literal['paper', 'bce'] = 'paper'  # Eq. 4, or repeatability_score_loss
     score_consistency_weight: float = 1.0  # weight of (s - s_hat)^2 inside Eq. 4
 
     def __post_init__(self) -> None:
@@ -119,12 +122,51 @@ def score_loss(
     return _masked_mean(term, valid)
 
 
+def repeatability_score_loss(
+    score_s: torch.Tensor,
+    score_t_assoc: torch.Tensor,
+    distance: torch.Tensor,
+    usable: torch.Tensor,
+    valid: torch.Tensor,
+    consistency_weight: float = 1.0,
+) -> torch.Tensor:
+    """Eq. 4's ranking idea as a classification: is this keypoint re-detected closer than average?
+
+    The label of a source cell is 1 when its association distance is below the mean distance of
+    the valid pairs (the pivot of Eq. 4) and 0 otherwise, including usable cells with no target
+    keypoint within epsilon_uv. Binary cross-entropy has a gradient ``s - label`` in logit
+    space, so scores cannot all drift into the flat ends of the sigmoid and stall there, which
+    Eq. 4's ``(d - mean d)`` weighting allows.
+
+    Args:
+        score_s: (B, N) source scores.
+        score_t_assoc: (B, N) scores of the associated target keypoints.
+        distance: (B, N) association distances.
+        usable: (B, N) interior source cells whose warp lands in view.
+        valid: (B, N) usable cells associated within epsilon_uv.
+        consistency_weight: weight of (s - s_hat)^2 over the valid pairs.
+    """
+    with torch.no_grad():
+        label = (distance < _masked_mean(distance, valid)).float()
+    source, target = _bce(score_s, label), _bce(score_t_assoc, label)
+    consistency = (score_s - score_t_assoc) ** 2
+    return 0.5 * (_masked_mean(source, usable) + _masked_mean(target, valid)) + (
+        consistency_weight * _masked_mean(consistency, valid)
+    )
+
+
+def _bce(probability: torch.Tensor, label: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Element-wise binary cross-entropy whose gradient survives probabilities of 0 or 1."""
+    return -(label * torch.log(probability + eps) + (1 - label) * torch.log(1 - probability + eps))
+
+
 def triplet_loss(
     anchor: torch.Tensor,
     positive: torch.Tensor,
     positions: torch.Tensor,
     margin: float,
     relax_px: float,
+    semihard: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pixel triplet loss with hardest-negative mining for one image (Eq. 3).
 
@@ -139,17 +181,27 @@ def triplet_loss(
         relax_px: relaxation c.
 
     Returns:
-        loss (scalar) and recall (fraction of anchors whose nearest positive is their own).
+        loss (scalar) and detached diagnostics (3,): recall (fraction of anchors whose nearest
+        positive is their own), mean positive distance and mean hardest-negative distance.
+        A collapsed descriptor shows positive ~ negative distance and a loss at the margin.
     """
     dist = descriptor_distances(anchor, positive, SQRT_FLOOR)
     near = (positions[:, None, :] - positions[None, :, :]).abs().amax(dim=2) <= relax_px
-    negative = dist.masked_fill(near, float('inf')).amin(dim=1)
+    candidates = dist.masked_fill(near, float('inf'))
+    negative = candidates.amin(dim=1)
+    if semihard:
+        farther = candidates.masked_fill(candidates <= dist.diagonal()[:, None], float('inf'))
+        semi = farther.amin(dim=1)
+        negative = torch.where(torch.isfinite(semi), semi, negative)
     has_negative = torch.isfinite(negative)
     hinge = F.relu(dist.diagonal() - negative + margin)
     loss = _masked_mean(torch.where(has_negative, hinge, 0.0), has_negative)
     own = torch.arange(len(dist), device=dist.device)
-    recall = (dist.argmin(dim=1) == own).float().mean()
-    return loss, recall
+    with torch.no_grad():
+        recall = (dist.argmin(dim=1) == own).float().mean()
+        neg = _masked_mean(torch.where(has_negative, negative, 0.0), has_negative)
+        stats = torch.stack([recall, dist.diagonal().mean(), neg])
+    return loss, stats
 
 
 def descriptor_loss(
@@ -171,28 +223,29 @@ def descriptor_loss(
         image_hw: (H, W) of the input images.
 
     Returns:
-        loss and recall (scalars; 0 when no image qualifies).
+        loss (scalar) and diagnostics (3,) (see :func:`triplet_loss`), zeros when no image
+        qualifies.
     """
-    losses, recalls = [], []
+    losses, stats = [], []
     for b in range(desc_s.shape[0]):
         keep = usable[b]
         if int(keep.sum()) < cfg.min_descriptor_cells:
             continue
         anchor = sample_map(desc_s[b : b + 1], source_xy[b : b + 1, keep].detach(), *image_hw)
         positive = sample_map(desc_t[b : b + 1], warped[b : b + 1, keep].detach(), *image_hw)
-        loss, recall = triplet_loss(
+        loss, image_stats = triplet_loss(
             F.normalize(anchor[0], dim=1),
             F.normalize(positive[0], dim=1),
             warped[b, keep].detach(),
             cfg.descriptor_margin,
             cfg.relax_field_px,
+            cfg.negative_mining == 'semihard',
         )
         losses.append(loss)
-        recalls.append(recall)
+        stats.append(image_stats)
     if not losses:
-        zero = desc_s.sum() * 0.0
-        return zero, zero.detach()
-    return torch.stack(losses).mean(), torch.stack(recalls).mean()
+        return desc_s.sum() * 0.0, desc_s.new_zeros(3)
+    return torch.stack(losses).mean(), torch.stack(stats).mean(dim=0)
 
 
 def select_cells(
@@ -278,7 +331,9 @@ def kp2d_losses(
 
     Returns:
         Dict of scalars: 'total' (differentiable), 'loc', 'desc', 'score', 'io' and the
-        diagnostics 'recall', 'io_inliers', 'valid_pairs', 'repeatability'.
+        diagnostics 'recall', 'desc_pos', 'desc_neg' (descriptor distances of positives and
+        hardest negatives), 'score_mean', 'score_std' (interior source cells), 'io_inliers',
+        'valid_pairs', 'repeatability'.
     """
     hc, wc = out_s.score.shape[-2:]
     image_hw = (hc * 8, wc * 8)
@@ -290,11 +345,16 @@ def kp2d_losses(
     distance, index = associate(warped, xy_t)
     valid = usable & (distance < cfg.epsilon_uv)
     score_t_assoc = score_t.gather(1, index)
-    terms = {
-        'loc': location_loss(distance, valid),
-        'score': score_loss(score_s, score_t_assoc, distance, valid, cfg.score_consistency_weight),
-    }
-    terms['desc'], recall = descriptor_loss(
+    terms = {'loc': location_loss(distance, valid)}
+    if cfg.score_loss == 'bce':
+        terms['score'] = repeatability_score_loss(
+            score_s, score_t_assoc, distance, usable, valid, cfg.score_consistency_weight
+        )
+    else:
+        terms['score'] = score_loss(
+            score_s, score_t_assoc, distance, valid, cfg.score_consistency_weight
+        )
+    terms['desc'], desc_stats = descriptor_loss(
         out_s.descriptors, out_t.descriptors, xy_s, warped, usable, image_hw, cfg
     )
     terms['io'], inliers = xy_s.sum() * 0.0, xy_s.new_zeros(())
@@ -312,7 +372,11 @@ def kp2d_losses(
     return {
         'total': total,
         **terms,
-        'recall': recall.detach(),
+        'recall': desc_stats[0],
+        'desc_pos': desc_stats[1],
+        'desc_neg': desc_stats[2],
+        'score_mean': score_s[interior.expand_as(score_s)].detach().mean(),
+        'score_std': score_s[interior.expand_as(score_s)].detach().std(),
         'io_inliers': inliers.detach(),
         'valid_pairs': valid.sum().float(),
         'repeatability': _masked_mean((distance <= REPEATABILITY_PX).float(), usable).detach(),

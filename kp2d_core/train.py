@@ -10,7 +10,7 @@ are skipped and logged. Metrics go to ``metrics.jsonl`` and, when installed, Ten
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import json
 import logging
 import os
@@ -32,17 +32,31 @@ from kp2d_core.checkpoint import (
     resolve_device,
     save_checkpoint,
 )
-from kp2d_core.config import ModelConfig, to_dict
+from kp2d_core.config import CELL_SIZE, ModelConfig, to_dict
 from kp2d_core.data.dataset import DataConfig, ImageFolderPairs, list_images, read_exclude_list
 from kp2d_core.frontend import KeypointExtractor
 from kp2d_core.geometry import normalize_image
 from kp2d_core.losses import LossConfig, kp2d_losses
 from kp2d_core.networks import IONet, KeypointNet, KeypointOutput
+from kp2d_core.networks.keypoint_net import cell_centers
 from kp2d_core.viz import draw_keypoints
 
 LOG = logging.getLogger(__name__)
 LAST_CHECKPOINT = 'checkpoints/last.pt'
-LOGGED_TERMS = ('total', 'loc', 'desc', 'score', 'io', 'recall', 'io_inliers')
+LOGGED_TERMS = (
+    'total',
+    'loc',
+    'desc',
+    'score',
+    'io',
+    'recall',
+    'io_inliers',
+    'score_mean',
+    'score_std',
+    'offset_saturated',
+    'desc_pos',
+    'desc_neg',
+)
 
 
 @dataclass(frozen=True)
@@ -53,6 +67,7 @@ class OptimConfig:
     lr_decay_epochs: tuple[int, ...] = (40,)  # multiply the lr by lr_decay at these epochs
     lr_decay: float = 0.5
     grad_clip_norm: float = 0.0  # 0 disables clipping
+    warmup_steps: int = 0  # linear ramp of the lr from lr / warmup_steps over the first steps
 
 
 @dataclass(frozen=True)
@@ -75,6 +90,7 @@ class TrainConfig:
     tensorboard: bool = True
     progress: bool = True  # tqdm progress bar on rank 0
     bf16: bool = False  # network in bfloat16 autocast (fast on CPUs with AVX512-BF16, CUDA)
+    zero_init_offsets: bool = False  # start every keypoint at its cell centre (tanh at 0)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.epochs < 1 or self.checkpoint_every < 1:
@@ -92,9 +108,12 @@ class KP2DTrainModule(nn.Module):
         self.io_net = IONet() if loss_cfg.use_io_loss else None
 
     def forward(
-        self, source: torch.Tensor, target: torch.Tensor, H: torch.Tensor
+        self, source: torch.Tensor, target: torch.Tensor, H: torch.Tensor, step: int = 10**9
     ) -> dict[str, torch.Tensor]:
-        """Losses for (B, 3, H, W) source/target images in [0, 1] and (B, 3, 3) H."""
+        """Losses for (B, 3, H, W) source/target images in [0, 1] and (B, 3, 3) H at ``step``."""
+        loss_cfg = self.loss_cfg
+        if step < loss_cfg.semihard_steps:
+            loss_cfg = replace(loss_cfg, negative_mining='semihard')
         images = normalize_image(torch.cat([source, target]), self.keypoint_net.cfg.use_color)
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             out = self.keypoint_net(images)
@@ -102,7 +121,16 @@ class KP2DTrainModule(nn.Module):
         b = source.shape[0]
         out_s = KeypointOutput(*(x[:b] for x in out))
         out_t = KeypointOutput(*(x[b:] for x in out))
-        return kp2d_losses(out_s, out_t, H, self.loss_cfg, self.io_net)
+        terms = kp2d_losses(out_s, out_t, H, loss_cfg, self.io_net)
+        terms['offset_saturated'] = saturated_offsets(out.coords.detach(), self.keypoint_net.cfg)
+        return terms
+
+
+def saturated_offsets(coords: torch.Tensor, cfg: ModelConfig, limit: float = 0.99) -> torch.Tensor:
+    """Share of interior-cell offsets (B, 2, Hc, Wc coords) at |tanh| > ``limit`` (diagnostic)."""
+    hc, wc = coords.shape[-2:]
+    offsets = (coords - cell_centers(hc, wc, coords)) / (cfg.sigma1 * (CELL_SIZE - 1) / 2.0)
+    return (offsets[..., 1:-1, 1:-1].abs() > limit).float().mean()
 
 
 @dataclass
@@ -166,14 +194,15 @@ class Trainer:
         self.out = Path(cfg.out_dir)
         torch.manual_seed(cfg.seed + ctx.rank)
         self.module = KP2DTrainModule(cfg.model, cfg.loss, cfg.bf16).to(ctx.device)
+        if cfg.zero_init_offsets:
+            last = self.module.keypoint_net.location_head.body[-1]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
         self.net: nn.Module = self.module
         if ctx.world > 1:
             ids = [ctx.device.index] if ctx.device.type == 'cuda' else None
             self.net = nn.parallel.DistributedDataParallel(self.module, device_ids=ids)
         self.optimizer = torch.optim.Adam(self.module.parameters(), lr=cfg.optim.lr)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            self.optimizer, list(cfg.optim.lr_decay_epochs), cfg.optim.lr_decay
-        )
         train_files, val_files = split_files(cfg)
         self.dataset = ImageFolderPairs(cfg.data, seed=cfg.seed, files=train_files)
         self.val_batch = self._validation_batch(val_files)
@@ -223,8 +252,10 @@ class Trainer:
         self.module.train()
         batch = {k: v.to(self.ctx.device, non_blocking=True) for k, v in batch.items()}
         self.optimizer.zero_grad(set_to_none=True)
+        for group in self.optimizer.param_groups:
+            group['lr'] = learning_rate(self.cfg.optim, self.epoch, self.step)
         buffers = [b.detach().clone() for b in self.module.buffers()]  # BatchNorm statistics
-        losses = self.net(batch['source'], batch['target'], batch['H'])
+        losses = self.net(batch['source'], batch['target'], batch['H'], self.step)
         losses['total'].backward()
         if not self._all_finite(losses['total']):
             self.optimizer.zero_grad(set_to_none=True)
@@ -256,7 +287,6 @@ class Trainer:
             'config': to_dict(self.cfg),
             'io_net': None if self.module.io_net is None else self.module.io_net.state_dict(),
             'optimizer': self.optimizer.state_dict(),
-            'scheduler': self.scheduler.state_dict(),
             'step': self.step,
             'epoch': self.epoch,
             'batch_in_epoch': self.batch_in_epoch,
@@ -280,7 +310,6 @@ class Trainer:
         if self.module.io_net is not None:
             self.module.io_net.load_state_dict(state['io_net'])
         self.optimizer.load_state_dict(state['optimizer'])
-        self.scheduler.load_state_dict(state['scheduler'])
         self.step, self.epoch = int(state['step']), int(state['epoch'])
         self.batch_in_epoch, self.skipped = (
             int(state['batch_in_epoch']),
@@ -372,7 +401,6 @@ class Trainer:
                 break
             self.epoch += 1
             self.batch_in_epoch = 0
-            self.scheduler.step()
             metrics = self.validate()
             self.save()
             if metrics:
@@ -445,6 +473,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             dist.destroy_process_group()
 
 
-def learning_rate(cfg: OptimConfig, epoch: int) -> float:
-    """The scheduled learning rate at ``epoch`` (for documentation and tests)."""
-    return cfg.lr * cfg.lr_decay ** sum(epoch >= e for e in cfg.lr_decay_epochs)
+def learning_rate(cfg: OptimConfig, epoch: int, step: int = 10**9) -> float:
+    """The learning rate of optimiser step ``step`` (0-based) in ``epoch``.
+
+    Step decay at ``lr_decay_epochs``, times a linear warm-up over the first ``warmup_steps``.
+    """
+    lr = cfg.lr * cfg.lr_decay ** sum(epoch >= e for e in cfg.lr_decay_epochs)
+    if cfg.warmup_steps > 0:
+        lr *= min(1.0, (step + 1) / cfg.warmup_steps)
+    return lr

@@ -19,6 +19,7 @@ from kp2d_core.losses import (
     descriptor_loss,
     kp2d_losses,
     location_loss,
+    repeatability_score_loss,
     score_loss,
     select_cells,
     triplet_loss,
@@ -63,13 +64,45 @@ def _unit(rows: list[list[float]]) -> torch.Tensor:
 def test_triplet_loss_known_values():
     eye = torch.eye(3)
     far = torch.tensor([[0.0, 0.0], [20.0, 0.0], [40.0, 0.0]])
-    loss, recall = triplet_loss(eye, eye, far, margin=0.2, relax_px=8.0)
-    assert loss.item() == pytest.approx(0.0) and recall.item() == 1.0
+    loss, stats = triplet_loss(eye, eye, far, margin=0.2, relax_px=8.0)
+    assert loss.item() == pytest.approx(0.0) and stats[0].item() == 1.0
+    assert stats[1].item() == pytest.approx(0.0, abs=1e-3)  # positives coincide
+    assert stats[2].item() == pytest.approx(math.sqrt(2), abs=1e-3)  # negatives orthogonal
     swapped = eye[[1, 0, 2]]  # anchors 0 and 1 have the wrong positive
-    loss, recall = triplet_loss(eye, swapped, far, margin=0.2, relax_px=8.0)
+    loss, stats = triplet_loss(eye, swapped, far, margin=0.2, relax_px=8.0)
     # anchors 0, 1: d+ = sqrt(2), hardest d- = 0 -> sqrt(2) + 0.2; anchor 2: d+ = 0, d- = sqrt 2.
     assert loss.item() == pytest.approx(2 * (math.sqrt(2) + 0.2) / 3, abs=1e-3)
-    assert recall.item() == pytest.approx(1 / 3)
+    assert stats[0].item() == pytest.approx(1 / 3)
+
+
+def test_semihard_mining_skips_negatives_closer_than_the_positive():
+    anchor = _unit([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    positive = _unit([[1.0, 0.1], [0.0, 1.0], [1.0, 1.0]])
+    far = torch.tensor([[0.0, 0.0], [20.0, 0.0], [40.0, 0.0]])
+    hard, _ = triplet_loss(anchor, positive, far, margin=0.2, relax_px=8.0)
+    semi, _ = triplet_loss(anchor, positive, far, margin=0.2, relax_px=8.0, semihard=True)
+    # Anchor 2 (the diagonal) has its own positive at distance 0 and negatives at ~0.77, so both
+    # agree there; anchor 0's positive is at 0.1 rad: semi-hard takes the nearest negative
+    # beyond it. Semi-hard never exceeds hardest mining.
+    assert 0.0 <= semi.item() <= hard.item()
+    collapsed = torch.ones(3, 2) / math.sqrt(2)  # every descriptor identical
+    loss, stats = triplet_loss(collapsed, collapsed, far, margin=0.2, relax_px=8.0, semihard=True)
+    assert loss.item() == pytest.approx(0.2, abs=1e-3)  # all at the margin: nothing farther
+    assert stats[1].item() == pytest.approx(stats[2].item(), abs=1e-3)
+
+
+def test_repeatability_score_loss_ranks_close_pairs_up():
+    score = torch.full((1, 3), 0.5, requires_grad=True)
+    distance = torch.tensor([[0.5, 2.0, 9.0]])  # close, far-but-valid, not re-detected
+    usable = torch.ones(1, 3, dtype=torch.bool)
+    valid = torch.tensor([[True, True, False]])
+    loss = repeatability_score_loss(score, score.detach(), distance, usable, valid, 0.0)
+    loss.backward()
+    assert score.grad[0, 0] < 0 < score.grad[0, 1]  # raise the close one, lower the far one
+    assert score.grad[0, 2] > 0  # a usable cell with no association counts as not repeatable
+    saturated = torch.full((1, 3), 1e-9, requires_grad=True)
+    repeatability_score_loss(saturated, saturated.detach(), distance, usable, valid).backward()
+    assert saturated.grad[0, 0] < -1.0  # still a strong push out of the flat end
 
 
 def test_triplet_relaxation_excludes_nearby_negatives():
@@ -91,8 +124,8 @@ def test_descriptor_loss_skips_images_with_few_cells():
     loss, _ = descriptor_loss(desc, desc, xy, xy, usable, (32, 32), cfg)
     only_second, _ = descriptor_loss(desc[1:], desc[1:], xy[1:], xy[1:], usable[1:], (32, 32), cfg)
     assert loss.item() == pytest.approx(only_second.item())  # image 0 does not dilute it
-    none, recall = descriptor_loss(desc, desc, xy, xy, usable & False, (32, 32), cfg)
-    assert none.item() == 0.0 and recall.item() == 0.0
+    none, stats = descriptor_loss(desc, desc, xy, xy, usable & False, (32, 32), cfg)
+    assert none.item() == 0.0 and stats.tolist() == [0.0, 0.0, 0.0]
 
 
 def test_select_cells_lowest_and_highest():

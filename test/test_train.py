@@ -80,6 +80,9 @@ def test_learning_rate_schedule():
     cfg = OptimConfig()
     assert learning_rate(cfg, 0) == learning_rate(cfg, 39) == 1e-3
     assert learning_rate(cfg, 40) == learning_rate(cfg, 49) == 5e-4
+    warm = OptimConfig(warmup_steps=4)
+    assert [learning_rate(warm, 0, s) for s in range(5)] == [2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3]
+    assert learning_rate(warm, 40, 2) == pytest.approx(3.75e-4)  # decay and warm-up multiply
 
 
 @pytest.mark.slow
