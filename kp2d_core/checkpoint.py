@@ -28,19 +28,29 @@ FORMAT_VERSION = 1
 DEFAULT_WEIGHTS = 'kp2d_default.pt'
 
 
+MAX_ABS_VALUE = 1e6  # trained weights and BatchNorm statistics stay far below this
+
+
 class CheckpointError(ValueError):
-    """A checkpoint file exists but cannot be used (corrupt, foreign or mismatched)."""
+    """A checkpoint cannot be used: missing, unreadable, foreign, mismatched or implausible.
+
+    The message names the file and the reason.
+    """
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The checkpoint file does not exist (also a FileNotFoundError)."""
 
 
 def default_weights_path() -> Path:
     """Path of the bundled default weights (``kp2d_core/weights/kp2d_default.pt``).
 
     Raises:
-        FileNotFoundError: if the package was installed without its weights.
+        CheckpointNotFoundError: if the package was installed without its weights.
     """
     path = Path(str(resources.files('kp2d_core').joinpath('weights', DEFAULT_WEIGHTS)))
     if not path.is_file():
-        raise FileNotFoundError(f'bundled default weights not found at {path}')
+        raise CheckpointNotFoundError(f'bundled default weights not found at {path}')
     return path
 
 
@@ -67,6 +77,7 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open() would not
         with os.fdopen(fd, 'wb') as handle:
             torch.save(obj, handle)
             handle.flush()
@@ -75,6 +86,12 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def save_checkpoint(
@@ -91,12 +108,14 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load and validate a checkpoint dict on the CPU with ``weights_only=True``.
 
     Raises:
-        FileNotFoundError: the file does not exist.
-        CheckpointError: the file is not a readable kp2d checkpoint of a supported version.
+        CheckpointNotFoundError: the file does not exist.
+        CheckpointError: the path is not a readable kp2d checkpoint of a supported version.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f'{path} is a directory, not a checkpoint file')
     if not path.is_file():
-        raise FileNotFoundError(f'checkpoint not found: {path}')
+        raise CheckpointNotFoundError(f'checkpoint not found: {path}')
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as exc:  # torch raises many types for truncated / foreign files
@@ -118,7 +137,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 def model_from_checkpoint(ckpt: dict[str, Any], source: str = 'checkpoint') -> KeypointNet:
     """Build a KeypointNet from a validated checkpoint dict (CPU, eval mode)."""
-    try:
+    try:  # range-checked before any tensor is allocated
         cfg = from_dict(ModelConfig, ckpt['model_config'])
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f'{source}: invalid model_config: {exc}') from exc
@@ -142,11 +161,16 @@ def check_state_dict(model: torch.nn.Module, state: dict[str, Any], source: str)
     details = '; '.join(f'{name}: {items[:5]}' for name, items in problems.items() if items)
     if details:
         raise CheckpointError(f'{source} does not match the model ({details})')
-    nonfinite = sorted(
-        k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()
-    )
+    floats = {k: v for k, v in state.items() if v.is_floating_point()}
+    nonfinite = sorted(k for k, v in floats.items() if not torch.isfinite(v).all())
     if nonfinite:
         raise CheckpointError(f'{source} holds non-finite values in {nonfinite[:5]}')
+    huge = sorted(k for k, v in floats.items() if v.numel() and v.abs().max() > MAX_ABS_VALUE)
+    if huge:
+        raise CheckpointError(
+            f'{source} holds implausible values (|x| > {MAX_ABS_VALUE:g}) in {huge[:5]}: '
+            'the file was altered or training diverged'
+        )
 
 
 def load_model(

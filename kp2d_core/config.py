@@ -14,6 +14,8 @@ T = TypeVar('T')
 
 CELL_SIZE = 8
 """Side of one detection cell in pixels (sigma_2 in the paper); the encoder downsamples by it."""
+MAX_CROSS_RATIO = 8.0  # offsets beyond 8 cells would not be keypoints of their cell any more
+MAX_DESCRIPTOR_DIM = 4096
 
 
 @dataclass(frozen=True)
@@ -30,12 +32,19 @@ class ModelConfig:
     bn_momentum: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.cross_ratio < 1.0:
-            raise ValueError(f'cross_ratio must be >= 1, got {self.cross_ratio}')
-        if self.descriptor_dim < 1:
-            raise ValueError(f'descriptor_dim must be positive, got {self.descriptor_dim}')
+        # Written so that NaN fails every test; bounds keep a tampered config from allocating.
+        if not 1.0 <= self.cross_ratio <= MAX_CROSS_RATIO:
+            raise ValueError(
+                f'cross_ratio must be in [1, {MAX_CROSS_RATIO}], got {self.cross_ratio}'
+            )
+        if not 1 <= self.descriptor_dim <= MAX_DESCRIPTOR_DIM:
+            raise ValueError(
+                f'descriptor_dim must be in [1, {MAX_DESCRIPTOR_DIM}], got {self.descriptor_dim}'
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f'dropout must be in [0, 1), got {self.dropout}')
+        if not 0.0 < self.bn_momentum <= 1.0:
+            raise ValueError(f'bn_momentum must be in (0, 1], got {self.bn_momentum}')
 
     @property
     def sigma1(self) -> float:

@@ -19,10 +19,10 @@ import torch.nn.functional as F
 
 from kp2d_core.checkpoint import load_model, resolve_device
 from kp2d_core.config import CELL_SIZE, ExtractorConfig
-from kp2d_core.geometry import normalize_image, resize_points, sample_map
+from kp2d_core.geometry import in_image, normalize_image, resize_points, sample_map
+from kp2d_core.images import image_to_tensor
 from kp2d_core.networks import KeypointNet, KeypointOutput
 
-MIN_IMAGE_SIDE = 3 * CELL_SIZE  # the outer ring of cells is never a keypoint
 NMS_CHUNK = 2048
 
 
@@ -60,57 +60,6 @@ class Features:
             self.scores.cpu().numpy(),
             self.descriptors.cpu().numpy(),
         )
-
-
-def image_to_tensor(image: np.ndarray, channel_order: str = 'bgr') -> torch.Tensor:
-    """Validate a NumPy image and convert it to a (1, C, H, W) float RGB tensor in [0, 1].
-
-    Args:
-        image: (H, W) gray, (H, W, 1), (H, W, 3) or (H, W, 4) with alpha (ignored); uint8,
-            uint16, or float in [0, 1].
-        channel_order: 'bgr' or 'rgb' for 3/4-channel images.
-
-    Returns:
-        (1, 3, H, W) or (1, 1, H, W) float32 tensor (CPU).
-
-    Raises:
-        ValueError: for anything else (empty, too small, wrong dtype, NaN, out of range).
-    """
-    if not isinstance(image, np.ndarray):
-        raise ValueError(f'expected a NumPy image, got {type(image).__name__}')
-    if image.ndim == 3 and image.shape[2] in (1, 3, 4):
-        image = image[..., :3] if image.shape[2] == 4 else image
-    elif image.ndim != 2:
-        raise ValueError(f'expected an image (H, W) or (H, W, 1|3|4), got shape {image.shape}')
-    if image.size == 0:
-        raise ValueError(f'empty image of shape {image.shape}')
-    if min(image.shape[:2]) < MIN_IMAGE_SIDE:
-        raise ValueError(
-            f'image {image.shape[0]}x{image.shape[1]} is too small; both sides '
-            f'must be at least {MIN_IMAGE_SIDE} px'
-        )
-    tensor = torch.from_numpy(_to_unit_float(image))
-    tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
-    if tensor.shape[0] == 3 and channel_order == 'bgr':
-        tensor = tensor.flip(0)
-    return tensor.unsqueeze(0).contiguous()
-
-
-def _to_unit_float(image: np.ndarray) -> np.ndarray:
-    if image.dtype == np.uint8:
-        return image.astype(np.float32) / 255.0
-    if image.dtype == np.uint16:
-        return image.astype(np.float32) / 65535.0
-    if image.dtype in (np.float16, np.float32, np.float64):
-        image = image.astype(np.float32)
-        if not np.isfinite(image).all():
-            raise ValueError('image contains NaN or infinite values')
-        if image.min() < 0.0 or image.max() > 1.0:
-            raise ValueError(
-                f'float images must be in [0, 1], got range [{image.min():.3g}, {image.max():.3g}]'
-            )
-        return image
-    raise ValueError(f'unsupported image dtype {image.dtype}; use uint8, uint16 or float')
 
 
 def pad_to_cell_multiple(images: torch.Tensor) -> torch.Tensor:
@@ -166,11 +115,7 @@ def select_keypoints(
     for b in range(out.score.shape[0]):
         scores = out.score[b].reshape(-1).float()
         xy = out.coords[b].reshape(2, -1).t().float()
-        keep = (
-            (scores > cfg.score_threshold)
-            & (xy[:, 0] <= valid_hw[1] - 1)
-            & (xy[:, 1] <= valid_hw[0] - 1)
-        )
+        keep = (scores > cfg.score_threshold) & in_image(xy, *valid_hw)
         xy, scores = xy[keep], scores[keep]
         if cfg.nms_radius > 0 and len(scores):
             keep = radius_nms(xy, scores, cfg.nms_radius)

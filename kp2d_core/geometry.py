@@ -173,7 +173,27 @@ def corner_error(H_est: np.ndarray, H_true: np.ndarray, height: int, width: int)
     return float(np.linalg.norm(diff, axis=1).mean())
 
 
-def in_image(xy: Array, height: int, width: int) -> Array:
-    """(...,) mask of points inside [0, W-1] x [0, H-1] (pixel centres), finite ones only."""
+def in_image(xy: Array, height: int, width: int, half_open: bool = False) -> Array:
+    """(...,) mask of the points (..., 2) that lie in an image of ``height`` x ``width``.
+
+    The convention of the whole package: a point is in the image when it lies in the closed
+    hull of the pixel centres, [0, W-1] x [0, H-1], where every value can be interpolated
+    without extrapolation. ``half_open=True`` is the one documented exception, the KP2D
+    evaluation protocol's shared-view test 0 <= x < W, 0 <= y < H, kept so that protocol
+    numbers match the reference implementation's. NaN points are never in the image.
+    """
     x, y = xy[..., 0], xy[..., 1]
+    if half_open:
+        return (x >= 0) & (x < width) & (y >= 0) & (y < height)
     return (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
+
+
+def interior_cells(hc: int, wc: int, device: torch.device | str = 'cpu') -> torch.Tensor:
+    """(Hc, Wc) bool mask of the detection cells that can hold a keypoint.
+
+    The outermost ring of cells is excluded (its score is zeroed by the network, as in the
+    reference), because its receptive field is mostly padding.
+    """
+    mask = torch.zeros(hc, wc, dtype=torch.bool, device=device)
+    mask[1:-1, 1:-1] = True
+    return mask

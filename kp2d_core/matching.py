@@ -1,12 +1,18 @@
-"""Descriptor matching: mutual nearest neighbours with optional distance and ratio gates."""
+"""Descriptor distances and matching: mutual nearest neighbours with distance and ratio gates.
+
+A low-level module (it imports only torch), so the training losses use the same descriptor
+distance as inference without reaching the inference front-end.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from kp2d_core.frontend import Features
+if TYPE_CHECKING:
+    from kp2d_core.frontend import Features
 
 
 @dataclass(frozen=True)

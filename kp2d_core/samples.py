@@ -11,10 +11,10 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from kp2d_core.geometry import warp_image
+from kp2d_core import views
+from kp2d_core.images import read_image
 
 SAMPLE_PHOTO = 'coffee.jpg'
 
@@ -22,22 +22,6 @@ SAMPLE_PHOTO = 'coffee.jpg'
 def sample_photo_path() -> Path:
     """Path of the bundled sample photo (400x600 JPEG)."""
     return Path(str(resources.files('kp2d_core').joinpath('assets', SAMPLE_PHOTO)))
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as (H, W, 3) uint8 BGR.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: the file exists but is not a decodable image.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f'image not found: {path}')
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None or image.size == 0:
-        raise ValueError(f'cannot decode image {path}')
-    return image
 
 
 def view_quad(photo_hw: tuple[int, int], t: float) -> np.ndarray:
@@ -48,41 +32,16 @@ def view_quad(photo_hw: tuple[int, int], t: float) -> np.ndarray:
     """
     height, width = photo_hw
     phase = 2.0 * np.pi * t
-    centre = np.array(
-        [width * (0.5 + 0.06 * np.sin(phase)), height * (0.5 + 0.05 * np.sin(2 * phase))]
-    )
+    centre = [width * (0.5 + 0.06 * np.sin(phase)), height * (0.5 + 0.05 * np.sin(2 * phase))]
     half = 0.5 * (0.72 + 0.06 * np.cos(phase)) * np.array([width, height])
-    angle = 0.12 * np.sin(phase)
-    tilt = 0.04 * np.sin(phase + 1.0)
-    unit = np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
-    unit[:, 1] *= 1.0 + tilt * unit[:, 0]  # one side taller than the other: perspective
-    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    quad = (unit * half) @ rot.T + centre
+    quad = views.keystone(views.rectangle(centre, half), 0.04 * np.sin(phase + 1.0), 0.0)
+    quad = views.rotate(quad, 0.12 * np.sin(phase))
     return np.clip(quad, 0.0, [width - 1.0, height - 1.0])
-
-
-def quad_homography(quad: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
-    """(3, 3) homography from photo pixels to a view whose corners see ``quad`` (TL,TR,BR,BL)."""
-    out_h, out_w = out_hw
-    corners = np.array(
-        [[0, 0], [out_w - 1, 0], [out_w - 1, out_h - 1], [0, out_h - 1]], np.float32
-    )
-    H = cv2.getPerspectiveTransform(np.asarray(quad, np.float32), corners).astype(np.float64)
-    return H / H[2, 2]
 
 
 def view_homography(photo_hw: tuple[int, int], out_hw: tuple[int, int], t: float) -> np.ndarray:
     """(3, 3) homography from photo pixels to the pixels of the view at phase ``t``."""
-    return quad_homography(view_quad(photo_hw, t), out_hw)
-
-
-def render_quad(photo: np.ndarray, quad: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
-    """Render the view whose corners see ``quad`` of the photo, anti-aliased when shrinking."""
-    H = quad_homography(quad, out_hw)
-    scale = np.sqrt(abs(np.linalg.det(H[:2, :2])))
-    if scale < 1.0:
-        photo = cv2.GaussianBlur(photo, (0, 0), sigmaX=0.5 / scale)
-    return warp_image(photo, H, out_hw)
+    return views.quad_homography(view_quad(photo_hw, t), out_hw)
 
 
 def render_view(
@@ -90,7 +49,7 @@ def render_view(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render the view at phase ``t``: returns (image (H, W, C) uint8, H_photo_to_view (3, 3))."""
     quad = view_quad(photo.shape[:2], t)
-    return render_quad(photo, quad, out_hw), quad_homography(quad, out_hw)
+    return views.render_quad(photo, quad, out_hw), views.quad_homography(quad, out_hw)
 
 
 def synthetic_sequence(
@@ -115,8 +74,7 @@ def synthetic_sequence(
         frame, H = render_view(photo, out_hw, float(t))
         frames.append(frame)
         to_view.append(H)
-    inv0 = np.linalg.inv(to_view[0])
-    return frames, [H @ inv0 / (H @ inv0)[2, 2] for H in to_view]
+    return frames, [views.relative_homography(to_view[0], H) for H in to_view]
 
 
 def synthetic_pair(
@@ -126,5 +84,4 @@ def synthetic_pair(
     photo = read_image(sample_photo_path())
     image0, H0 = render_view(photo, out_hw, t0)
     image1, H1 = render_view(photo, out_hw, t1)
-    H_0to1 = H1 @ np.linalg.inv(H0)
-    return image0, image1, H_0to1 / H_0to1[2, 2]
+    return image0, image1, views.relative_homography(H0, H1)

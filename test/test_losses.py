@@ -26,7 +26,7 @@ from kp2d_core.losses import (
 )
 from kp2d_core.networks import KeypointOutput
 from kp2d_core.samples import read_image, sample_photo_path
-from kp2d_core.train import KP2DTrainModule
+from kp2d_core.training import KP2DTrainModule
 
 
 def test_associate_and_location_loss():

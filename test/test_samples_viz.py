@@ -46,7 +46,7 @@ def test_read_image_errors(tmp_path):
         read_image(tmp_path / 'missing.jpg')
     corrupt = tmp_path / 'corrupt.jpg'
     corrupt.write_bytes(b'\xff\xd8 not really a jpeg')
-    with pytest.raises(ValueError, match='cannot decode'):
+    with pytest.raises(ValueError, match='truncated JPEG'):
         read_image(corrupt)
 
 

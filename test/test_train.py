@@ -19,7 +19,7 @@ import torch
 from kp2d_core.checkpoint import load_model
 from kp2d_core.config import apply_overrides, load_yaml_config
 from kp2d_core.samples import read_image, sample_photo_path
-from kp2d_core.train import (
+from kp2d_core.training import (
     OptimConfig,
     TrainConfig,
     Trainer,

@@ -19,7 +19,7 @@ import torch
 
 from kp2d_core.checkpoint import resolve_device
 from kp2d_core.config import load_yaml_config
-from kp2d_core.train import Context, TrainConfig, Trainer
+from kp2d_core.training import Context, TrainConfig, Trainer
 
 
 def time_loader(trainer: Trainer, batches: int) -> float:

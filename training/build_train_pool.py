@@ -24,6 +24,7 @@ import json
 import os
 from pathlib import Path
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -411,6 +412,7 @@ def build(out: Path, cache: Path) -> dict:
                 continue
             thumbs.append(thumb)
             images.append(write(image, out, source.package, path))
+        shutil.rmtree(root)  # the .deb stays in the cache; its unpacked tree is not needed
     manifest = {'packages': packages, 'images': images, 'dropped': dropped}
     (out / 'manifest.json').write_text(json.dumps(manifest, indent=1) + '\n')
     return manifest

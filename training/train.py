@@ -15,8 +15,10 @@ import argparse
 import logging
 import os
 
+from kp2d_core.checkpoint import CheckpointError
 from kp2d_core.config import load_yaml_config
-from kp2d_core.train import TrainConfig, train
+from kp2d_core.training import TrainConfig, train
+from kp2d_core.training.state import RunDirError
 
 
 def main() -> None:
@@ -25,6 +27,11 @@ def main() -> None:
     parser.add_argument('--data', help='image folder (sets data.root)')
     parser.add_argument('--out', help='run directory (sets out_dir)')
     parser.add_argument('--resume', action='store_true', help='continue from OUT/checkpoints')
+    parser.add_argument(
+        '--allow-config-change',
+        action='store_true',
+        help='with --resume: continue although the configuration changed (logged)',
+    )
     parser.add_argument('overrides', nargs='*', help='key.sub=value config overrides')
     args = parser.parse_args()
     overrides = list(args.overrides)
@@ -32,13 +39,19 @@ def main() -> None:
         overrides.append(f'data.root={args.data}')
     if args.out:
         overrides.append(f'out_dir={args.out}')
-    cfg = load_yaml_config(TrainConfig, args.config, overrides)
+    try:
+        cfg = load_yaml_config(TrainConfig, args.config, overrides)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f'error: {exc}') from exc
     rank = os.environ.get('RANK', '0')
     logging.basicConfig(
         level=logging.INFO if rank == '0' else logging.WARNING,
         format=f'%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s',
     )
-    model = train(cfg, resume=args.resume)
+    try:
+        model = train(cfg, resume=args.resume, allow_config_change=args.allow_config_change)
+    except (FileNotFoundError, ValueError, CheckpointError, RunDirError) as exc:
+        raise SystemExit(f'error: {exc}') from exc
     if rank == '0':
         print(f'model written to {model}')
 

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from kp2d_core.data.augment import AugmentConfig, augment
 from kp2d_core.data.homographies import HomographyConfig, sample_homography
 from kp2d_core.geometry import warp_image
+from kp2d_core.images import ImageFileError, cover_crop, read_image
 
 LOG = logging.getLogger(__name__)
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.webp')
@@ -60,24 +61,13 @@ def read_exclude_list(path: str | Path) -> set[str]:
     return {name for name in names if name}
 
 
-def load_rgb(path: Path, size: tuple[int, int]) -> np.ndarray | None:
+def load_rgb(path: Path, size: tuple[int, int]) -> np.ndarray:
     """(H, W, 3) float32 RGB in [0, 1]: scaled to cover ``size`` then centre-cropped.
 
-    Returns None when the file cannot be decoded.
+    Raises:
+        FileNotFoundError, ImageFileError: see :func:`kp2d_core.images.read_image`.
     """
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None or image.size == 0:
-        return None
-    height, width = size
-    scale = max(height / image.shape[0], width / image.shape[1])
-    new_hw = (
-        max(height, round(image.shape[0] * scale)),
-        max(width, round(image.shape[1] * scale)),
-    )
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    image = cv2.resize(image, (new_hw[1], new_hw[0]), interpolation=interp)
-    top, left = (new_hw[0] - height) // 2, (new_hw[1] - width) // 2
-    image = image[top : top + height, left : left + width, ::-1]
+    image = cover_crop(read_image(path), size)[..., ::-1]
     return np.ascontiguousarray(image, dtype=np.float32) / 255.0
 
 
@@ -104,11 +94,19 @@ def make_pair(
 class ImageFolderPairs(Dataset):
     """Self-supervised pairs from a folder of images (see the module docstring).
 
-    Unreadable files are skipped (one warning per file and process); the next readable file
-    takes their place, so an epoch never crashes on a corrupt image.
+    Unreadable or truncated files are skipped and the next readable file takes their place, so
+    an epoch never crashes on a corrupt image. With ``skip_log``, each skipped file is warned
+    about once per run: its name is appended to that file, which :meth:`set_epoch` reads back
+    (DataLoader workers are new processes every epoch and share nothing else).
     """
 
-    def __init__(self, cfg: DataConfig, seed: int = 0, files: list[Path] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: DataConfig,
+        seed: int = 0,
+        files: list[Path] | None = None,
+        skip_log: Path | None = None,
+    ) -> None:
         if files is None:
             exclude = read_exclude_list(cfg.exclude_list) if cfg.exclude_list else None
             files = list_images(cfg.root, exclude)
@@ -118,11 +116,19 @@ class ImageFolderPairs(Dataset):
         self.cfg = cfg
         self.seed = seed
         self.epoch = 0
-        self._bad: set[int] = set()
+        self.skip_log = skip_log
+        self._bad: set[str] = set()
 
     def set_epoch(self, epoch: int) -> None:
         """Select the random stream of ``epoch`` (call before iterating each epoch)."""
         self.epoch = epoch
+        self._bad |= set(self.skipped_files())
+
+    def skipped_files(self) -> list[str]:
+        """Names of the files found unreadable so far in this run (needs ``skip_log``)."""
+        if self.skip_log is None or not self.skip_log.is_file():
+            return sorted(self._bad)
+        return sorted(set(self.skip_log.read_text().split('\n')) - {''})
 
     def __len__(self) -> int:
         return len(self.files)
@@ -130,15 +136,21 @@ class ImageFolderPairs(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
         for offset in range(len(self.files)):
-            candidate = (index + offset) % len(self.files)
-            if candidate in self._bad:
+            path = self.files[(index + offset) % len(self.files)]
+            if str(path) in self._bad:
                 continue
-            image = load_rgb(self.files[candidate], self.cfg.image_size)
-            if image is not None:
-                return make_pair(image, self.cfg, rng)
-            self._bad.add(candidate)
-            LOG.warning('skipping unreadable image %s', self.files[candidate])
+            try:
+                return make_pair(load_rgb(path, self.cfg.image_size), self.cfg, rng)
+            except (OSError, ImageFileError) as exc:
+                self._skip(path, exc)
         raise RuntimeError(f'no readable image in {self.cfg.root}')
+
+    def _skip(self, path: Path, exc: Exception) -> None:
+        self._bad.add(str(path))
+        LOG.warning('skipping unreadable image (%s)', exc)
+        if self.skip_log is not None:
+            with open(self.skip_log, 'a') as handle:  # one short line: an atomic append
+                handle.write(f'{path}\n')
 
 
 def visualise(dataset: ImageFolderPairs, count: int, path: Path) -> None:

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from kp2d_core import views
 from kp2d_core.geometry import image_corners
-
-UNIT_SQUARE = np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])  # TL, TR, BR, BL
 
 
 @dataclass(frozen=True)
@@ -37,55 +36,34 @@ class HomographyConfig:
             raise ValueError('max_angle must be >= 0 and perspective in [0, 1)')
 
 
-def _inside(quad: np.ndarray, aspect: float) -> bool:
-    return bool((np.abs(quad[:, 0]) <= 1.0).all() and (np.abs(quad[:, 1]) <= aspect).all())
-
-
-def _keystone(quad: np.ndarray, a: float, b: float) -> np.ndarray:
-    """Left/right sides scale by (1 -+ a) in height, top/bottom by (1 -+ b) in width."""
-    hx, hy = np.abs(quad).max(axis=0)
-    delta = np.array([[b * hx, a * hy], [-b * hx, -a * hy], [b * hx, a * hy], [-b * hx, -a * hy]])
-    return quad + delta
-
-
-def _try_transform(quad, aspect, rng, draw, apply, tries) -> np.ndarray:
-    """Apply the first random transform (from ``draw``) that keeps the quad in the image."""
+def _try_transform(quad, bounds, rng, draw, apply, tries) -> np.ndarray:
+    """Apply the first random transform (from ``draw``) that keeps the quad in ``bounds``."""
     for _ in range(tries):
         candidate = apply(quad, draw(rng))
-        if _inside(candidate, aspect):
+        if views.contains(*bounds, candidate):
             return candidate
     return quad
 
 
-def _scale(quad: np.ndarray, s: float) -> np.ndarray:
-    centre = quad.mean(axis=0)
-    return (quad - centre) * s + centre
-
-
-def _rotate(quad: np.ndarray, angle: float) -> np.ndarray:
-    centre = quad.mean(axis=0)
-    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    return (quad - centre) @ rot.T + centre
-
-
-def _translate(quad: np.ndarray, aspect: float, rng: np.random.Generator) -> np.ndarray:
-    """Shift uniformly within the room left on each side of the image."""
-    low = np.array([-1.0, -aspect]) - quad.min(axis=0)
-    high = np.array([1.0, aspect]) - quad.max(axis=0)
-    return quad + rng.uniform(np.minimum(low, 0.0), np.maximum(high, 0.0))
+def _translate_inside(quad: np.ndarray, bounds, rng: np.random.Generator) -> np.ndarray:
+    """Shift uniformly within the room left on each side of the frame."""
+    low, high = bounds[0] - quad.min(axis=0), bounds[1] - quad.max(axis=0)
+    return views.translate(quad, rng.uniform(np.minimum(low, 0.0), np.maximum(high, 0.0)))
 
 
 def sample_quad(aspect: float, cfg: HomographyConfig, rng: np.random.Generator) -> np.ndarray:
     """(4, 2) corners (TL, TR, BR, BL) in the aspect-corrected frame, inside the image."""
-    quad = UNIT_SQUARE * [cfg.patch_ratio, cfg.patch_ratio * aspect]
-    p, tries = cfg.perspective, cfg.max_tries
-    quad = _try_transform(
-        quad, aspect, rng, lambda r: r.uniform(-p, p, 2), lambda q, ab: _keystone(q, *ab), tries
+    bounds = (np.array([-1.0, -aspect]), np.array([1.0, aspect]))
+    quad = views.rectangle((0.0, 0.0), (cfg.patch_ratio, cfg.patch_ratio * aspect))
+    p, tries, angle = cfg.perspective, cfg.max_tries, cfg.max_angle
+    steps = (
+        (lambda r: r.uniform(-p, p, 2), lambda q, ab: views.keystone(q, *ab)),
+        (lambda r: r.uniform(*cfg.scale_range), views.scale),
+        (lambda r: r.uniform(-angle, angle), views.rotate),
     )
-    quad = _try_transform(quad, aspect, rng, lambda r: r.uniform(*cfg.scale_range), _scale, tries)
-    angle = cfg.max_angle
-    quad = _try_transform(quad, aspect, rng, lambda r: r.uniform(-angle, angle), _rotate, tries)
-    return _translate(quad, aspect, rng)
+    for draw, apply in steps:
+        quad = _try_transform(quad, bounds, rng, draw, apply, tries)
+    return _translate_inside(quad, bounds, rng)
 
 
 def sample_homography(

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from kp2d_core.geometry import scale_homography
+from kp2d_core.images import ImageFileError, read_image
 
 LOG = logging.getLogger(__name__)
 SPLITS = ('all', 'i', 'v')
@@ -77,10 +78,10 @@ def read_homography(path: Path) -> np.ndarray:
 
 
 def read_bgr(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None or image.size == 0:
-        raise DatasetError(f'cannot decode image {path}')
-    return image
+    try:
+        return read_image(path)
+    except (OSError, ImageFileError) as exc:
+        raise DatasetError(str(exc)) from exc
 
 
 def load_pair(scene: Path, k: int, size: tuple[int, int]) -> Pair:

@@ -16,12 +16,6 @@ CORRECT_PX = 3.0  # repeatability (<=), matching score (<) and RANSAC threshold
 COR_THRESHOLDS = (1, 3, 5)
 
 
-def inside(xy: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """(N,) mask of points with 0 <= x < W and 0 <= y < H (shape = (H, W))."""
-    height, width = shape
-    return (xy[:, 0] >= 0) & (xy[:, 0] < width) & (xy[:, 1] >= 0) & (xy[:, 1] < height)
-
-
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k highest scores, best first (stable: ties keep input order)."""
     return np.argsort(-np.asarray(scores), kind='stable')[:k]
@@ -37,8 +31,8 @@ def shared_top_k(
     k: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices of each image's top-k among the points that warp into the other image."""
-    in0 = np.flatnonzero(inside(warp_points(H, kpts0), shape))
-    in1 = np.flatnonzero(inside(warp_points(np.linalg.inv(H), kpts1), shape))
+    in0 = np.flatnonzero(in_image(warp_points(H, kpts0), *shape, half_open=True))
+    in1 = np.flatnonzero(in_image(warp_points(np.linalg.inv(H), kpts1), *shape, half_open=True))
     return in0[top_k(scores0[in0], k)], in1[top_k(scores1[in1], k)]
 
 

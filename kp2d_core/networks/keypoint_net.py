@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from kp2d_core.config import CELL_SIZE, ModelConfig
+from kp2d_core.geometry import interior_cells
 
 SKIP_CHANNELS = 128
 TRUNK_CHANNELS = 256
@@ -75,13 +76,6 @@ class Encoder(nn.Module):
         return trunk, skip
 
 
-def border_mask(hc: int, wc: int, like: torch.Tensor) -> torch.Tensor:
-    """(1, 1, Hc, Wc) mask that is 0 on the outermost ring of cells and 1 inside."""
-    mask = like.new_zeros(1, 1, hc, wc)
-    mask[..., 1:-1, 1:-1] = 1.0
-    return mask
-
-
 def cell_centers(hc: int, wc: int, like: torch.Tensor) -> torch.Tensor:
     """(1, 2, Hc, Wc) pixel (x, y) centres of the 8x8 cells: 8 * index + 3.5."""
     half = (CELL_SIZE - 1) / 2.0
@@ -128,7 +122,7 @@ class ScoreHead(nn.Module):
 
     def forward(self, trunk: torch.Tensor) -> torch.Tensor:
         score = torch.sigmoid(self.body(trunk))
-        return score * border_mask(*score.shape[-2:], score)
+        return score * interior_cells(*score.shape[-2:], score.device).to(score.dtype)
 
 
 class LocationHead(nn.Module):
