@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test lint benchmark benchmark-node clean
+.PHONY: demo test lint data devset benchmark benchmark-node clean
 
 $(VENV)/.installed: setup.py pyproject.toml requirements-ros-wheels.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,14 @@ $(VENV)/.installed: setup.py pyproject.toml requirements-ros-wheels.txt
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) training/demo.py --out outputs/demo
+	$(PY) examples/demo.py --out outputs/demo
+
+# The training photo pool (Debian/Ubuntu: apt-get download + dpkg-deb) and the dev set.
+data: $(VENV)/.installed
+	$(PY) training/build_train_pool.py --verify
+
+devset: data
+	$(PY) evaluation/build_devset.py
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -27,10 +34,10 @@ test: lint
 	$(PY) -m pytest -q
 
 benchmark: $(VENV)/.installed
-	$(PY) training/benchmark_inference.py
+	$(PY) -m benchmarks.inference
 
 benchmark-node: $(VENV)/.installed
-	$(PY) training/benchmark_node.py
+	$(PY) -m benchmarks.node
 
 clean:
-	rm -rf $(VENV) outputs build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) outputs build install log *.egg-info .pytest_cache .ruff_cache

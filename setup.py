@@ -15,7 +15,6 @@ setup(
     packages=find_packages(include=['kp2d_core', 'kp2d_core.*', 'kp2d_ros', 'kp2d_ros.*']),
     package_data={
         'kp2d_core': ['weights/*.pt', 'assets/*', 'py.typed'],
-        'kp2d_ros': ['fastdds_shm.xml'],
     },
     data_files=[
         ('share/ament_index/resource_index/packages', [f'resource/{PACKAGE}']),

@@ -147,6 +147,10 @@ class KeypointExtractor:
         """Load weights (default: the bundled model) onto ``device`` ('auto', 'cpu', 'cuda')."""
         return cls(load_model(path, resolve_device(device)), cfg)
 
+    def configure(self, cfg: ExtractorConfig) -> None:
+        """Use new selection settings from the next image on."""
+        self.cfg = cfg
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device

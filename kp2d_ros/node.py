@@ -29,7 +29,8 @@ from kp2d_core.checkpoint import (
     resolve_device,
 )
 from kp2d_core.frontend import KeypointExtractor
-from kp2d_core.tracking import HomographyTracker, TrackResult
+from kp2d_core.pipeline import FramePipeline
+from kp2d_core.tracking import TrackResult
 from kp2d_core.viz import draw_flow, draw_keypoints
 from kp2d_ros.bookkeeping import CameraInfoCache, FrameStats
 from kp2d_ros.conversions import ImageError, array_to_image_fields, image_msg_to_array
@@ -53,25 +54,27 @@ class KP2DNode(Node):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__('kp2d', **kwargs)
-        for name, (default, description, read_only) in PARAMETERS.items():
-            descriptor = ParameterDescriptor(description=description, read_only=read_only)
-            self.declare_parameter(name, default, descriptor)
+        for param in PARAMETERS:
+            descriptor = ParameterDescriptor(
+                description=param.description, read_only=param.read_only
+            )
+            self.declare_parameter(param.name, param.default, descriptor)
         self.options = options_from_values(self._values())
         self.add_on_set_parameters_callback(self._validate)
         self.add_post_set_parameters_callback(self._apply)
-        self.extractor = KeypointExtractor(self._load_model(), self.options.extractor)
-        self.tracker = HomographyTracker(self.options.tracker)
+        extractor = KeypointExtractor(self._load_model(), self.options.pipeline.extractor)
+        self.pipeline = FramePipeline(extractor, self.options.pipeline.tracker)
         self.cameras = CameraInfoCache()
         self.stats = FrameStats()
         self.last_stamp: float | None = None
         self.tf_broadcaster = None
         self._create_topics()
         self.create_timer(self.options.diagnostics_period_s, self._report)
-        self.get_logger().info(f'kp2d ready on {self.extractor.device}')
+        self.get_logger().info(f'kp2d ready on {self.pipeline.extractor.device}')
 
     # ---------------------------------------------------------------- set-up
     def _values(self) -> dict[str, Any]:
-        return {name: self.get_parameter(name).value for name in PARAMETERS}
+        return {p.name: self.get_parameter(p.name).value for p in PARAMETERS}
 
     def _load_model(self) -> Any:
         path = self.get_parameter('model.weights').value or default_weights_path()
@@ -118,8 +121,7 @@ class KP2DNode(Node):
 
     def _apply(self, params: list[Any]) -> None:
         self.options = options_from_values(self._values())
-        self.extractor.cfg = self.options.extractor
-        self.tracker.cfg = self.options.tracker
+        self.pipeline.configure(self.options.pipeline)
         if self.options.publish['tf'] and self.tf_broadcaster is None:
             self._enable_tf()
 
@@ -141,7 +143,7 @@ class KP2DNode(Node):
             return
         try:
             image = image_msg_to_array(msg)
-            features = self.extractor.extract(image)
+            features = self.pipeline.extract(image)
         except (ImageError, ValueError) as exc:
             self._drop(
                 type(exc).__name__, f'bad image ({msg.encoding} {msg.width}x{msg.height}): {exc}'
@@ -150,7 +152,7 @@ class KP2DNode(Node):
         self.last_stamp = stamp
         try:
             K = self.cameras.lookup(stamp, self.options.camera_info_max_age_s)
-            result = self.tracker.update(features, stamp, K)
+            result = self.pipeline.track(features, stamp, K).track
             self._publish(msg, image, features, result, stamp)
         except Exception as exc:  # noqa: BLE001 - a bug must not take the robot's node down
             self.stats.drop('internal_error')
@@ -222,7 +224,9 @@ class KP2DNode(Node):
 
     def _report(self) -> None:
         summary = self.stats.summary()
-        status = DiagnosticStatus(name='kp2d: frames', hardware_id=str(self.extractor.device))
+        status = DiagnosticStatus(
+            name='kp2d: frames', hardware_id=str(self.pipeline.extractor.device)
+        )
         status.level = DiagnosticStatus.OK if self.stats.processed else DiagnosticStatus.WARN
         status.message = f'{summary["processed"]} processed, {summary["dropped"]} dropped'
         status.values = [KeyValue(key=k, value=v) for k, v in summary.items()]

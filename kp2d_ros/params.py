@@ -1,7 +1,11 @@
-"""The node's ROS parameters: names, defaults, descriptions, and mapping to core configs.
+"""The node's parameters: the one table of names, defaults and descriptions, and its mapping
+onto the kp2d_core pipeline configuration.
 
-``config/kp2d.yaml`` holds the same defaults. Numbers where 0 means "off" (nms radius,
-ratio, max distance, resize) are documented per parameter.
+Defaults of the pipeline come from the kp2d_core dataclasses (:class:`PipelineConfig`);
+node-only settings are defined here. ``config/kp2d.yaml`` is generated from this table
+(``python -m kp2d_ros.params > config/kp2d.yaml``; a test checks it) and the replay tool reads
+the same table, so node, file and replay cannot disagree. Numbers where 0 means "off" are
+documented per parameter. Importing this module needs no ROS.
 """
 
 from __future__ import annotations
@@ -10,44 +14,55 @@ from dataclasses import dataclass
 from typing import Any
 
 from kp2d_core.config import ExtractorConfig
+from kp2d_core.pipeline import PipelineConfig
 from kp2d_core.tracking import TrackerConfig
 
-# name: (default, description, read_only)
-PARAMETERS: dict[str, tuple[Any, str, bool]] = {
-    'model.weights': ('', 'checkpoint path; empty = the bundled default weights', True),
-    'model.device': ('auto', "'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'", True),
-    'model.half_precision': (False, 'fp16 inference (CUDA only)', True),
-    'detector.top_k': (1000, 'keep the k best keypoints (>= 1)', False),
-    'detector.score_threshold': (0.0, 'keep scores above this, in [0, 1)', False),
-    'detector.nms_radius': (0.0, 'non-maximum suppression radius in px; 0 = off', False),
-    'detector.resize_height': (0, 'network input height; 0 = native (with width 0)', False),
-    'detector.resize_width': (0, 'network input width; 0 = native (with height 0)', False),
-    'matcher.ratio': (0.0, 'Lowe ratio gate in (0, 1]; 0 = off', False),
-    'matcher.max_distance': (0.0, 'descriptor distance gate in (0, 2]; 0 = off', False),
-    'tracker.ransac_method': ('magsac', "'magsac', 'ransac', 'usac' or 'lmeds'", False),
-    'tracker.ransac_threshold_px': (3.0, 'RANSAC inlier threshold in px (> 0)', False),
-    'tracker.min_keyframe_inliers': (40, 'new keyframe when inliers drop below this', False),
-    'publish.keypoints': (True, 'publish ~/keypoints', False),
-    'publish.homography': (True, 'publish ~/homography', False),
-    'publish.odometry': (True, 'publish ~/odometry (needs camera_info)', False),
-    'publish.tf': (False, 'broadcast odom_frame -> camera frame on /tf (needs tf2_ros)', False),
-    'publish.debug_image': (True, 'publish ~/debug_image when it has subscribers', False),
-    'odom_frame': ('kp2d_odom', 'frame_id of ~/odometry and of the TF parent', False),
-    'camera_info_max_age_s': (
-        1.0,
-        'use a CameraInfo at most this far from the image stamp',
-        False,
+_EXTRACTOR = ExtractorConfig()
+_TRACKER = TrackerConfig()
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: Any
+    description: str
+    read_only: bool = False
+
+
+PARAMETERS: tuple[Param, ...] = (
+    Param('model.weights', '', 'checkpoint path; empty = the bundled default weights', True),
+    Param('model.device', 'auto', "'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'", True),
+    Param('model.half_precision', _EXTRACTOR.half_precision, 'fp16 inference (CUDA only)', True),
+    Param('detector.top_k', _EXTRACTOR.top_k, 'keep the k best keypoints (>= 1)'),
+    Param('detector.score_threshold', _EXTRACTOR.score_threshold, 'keep scores above, in [0, 1)'),
+    Param('detector.nms_radius', _EXTRACTOR.nms_radius, 'NMS radius in px; 0 = off'),
+    Param('detector.resize', [0, 0], 'network input [height, width]; [0, 0] = native size'),
+    Param('matcher.ratio', 0.0, 'Lowe ratio gate in (0, 1]; 0 = off'),
+    Param('matcher.max_distance', 0.0, 'descriptor distance gate in (0, 2]; 0 = off'),
+    Param('tracker.ransac_method', _TRACKER.ransac_method, "'magsac', 'ransac', 'usac', 'lmeds'"),
+    Param('tracker.ransac_threshold_px', _TRACKER.ransac_threshold_px, 'inlier threshold, px'),
+    Param(
+        'tracker.min_keyframe_inliers',
+        _TRACKER.min_keyframe_inliers,
+        'new keyframe when inliers drop below this',
     ),
-    'diagnostics_period_s': (5.0, 'period of /diagnostics and the status line (> 0)', True),
-}
+    Param('publish.keypoints', True, 'publish ~/keypoints'),
+    Param('publish.homography', True, 'publish ~/homography'),
+    Param('publish.odometry', True, 'publish ~/odometry (needs camera_info)'),
+    Param('publish.tf', False, 'broadcast odom_frame -> camera frame on /tf (needs tf2_ros)'),
+    Param('publish.debug_image', True, 'publish ~/debug_image when it has subscribers'),
+    Param('odom_frame', 'kp2d_odom', 'frame_id of ~/odometry and of the TF parent'),
+    Param('camera_info_max_age_s', 1.0, 'use a CameraInfo at most this far from the image stamp'),
+    Param('diagnostics_period_s', 5.0, 'period of /diagnostics and the status line (> 0)', True),
+)
+DEFAULTS: dict[str, Any] = {p.name: p.default for p in PARAMETERS}
 
 
 @dataclass(frozen=True)
 class NodeOptions:
     """Everything the node reads from its parameters, validated."""
 
-    extractor: ExtractorConfig
-    tracker: TrackerConfig
+    pipeline: PipelineConfig
     publish: dict[str, bool]
     odom_frame: str
     camera_info_max_age_s: float
@@ -55,46 +70,113 @@ class NodeOptions:
 
 
 def options_from_values(values: dict[str, Any]) -> NodeOptions:
-    """Validate parameter values and build :class:`NodeOptions`.
+    """Validate parameter values (missing ones take their defaults) and build the options.
 
     Raises:
         ValueError: naming the offending parameter.
     """
-    resize = (int(values['detector.resize_height']), int(values['detector.resize_width']))
-    if (resize[0] == 0) != (resize[1] == 0):
-        raise ValueError('detector.resize_height and _width must both be 0 or both be set')
-    ratio, max_distance = float(values['matcher.ratio']), float(values['matcher.max_distance'])
-    if not 0.0 <= max_distance <= 2.0:
-        raise ValueError(f'matcher.max_distance must be in [0, 2], got {max_distance}')
+    unknown = sorted(set(values) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f'unknown parameters {unknown}')
+    values = {**DEFAULTS, **values}
     for name in ('camera_info_max_age_s', 'diagnostics_period_s'):
-        if float(values[name]) <= 0:
+        if not float(values[name]) > 0:
             raise ValueError(f'{name} must be > 0, got {values[name]}')
     if not str(values['odom_frame']):
         raise ValueError('odom_frame must not be empty')
     try:
-        extractor = ExtractorConfig(
-            top_k=int(values['detector.top_k']),
-            score_threshold=float(values['detector.score_threshold']),
-            nms_radius=float(values['detector.nms_radius']),
-            resize=resize if resize[0] else None,
-            channel_order='bgr',
-            half_precision=bool(values['model.half_precision']),
-        )
-        tracker = TrackerConfig(
-            ratio=ratio or None,
-            max_distance=max_distance or None,
-            ransac_method=str(values['tracker.ransac_method']),
-            ransac_threshold_px=float(values['tracker.ransac_threshold_px']),
-            min_keyframe_inliers=int(values['tracker.min_keyframe_inliers']),
-        )
-    except ValueError as exc:
+        pipeline = PipelineConfig(_extractor(values), _tracker(values))
+    except (TypeError, ValueError) as exc:
         raise ValueError(f'invalid parameter: {exc}') from exc
     publish = {k.split('.', 1)[1]: bool(v) for k, v in values.items() if k.startswith('publish.')}
     return NodeOptions(
-        extractor,
-        tracker,
+        pipeline,
         publish,
         str(values['odom_frame']),
         float(values['camera_info_max_age_s']),
         float(values['diagnostics_period_s']),
     )
+
+
+def _extractor(values: dict[str, Any]) -> ExtractorConfig:
+    resize = [int(v) for v in values['detector.resize']]
+    if len(resize) != 2 or (resize != [0, 0] and min(resize) <= 0):
+        raise ValueError(f'detector.resize must be [height, width] or [0, 0], got {resize}')
+    return ExtractorConfig(
+        top_k=int(values['detector.top_k']),
+        score_threshold=float(values['detector.score_threshold']),
+        nms_radius=float(values['detector.nms_radius']),
+        resize=tuple(resize) if resize[0] else None,
+        channel_order='bgr',
+        half_precision=bool(values['model.half_precision']),
+    )
+
+
+def _tracker(values: dict[str, Any]) -> TrackerConfig:
+    ratio, max_distance = float(values['matcher.ratio']), float(values['matcher.max_distance'])
+    if not 0.0 <= max_distance <= 2.0:
+        raise ValueError(f'matcher.max_distance must be in [0, 2], got {max_distance}')
+    return TrackerConfig(
+        ratio=ratio or None,
+        max_distance=max_distance or None,
+        ransac_method=str(values['tracker.ransac_method']),
+        ransac_threshold_px=float(values['tracker.ransac_threshold_px']),
+        min_keyframe_inliers=int(values['tracker.min_keyframe_inliers']),
+    )
+
+
+def params_file_values(path: str) -> dict[str, Any]:
+    """The kp2d parameters of a ROS 2 parameters file (any node-name key, or ``/**``)."""
+    import yaml
+
+    with open(path) as handle:
+        data = yaml.safe_load(handle) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f'{path}: expected a mapping of node names to ros__parameters')
+    values: dict[str, Any] = {}
+    for section in data.values():
+        params = section.get('ros__parameters') if isinstance(section, dict) else None
+        if isinstance(params, dict):
+            values.update(_flatten(params))
+    return {k: v for k, v in values.items() if k in DEFAULTS}
+
+
+def _flatten(params: dict[str, Any], prefix: str = '') -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f'{prefix}{key}.'))
+        else:
+            flat[f'{prefix}{key}'] = value
+    return flat
+
+
+def yaml_text() -> str:
+    """``config/kp2d.yaml``: every parameter with its default and description."""
+    lines = [
+        '# Parameters of the kp2d node, generated by `python -m kp2d_ros.params` from the',
+        '# table in kp2d_ros/params.py (do not edit by hand). `/**` applies them under any',
+        '# namespace and node name.',
+        '/**:',
+        '  ros__parameters:',
+    ]
+    for p in PARAMETERS:
+        note = ' (read-only)' if p.read_only else ''
+        lines.append(f'    {p.name}: {_yaml_value(p.default)}  # {p.description}{note}')
+    return '\n'.join(lines) + '\n'
+
+
+def _yaml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if isinstance(value, str):
+        return f"'{value}'"
+    if isinstance(value, list):
+        return '[' + ', '.join(_yaml_value(v) for v in value) + ']'
+    return repr(value)
+
+
+if __name__ == '__main__':
+    import sys
+
+    sys.stdout.write(yaml_text())

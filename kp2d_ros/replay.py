@@ -20,14 +20,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-from kp2d_core.checkpoint import default_weights_path, load_model
-from kp2d_core.config import ExtractorConfig
-from kp2d_core.frontend import KeypointExtractor
 from kp2d_core.motion import rotation_to_quaternion
-from kp2d_core.tracking import HomographyTracker, TrackResult
+from kp2d_core.pipeline import FramePipeline
+from kp2d_core.tracking import TrackResult
 from kp2d_core.viz import draw_flow, put_text
 from kp2d_ros.bookkeeping import CameraInfoCache
 from kp2d_ros.conversions import ImageError, image_msg_to_array
+from kp2d_ros.params import options_from_values, params_file_values
 
 LOG = logging.getLogger('kp2d.replay')
 COLUMNS = (
@@ -116,9 +115,11 @@ class Outputs:
 
 def replay(args: argparse.Namespace) -> int:
     """Process the bag; returns the number of images processed."""
-    model = load_model(args.checkpoint or default_weights_path(), args.device)
-    extractor = KeypointExtractor(model, ExtractorConfig(top_k=args.top_k))
-    tracker, cameras = HomographyTracker(), CameraInfoCache()
+    values = params_file_values(args.params_file) if args.params_file else {}
+    options = options_from_values(values)
+    weights = args.checkpoint or values.get('model.weights') or None
+    pipeline = FramePipeline.from_config(options.pipeline, weights, args.device)
+    cameras = CameraInfoCache()
     outputs = Outputs(args.out, args.video, args.png_every)
     topics = [args.image_topic] + ([args.camera_info_topic] if args.camera_info_topic else [])
     processed, skipped, start = 0, 0, time.perf_counter()
@@ -129,12 +130,13 @@ def replay(args: argparse.Namespace) -> int:
                 continue
             try:
                 image = image_msg_to_array(msg)
-                features = extractor.extract(image)
+                features = pipeline.extract(image)
             except (ImageError, ValueError) as exc:
                 skipped += 1
                 LOG.warning('skipping image at %.3f: %s', stamp, exc)
                 continue
-            result = tracker.update(features, stamp, cameras.lookup(stamp, args.max_info_age))
+            K = cameras.lookup(stamp, options.camera_info_max_age_s)
+            result = pipeline.track(features, stamp, K).track
             outputs.add(stamp, image if image.ndim == 3 else image[..., None].repeat(3, 2), result)
             processed += 1
     finally:
@@ -159,8 +161,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--out', type=Path, default=Path('outputs/replay'))
     parser.add_argument('--checkpoint', default='', help='default: the bundled weights')
     parser.add_argument('--device', default='auto')
-    parser.add_argument('--top-k', type=int, default=1000)
-    parser.add_argument('--max-info-age', type=float, default=1.0)
+    parser.add_argument(
+        '--params-file',
+        default='',
+        help="the node's ROS 2 parameters file (default: the node's defaults)",
+    )
     parser.add_argument('--video', action='store_true', help='write replay.mp4')
     parser.add_argument('--png-every', type=int, default=0, help='write every Nth frame as PNG')
     return parser.parse_args(argv)

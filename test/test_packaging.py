@@ -63,9 +63,12 @@ def test_launch_and_params_files():
     compile(launch.read_text(), str(launch), 'exec')
     import yaml
 
-    from kp2d_ros.params import PARAMETERS, options_from_values
+    from kp2d_core.pipeline import PipelineConfig
+    from kp2d_ros.params import DEFAULTS, options_from_values, params_file_values, yaml_text
 
-    params = yaml.safe_load((ROOT / 'config' / 'kp2d.yaml').read_text())['kp2d']['ros__parameters']
-    values = {k: v for k, v in params.items() if k != 'qos_overrides'}
-    assert values == {name: spec[0] for name, spec in PARAMETERS.items()}
-    assert options_from_values(values).extractor.top_k == 1000
+    shipped = ROOT / 'config' / 'kp2d.yaml'
+    assert shipped.read_text() == yaml_text(), 'regenerate: python -m kp2d_ros.params'
+    assert list(yaml.safe_load(shipped.read_text())) == ['/**']  # any namespace and node name
+    values = params_file_values(str(shipped))
+    assert values == DEFAULTS
+    assert options_from_values(values).pipeline == PipelineConfig()  # one set of defaults

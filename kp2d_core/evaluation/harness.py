@@ -10,9 +10,15 @@ import numpy as np
 
 from kp2d_core.evaluation.extractors import Extractor, Keypoints
 from kp2d_core.evaluation.hpatches import Pair, count_pairs, iter_pairs
-from kp2d_core.evaluation.metrics import homography_accuracy, matching_score, repeatability
+from kp2d_core.evaluation.metrics import (
+    homography_accuracy,
+    matching_score,
+    pipeline_accuracy,
+    repeatability,
+)
 
 METRICS = ('repeatability', 'localization_error', 'cor1', 'cor3', 'cor5', 'matching_score')
+PIPELINE_METRICS = ('pipe_cor1', 'pipe_cor3', 'pipe_cor5')
 
 
 def evaluate_pair(f0: Keypoints, f1: Keypoints, pair: Pair, k: int) -> dict[str, Any]:
@@ -24,6 +30,7 @@ def evaluate_pair(f0: Keypoints, f1: Keypoints, pair: Pair, k: int) -> dict[str,
     result.update(repeatability(*det))
     result.update(homography_accuracy(*desc, pair.H, shape, k, f0.norm))
     result['matching_score'] = matching_score(*desc, pair.H, shape, k, f0.norm)
+    result.update(pipeline_accuracy(*desc, pair.H, shape, k, f0.norm))
     result['num_keypoints'] = [len(f0.keypoints), len(f1.keypoints)]
     return result
 
@@ -42,7 +49,7 @@ class Evaluation:
         """Mean of each metric over the split's pairs (localisation error over defined ones)."""
         rows = [p for p in self.pairs if split == 'all' or p['split'] == split]
         out: dict[str, float] = {'pairs': float(len(rows))}
-        for key in METRICS:
+        for key in METRICS + PIPELINE_METRICS:
             values = np.array([r[key] for r in rows], np.float64)
             out[key] = float(np.nanmean(values)) if np.isfinite(values).any() else float('nan')
         return out

@@ -1,24 +1,32 @@
-"""The KP2D evaluation metrics (repeatability, localisation error, Cor-N, matching score).
+"""The KP2D evaluation metrics (repeatability, localisation error, Cor-N, matching score), and
+the same homography accuracy measured through the shipped pipeline's matcher and estimator.
 
 Each is a pure NumPy function of one image pair, following the KP2D protocol: keypoints
 are (N, 2) pixel (x, y) in the evaluation resolution, ``H`` maps image-0 pixels to image-1
-pixels, "top-k" keeps the k highest scores, no NMS. Distances are in pixels.
+pixels, "top-k" keeps the k highest scores, no NMS. Distances are in pixels. Where the order
+of points matters (RANSAC's sampling), it is the reference's: ascending score.
 """
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
+import torch
 
 from kp2d_core.geometry import corner_error, in_image, warp_points
+from kp2d_core.homography import estimate_homography
+from kp2d_core.matching import match_descriptors
+from kp2d_core.tracking import TrackerConfig
 
 CORRECT_PX = 3.0  # repeatability (<=), matching score (<) and RANSAC threshold
 COR_THRESHOLDS = (1, 3, 5)
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k highest scores, best first (stable: ties keep input order)."""
-    return np.argsort(-np.asarray(scores), kind='stable')[:k]
+    """Indices of the k highest scores in ascending score order, as the reference keeps them
+    (sort ascending, keep the last k; stable here, so ties keep their input order)."""
+    order = np.argsort(np.asarray(scores), kind='stable')
+    return order[max(0, len(order) - k) :]
 
 
 def shared_top_k(
@@ -30,7 +38,8 @@ def shared_top_k(
     shape: tuple[int, int],
     k: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of each image's top-k among the points that warp into the other image."""
+    """Indices of each image's top-k among the points that warp into the other image
+    (the protocol's half-open image test, see :func:`kp2d_core.geometry.in_image`)."""
     in0 = np.flatnonzero(in_image(warp_points(H, kpts0), *shape, half_open=True))
     in1 = np.flatnonzero(in_image(warp_points(np.linalg.inv(H), kpts1), *shape, half_open=True))
     return in0[top_k(scores0[in0], k)], in1[top_k(scores1[in1], k)]
@@ -112,6 +121,49 @@ def homography_accuracy(
             inliers = int(mask.sum())
     result = {f'cor{t:g}': float(error <= t) for t in thresholds}
     result.update(corner_error=error, num_matches=float(len(matches)), num_inliers=inliers)
+    return result
+
+
+def pipeline_accuracy(
+    kpts0: np.ndarray,
+    desc0: np.ndarray,
+    scores0: np.ndarray,
+    kpts1: np.ndarray,
+    desc1: np.ndarray,
+    scores1: np.ndarray,
+    H: np.ndarray,
+    shape: tuple[int, int],
+    k: int,
+    norm: str = 'l2',
+    tracker: TrackerConfig | None = None,
+    thresholds: tuple[float, ...] = COR_THRESHOLDS,
+) -> dict[str, float]:
+    """Cor-t of what the node does: each image's top-k (no shared-view filter, which needs
+    the answer), the project's matcher and robust estimator with the tracker's settings.
+
+    Binary descriptors ('hamming') are matched by OpenCV with the same mutual test.
+
+    Returns:
+        {'pipe_cor1', 'pipe_cor3', 'pipe_cor5', 'pipe_corner_error' (inf on failure)}.
+    """
+    cfg = tracker or TrackerConfig()
+    i0, i1 = top_k(scores0, k), top_k(scores1, k)
+    if norm == 'l2':
+        pairs = match_descriptors(
+            torch.from_numpy(np.ascontiguousarray(desc0[i0], np.float32)),
+            torch.from_numpy(np.ascontiguousarray(desc1[i1], np.float32)),
+            cfg.mutual,
+            cfg.max_distance,
+            cfg.ratio,
+        ).indices.numpy()
+    else:
+        pairs = match_nn(desc0[i0], desc1[i1], norm, mutual=cfg.mutual)
+    fit = estimate_homography(
+        kpts0[i0], kpts1[i1], pairs, cfg.ransac_method, cfg.ransac_threshold_px
+    )
+    error = corner_error(fit.H, H, *shape) if fit.ok else float('inf')
+    result = {f'pipe_cor{t:g}': float(error <= t) for t in thresholds}
+    result['pipe_corner_error'] = error
     return result
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from kp2d_core.evaluation.harness import METRICS, Evaluation
+from kp2d_core.evaluation.harness import METRICS, PIPELINE_METRICS, Evaluation
 
 HEADERS = ('Rep', 'Loc', 'Cor-1', 'Cor-3', 'Cor-5', 'MScore')
+PIPELINE_HEADERS = ('node Cor-1', 'node Cor-3', 'node Cor-5')
 
 
 def _fmt(value: float) -> str:
@@ -18,14 +19,16 @@ def _fmt(value: float) -> str:
 
 
 def markdown_table(evaluations: list[Evaluation], split: str = 'all') -> str:
-    """One row per method: Rep, Loc (px), Cor-1/3/5 and MScore on the split."""
+    """One row per method: Rep, Loc (px), Cor-1/3/5, MScore, then the node pipeline's Cor-N
+    (project matcher + robust estimator on each image's top-k) on the split."""
+    headers = HEADERS + PIPELINE_HEADERS
     lines = [
-        '| Method | pairs | ' + ' | '.join(HEADERS) + ' |',
-        '|---|---|' + '---|' * len(HEADERS),
+        '| Method | pairs | ' + ' | '.join(headers) + ' |',
+        '|---|---|' + '---|' * len(headers),
     ]
     for ev in evaluations:
         s = ev.summary(split)
-        cells = ' | '.join(_fmt(s[m]) for m in METRICS)
+        cells = ' | '.join(_fmt(s[m]) for m in METRICS + PIPELINE_METRICS)
         lines.append(f'| {ev.method} | {int(s["pairs"])} | {cells} |')
     return '\n'.join(lines)
 

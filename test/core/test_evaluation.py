@@ -24,7 +24,7 @@ from kp2d_core.evaluation.metrics import (
 from kp2d_core.geometry import warp_points
 from kp2d_core.samples import read_image, sample_photo_path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / 'test' / 'fixtures' / 'hpatches_tiny'
 SHAPE = (240, 320)
 EYE = np.eye(3)

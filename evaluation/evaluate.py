@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Evaluate KP2D and OpenCV baselines with the KP2D HPatches protocol.
 
-    python training/evaluate.py --checkpoint model.pt --hpatches /data/hpatches \
+    python evaluation/evaluate.py --checkpoint model.pt --hpatches /data/hpatches \
         --baselines orb,sift,akaze --out outputs/eval
-    python training/evaluate.py --random-init --baselines orb   # on the dev set (built if absent)
+    python evaluation/evaluate.py --default-model   # on the dev set (built if absent)
 
 Settings default to the protocol's 240x320 / top-300 and 480x640 / top-1000, no NMS. Writes
 ``report.md`` (tables per setting and split), ``results_<H>x<W>.json`` (per-pair results) and
@@ -33,7 +33,8 @@ from kp2d_core.evaluation.report import (
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLDOUT = ROOT / 'training' / 'devset_holdout.txt'
-DEFAULT_POOL = ROOT.parent / 'shared' / 'data' / 'train_pool'
+DEFAULT_POOL = ROOT / 'data' / 'train_pool'  # training/build_train_pool.py (make data)
+DEFAULT_DEVSET = ROOT / 'data' / 'devset'
 
 
 def parse_settings(text: str) -> list[tuple[tuple[int, int], int]]:
@@ -62,11 +63,18 @@ def models(args: argparse.Namespace) -> dict[str, KeypointNet]:
 def dataset_root(args: argparse.Namespace) -> Path:
     if args.hpatches is not None:
         return args.hpatches
-    root = ROOT / 'data' / 'devset'
+    root = DEFAULT_DEVSET
     if not root.is_dir():
         logging.info('building the dev set in %s', root)
         build_devset(holdout_photos(args.pool, HOLDOUT), root)
     return root
+
+
+def dataset_label(root: Path) -> str:
+    """How the report names the data set: the dev set, or the folder name (no machine path)."""
+    if root.resolve() == DEFAULT_DEVSET.resolve():
+        return 'the dev set (`evaluation/build_devset.py`)'
+    return f'`{root.name}`'
 
 
 def main() -> None:
@@ -92,7 +100,7 @@ def main() -> None:
         parser.error('nothing to evaluate: give --checkpoint, --random-init or --baselines')
     root = dataset_root(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    report = [f'# Evaluation on `{root}`\n']
+    report = [f'# Evaluation on {dataset_label(root)}\n']
     for size, k in parse_settings(args.settings):
         evaluations = run_setting(extractors, root, size, k, args)
         report += section(evaluations, size, k, args.out)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Training throughput: optimiser steps/s and data-loader images/s, printed as a table.
 
-    python training/benchmark_training.py --data ../shared/data/train_pool [--steps 5]
+    python benchmarks/training.py [--data data/train_pool] [--steps 5]
 
 Measures, in one run on this machine: the data loader alone (pairs/s, with the configured
 workers), one full training step (forward of source + target, the four losses, backward,

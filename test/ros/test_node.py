@@ -15,7 +15,7 @@ from kp2d_core import KeypointNet, save_checkpoint  # noqa: E402
 from kp2d_core.geometry import corner_error  # noqa: E402
 from kp2d_core.samples import read_image, sample_photo_path  # noqa: E402
 from kp2d_ros.messages import cloud_to_arrays  # noqa: E402
-from kp2d_ros.testing import (  # noqa: E402
+from kp2d_testing.ros import (  # noqa: E402
     Probe,
     camera_info_msg,
     image_msg,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Node throughput: 640x480 frames at 30 Hz into the kp2d node in another process.
 
-    python training/benchmark_node.py [--seconds 20] [--rate 30] [--checkpoint PATH]
+    python benchmarks/node.py [--seconds 20] [--rate 30] [--checkpoint PATH]
 
 Prints frames sent / processed / dropped, end-to-end latency (image stamp to keypoints
 received) p50 and p95, the node's processing rate, and extract() alone measured in this
@@ -23,7 +23,7 @@ import rclpy
 from kp2d_core import ExtractorConfig, KeypointExtractor, load_model
 from kp2d_core.checkpoint import default_weights_path
 from kp2d_core.samples import synthetic_sequence
-from kp2d_ros.testing import (
+from kp2d_testing.ros import (
     Probe,
     image_msg,
     ros_environment,

@@ -54,7 +54,7 @@ def write_bag(path: Path, plugin: StoragePlugin, frames: list[np.ndarray], bad_a
                 ),
             )
             writer.write(info_conn, stamp, store.serialize_cdr(info, Info.__msgtype__))
-            encoding = 'yuv422' if i == bad_at else 'bgr8'
+            encoding = 'no_such_encoding' if i == bad_at else 'bgr8'
             image = Image(
                 header=_header(store, stamp),
                 height=HW[0],
@@ -82,6 +82,8 @@ def test_replay_writes_trajectory_and_images(tmp_path, checkpoint, plugin):
     write_bag(bag, plugin, frames, bad_at=2)
     assert sum(1 for _ in read_messages(bag, ['/cam/image'])) == 5
     out = tmp_path / 'out'
+    params = tmp_path / 'params.yaml'
+    params.write_text('/**:\n  ros__parameters:\n    detector.top_k: 300\n')
     args = parse_args(
         [
             str(bag),
@@ -98,17 +100,18 @@ def test_replay_writes_trajectory_and_images(tmp_path, checkpoint, plugin):
             '--png-every',
             '2',
             '--video',
-            '--top-k',
-            '300',
+            '--params-file',
+            str(params),
         ]
     )
-    assert replay(args) == 4  # the yuv422 frame is skipped, not fatal
+    assert replay(args) == 4  # the frame with an unknown encoding is skipped, not fatal
     rows = list(csv.DictReader((out / 'trajectory.csv').open()))
     assert len(rows) == 4
     assert rows[0]['reason'] == 'first_frame' and rows[0]['qw'] != ''
     assert float(rows[1]['stamp']) == pytest.approx(1e9 + 0.1)
     homographies = [r for r in rows[1:] if r['h00'] != 'nan']
     assert homographies and all(int(r['inliers']) >= 4 for r in homographies)
+    assert all(int(r['matches']) <= 300 for r in rows)  # detector.top_k from the params file
     assert (out / 'replay.mp4').stat().st_size > 0
     assert sorted(p.name for p in out.glob('*.png')) == ['frame_000000.png', 'frame_000002.png']
 

@@ -4,7 +4,7 @@
 Prints ms/frame and FPS per resolution, and each method's time as a ratio to ORB measured in
 the same run (ratios are comparable across machines; absolute times are not).
 
-    python training/benchmark_inference.py [--repeats 20] [--device cpu] [--checkpoint PATH]
+    python benchmarks/inference.py [--repeats 20] [--device cpu] [--checkpoint PATH]
 """
 
 from __future__ import annotations

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 
 from kp2d_ros.bookkeeping import CameraInfoCache, FrameStats
-from kp2d_ros.params import PARAMETERS, options_from_values
+from kp2d_ros.params import DEFAULTS, options_from_values
 
-DEFAULTS = {name: spec[0] for name, spec in PARAMETERS.items()}
 K = [300.0, 0.0, 160.0, 0.0, 300.0, 120.0, 0.0, 0.0, 1.0]
 
 
 def test_defaults_are_valid_and_map_to_core_configs():
     options = options_from_values(DEFAULTS)
-    assert options.extractor.top_k == 1000 and options.extractor.resize is None
-    assert options.tracker.ratio is None and options.tracker.ransac_method == 'magsac'
+    extractor, tracker = options.pipeline.extractor, options.pipeline.tracker
+    assert extractor.top_k == 1000 and extractor.resize is None
+    assert tracker.ratio is None and tracker.ransac_method == 'magsac'
     assert options.publish == {
         'keypoints': True,
         'homography': True,
@@ -33,7 +33,10 @@ def test_defaults_are_valid_and_map_to_core_configs():
         ('detector.top_k', 0, 'top_k'),
         ('detector.score_threshold', 1.0, 'score_threshold'),
         ('detector.nms_radius', -2.0, 'nms_radius'),
-        ('detector.resize_height', 240, 'both be 0'),
+        ('detector.resize', [240], 'detector.resize'),
+        ('detector.resize', [240, 0], 'detector.resize'),
+        ('detector.resize', [8, 8], 'resize must be at least'),
+        ('no.such.parameter', 1, 'unknown parameters'),
         ('matcher.ratio', 1.5, 'ratio'),
         ('matcher.max_distance', 3.0, 'max_distance'),
         ('tracker.ransac_method', 'fancy', 'ransac_method'),
@@ -48,10 +51,8 @@ def test_invalid_values_are_named(name, value, message):
 
 
 def test_resize_pair():
-    options = options_from_values(
-        {**DEFAULTS, 'detector.resize_height': 240, 'detector.resize_width': 320}
-    )
-    assert options.extractor.resize == (240, 320)
+    options = options_from_values({**DEFAULTS, 'detector.resize': [240, 320]})
+    assert options.pipeline.extractor.resize == (240, 320)
 
 
 def test_camera_info_cache_pairs_by_stamp():

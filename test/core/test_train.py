@@ -28,7 +28,7 @@ from kp2d_core.training import (
     train,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TRAIN_SCRIPT = ROOT / 'training' / 'train.py'
 
 

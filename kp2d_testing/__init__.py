@@ -1,0 +1,1 @@
+"""Test and benchmark helpers (not installed): the node in its own process over real DDS."""
