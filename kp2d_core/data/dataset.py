@@ -61,6 +61,20 @@ def read_exclude_list(path: str | Path) -> set[str]:
     return {name for name in names if name}
 
 
+def split_files(
+    root: str | Path, exclude_list: str, val_images: int, seed: int
+) -> tuple[list[Path], list[Path]]:
+    """(train, validation) image lists under ``root``: a seeded random hold-out of
+    ``val_images`` files (at most half), after leaving out the names in ``exclude_list``."""
+    exclude = read_exclude_list(exclude_list) if exclude_list else None
+    files = list_images(root, exclude)
+    order = np.random.default_rng(seed).permutation(len(files))
+    n_val = min(val_images, len(files) // 2)
+    val = [files[i] for i in sorted(order[:n_val])]
+    train = [files[i] for i in sorted(order[n_val:])]
+    return train, val
+
+
 def load_rgb(path: Path, size: tuple[int, int]) -> np.ndarray:
     """(H, W, 3) float32 RGB in [0, 1]: scaled to cover ``size`` then centre-cropped.
 

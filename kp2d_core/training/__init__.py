@@ -5,7 +5,7 @@
 
 from kp2d_core.training.config import OptimConfig, TrainConfig, learning_rate
 from kp2d_core.training.distributed import Context, setup_distributed
-from kp2d_core.training.loop import Trainer, split_files, train
+from kp2d_core.training.loop import Trainer, train
 from kp2d_core.training.module import KP2DTrainModule
 
 __all__ = [
@@ -16,6 +16,5 @@ __all__ = [
     'Trainer',
     'learning_rate',
     'setup_distributed',
-    'split_files',
     'train',
 ]

@@ -15,7 +15,6 @@ from pathlib import Path
 import time
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
@@ -28,7 +27,7 @@ from kp2d_core.checkpoint import (
     save_checkpoint,
 )
 from kp2d_core.config import to_dict
-from kp2d_core.data.dataset import ImageFolderPairs, list_images, read_exclude_list
+from kp2d_core.data.dataset import ImageFolderPairs, split_files
 from kp2d_core.training import state
 from kp2d_core.training.config import TrainConfig, config_changes, learning_rate
 from kp2d_core.training.distributed import Context, SkipSampler, setup_distributed
@@ -36,17 +35,6 @@ from kp2d_core.training.module import KP2DTrainModule
 from kp2d_core.training.monitor import Monitor
 
 LOG = logging.getLogger(__name__)
-
-
-def split_files(cfg: TrainConfig) -> tuple[list[Path], list[Path]]:
-    """(train, validation) image lists: a seeded random hold-out of ``val_images`` files."""
-    exclude = read_exclude_list(cfg.data.exclude_list) if cfg.data.exclude_list else None
-    files = list_images(cfg.data.root, exclude)
-    order = np.random.default_rng(cfg.seed).permutation(len(files))
-    n_val = min(cfg.val_images, len(files) // 2)
-    val = [files[i] for i in sorted(order[:n_val])]
-    train = [files[i] for i in sorted(order[n_val:])]
-    return train, val
 
 
 class Trainer:
@@ -64,7 +52,9 @@ class Trainer:
             ids = [ctx.device.index] if ctx.device.type == 'cuda' else None
             self.net = nn.parallel.DistributedDataParallel(self.module, device_ids=ids)
         self.optimizer = torch.optim.Adam(self.module.parameters(), lr=cfg.optim.lr)
-        train_files, val_files = split_files(cfg)
+        train_files, val_files = split_files(
+            cfg.data.root, cfg.data.exclude_list, cfg.val_images, cfg.seed
+        )
         skip_log = self.out / 'skipped_images.txt'
         self.dataset = ImageFolderPairs(cfg.data, cfg.seed, train_files, skip_log)
         self.sampler = DistributedSampler(
