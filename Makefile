@@ -12,7 +12,7 @@ $(VENV)/.installed: setup.py pyproject.toml requirements-ros-wheels.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet '$(TORCH_SPEC)'
-	$(PY) -m pip install --quiet -e '.[dev,train]'
+	$(PY) -m pip install --quiet -e '.[dev,train,onnx]'
 	$(PY) -m pip install --quiet -r requirements-ros-wheels.txt
 	touch $@
 

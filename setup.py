@@ -14,7 +14,7 @@ setup(
     python_requires='>=3.10',
     packages=find_packages(include=['kp2d_core', 'kp2d_core.*', 'kp2d_ros', 'kp2d_ros.*']),
     package_data={
-        'kp2d_core': ['weights/*.pt', 'assets/*', 'py.typed'],
+        'kp2d_core': ['weights/*.pt', 'weights/*.onnx', 'weights/*.json', 'assets/*', 'py.typed'],
     },
     data_files=[
         ('share/ament_index/resource_index/packages', [f'resource/{PACKAGE}']),
@@ -31,6 +31,7 @@ setup(
     extras_require={
         'train': ['tqdm>=4.60', 'tensorboard>=2.10', 'matplotlib>=3.6'],
         'bag': ['rosbags>=0.10'],
+        'onnx': ['onnx>=1.14', 'onnxruntime>=1.16'],  # onnxruntime-gpu on CUDA machines
         'dev': ['pytest>=7', 'ruff>=0.5', 'colcon-common-extensions>=0.3'],
     },
     zip_safe=False,

@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
-"""Evaluate KP2D and OpenCV baselines with the KP2D HPatches protocol.
+"""Evaluate KP2D (any backend and precision) and OpenCV baselines with the KP2D protocol.
 
-    python evaluation/evaluate.py --checkpoint model.pt --hpatches /data/hpatches \
-        --baselines orb,sift,akaze --out outputs/eval
-    python evaluation/evaluate.py --default-model   # on the dev set (built if absent)
+    python evaluation/evaluate.py --default-model                 # dev set, all baselines
+    python evaluation/evaluate.py --checkpoint model.pt --hpatches /data/hpatches
+    python evaluation/evaluate.py --default-model --baselines '' --settings 240x320:300 \\
+        --backends torch:fp32,torch:bf16,onnxruntime:fp32,onnxruntime:int8 --gate
 
 Settings default to the protocol's 240x320 / top-300 and 480x640 / top-1000, no NMS. Writes
-``report.md`` (tables per setting and split), ``results_<H>x<W>.json`` (per-pair results) and
-PNG plots (metric bars, homography accuracy against the corner-error threshold).
+``report.md`` (tables per setting and split, with the node pipeline's Cor-N beside the
+protocol's), ``results_<H>x<W>.json`` (per-pair results) and PNG plots. ``--gate`` compares
+every backend with eager fp32 at 240x320 / top-300 and writes ``<weights>.gate.json``, which
+the automatic backend choice reads.
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ import time
 import torch
 
 from kp2d_core import KeypointNet, load_model
+from kp2d_core.backends import create_backend, label, time_backend
+from kp2d_core.backends.base import REFERENCE
+from kp2d_core.backends.gate import SETTING, gate_path, write_gate
 from kp2d_core.checkpoint import default_weights_path, resolve_device
 from kp2d_core.evaluation.devset import build_devset, holdout_photos
-from kp2d_core.evaluation.extractors import kp2d_extractor, opencv_extractor
+from kp2d_core.evaluation.extractors import Extractor, kp2d_extractor, opencv_extractor
 from kp2d_core.evaluation.harness import Evaluation, evaluate
 from kp2d_core.evaluation.report import (
     markdown_table,
@@ -30,6 +36,7 @@ from kp2d_core.evaluation.report import (
     plot_metrics,
     write_json,
 )
+from kp2d_core.export import file_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLDOUT = ROOT / 'training' / 'devset_holdout.txt'
@@ -47,17 +54,29 @@ def parse_settings(text: str) -> list[tuple[tuple[int, int], int]]:
     return settings
 
 
-def models(args: argparse.Namespace) -> dict[str, KeypointNet]:
-    device = resolve_device(args.device)
-    found: dict[str, KeypointNet] = {}
-    for path in args.checkpoint or []:
-        found[f'KP2D ({Path(path).stem})'] = load_model(path, device)
+def weights_files(args: argparse.Namespace) -> dict[str, Path]:
+    found = {f'KP2D ({Path(p).stem})': Path(p) for p in args.checkpoint or []}
     if args.default_model:
-        found['KP2D (bundled)'] = load_model(default_weights_path(), device)
+        found['KP2D (bundled)'] = default_weights_path()
+    return found
+
+
+def kp2d_methods(args: argparse.Namespace) -> tuple[dict[str, Extractor], dict[str, object]]:
+    """Extractors per (model, backend) and the backends themselves (for timing)."""
+    device = resolve_device(args.device)
+    extractors: dict[str, Extractor] = {}
+    backends: dict[str, object] = {}
+    for name, path in weights_files(args).items():
+        model, sha = load_model(path, device), file_sha256(path)
+        for choice in args.backends.split(','):
+            backend, _, precision = choice.strip().partition(':')
+            runner = create_backend(backend, precision or 'fp32', model, path, sha)
+            method = name if choice.strip() == 'torch:fp32' else f'{name} [{label(runner)}]'
+            extractors[method], backends[method] = kp2d_extractor(runner), runner
     if args.random_init:
         torch.manual_seed(args.seed)
-        found['KP2D (random init)'] = KeypointNet().eval().to(device)
-    return found
+        extractors['KP2D (random init)'] = kp2d_extractor(KeypointNet().eval().to(device))
+    return extractors, backends
 
 
 def dataset_root(args: argparse.Namespace) -> Path:
@@ -77,12 +96,14 @@ def dataset_label(root: Path) -> str:
     return f'`{root.name}`'
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[1])
     parser.add_argument('--checkpoint', action='append', help='model checkpoint (repeatable)')
     parser.add_argument('--default-model', action='store_true', help='the bundled weights')
     parser.add_argument('--random-init', action='store_true', help='a seeded random network')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--backends', default='torch:fp32', help='comma list of backend:precision')
+    parser.add_argument('--gate', action='store_true', help='write <weights>.gate.json')
     parser.add_argument('--baselines', default='orb,sift,akaze', help="comma list or ''")
     parser.add_argument('--hpatches', type=Path, help='HPatches-layout folder (default: dev set)')
     parser.add_argument('--pool', type=Path, default=DEFAULT_POOL, help='to build the dev set')
@@ -92,18 +113,27 @@ def main() -> None:
     parser.add_argument('--out', type=Path, default=Path('outputs/eval'))
     parser.add_argument('--no-progress', action='store_true')
     args = parser.parse_args()
+    if args.gate and (len(weights_files(args)) != 1 or 'torch:fp32' not in args.backends):
+        parser.error('--gate needs exactly one model and torch:fp32 among --backends')
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
-    extractors = {name: kp2d_extractor(m) for name, m in models(args).items()}
+    extractors, backends = kp2d_methods(args)
     for name in filter(None, args.baselines.split(',')):
         extractors[name.upper()] = opencv_extractor(name.strip().lower())
     if not extractors:
-        parser.error('nothing to evaluate: give --checkpoint, --random-init or --baselines')
+        raise SystemExit('nothing to evaluate: give --checkpoint, --default-model or --baselines')
     root = dataset_root(args)
     args.out.mkdir(parents=True, exist_ok=True)
     report = [f'# Evaluation on {dataset_label(root)}\n']
     for size, k in parse_settings(args.settings):
         evaluations = run_setting(extractors, root, size, k, args)
         report += section(evaluations, size, k, args.out)
+        if args.gate and list(size) == SETTING['size'] and k == SETTING['top_k']:
+            report += gate_section(evaluations, backends, args, root)
         (args.out / 'report.md').write_text('\n'.join(report) + '\n')  # after every setting
     print(f'\nwrote {args.out}/report.md, results_*.json and *.png')
 
@@ -113,15 +143,39 @@ def run_setting(extractors, root, size, k, args) -> list[Evaluation]:
     for name, extractor in extractors.items():
         start = time.perf_counter()
         ev = evaluate(name, extractor, root, size, k, args.split, not args.no_progress)
-        logging.info(
-            '%s at %dx%d: %d pairs in %.1f s',
-            name,
-            *size,
-            len(ev.pairs),
-            time.perf_counter() - start,
-        )
+        elapsed = time.perf_counter() - start
+        logging.info('%s at %dx%d: %d pairs in %.1f s', name, *size, len(ev.pairs), elapsed)
         evaluations.append(ev)
     return evaluations
+
+
+def gate_section(evaluations, backends, args, root) -> list[str]:
+    """Judge every backend against eager fp32, time each, write the gate file."""
+    (weights,) = weights_files(args).values()
+    summaries, lines = {}, []
+    for ev in evaluations:
+        if ev.method in backends:
+            summaries[label(backends[ev.method])] = ev.summary('all')
+    reference, sha = ':'.join(REFERENCE), file_sha256(weights)
+    content = write_gate(gate_path(weights), reference, summaries, sha, dataset_label(root))
+    lines += [
+        '\n## Accuracy gate (240x320, top-300, all pairs) and network speed\n',
+        '| backend | MScore | Cor-3 | Loc (px) | passes | ms / image | speed-up |',
+        '|---|---|---|---|---|---|---|',
+    ]
+    reference_ms = None
+    for backend in backends.values():
+        result = content['results'][label(backend)]
+        ms = 1e3 * time_backend(backend, tuple(SETTING['size']), runs=15)
+        reference_ms = reference_ms or ms  # torch:fp32 comes first in --backends
+        m = result['metrics']
+        lines.append(
+            f'| {label(backend)} | {m["matching_score"]:.3f} | {m["cor3"]:.3f} | '
+            f'{m["localization_error"]:.3f} | {"yes" if result["passed"] else "no"} | '
+            f'{ms:.1f} | {reference_ms / ms:.2f}x |'
+        )
+    print('\n'.join(lines))
+    return lines
 
 
 def section(evaluations: list[Evaluation], size, k, out: Path) -> list[str]:
@@ -131,10 +185,10 @@ def section(evaluations: list[Evaluation], size, k, out: Path) -> list[str]:
     plot_metrics(evaluations, out / f'metrics_{tag}.png', title)
     plot_corner_curve(evaluations, out / f'cor_curve_{tag}.png', title)
     lines = []
-    for split, label in (('all', 'all pairs'), ('i', 'illumination'), ('v', 'viewpoint')):
+    for split, name in (('all', 'all pairs'), ('i', 'illumination'), ('v', 'viewpoint')):
         table = markdown_table(evaluations, split)
-        lines += [f'\n## {title}: {label}\n', table]
-        print(f'\n{title}: {label}\n{table}')
+        lines += [f'\n## {title}: {name}\n', table]
+        print(f'\n{title}: {name}\n{table}')
     skipped = sorted({s for ev in evaluations for s in ev.skipped})
     if skipped:
         lines += ['\nSkipped pairs:\n'] + [f'- {s}' for s in skipped]

@@ -14,6 +14,7 @@ T = TypeVar('T')
 
 CELL_SIZE = 8
 """Side of one detection cell in pixels (sigma_2 in the paper); the encoder downsamples by it."""
+MIN_NETWORK_PIXELS = (3 * CELL_SIZE) ** 2
 MAX_CROSS_RATIO = 8.0  # offsets beyond 8 cells would not be keypoints of their cell any more
 MAX_DESCRIPTOR_DIM = 4096
 
@@ -61,7 +62,9 @@ class ExtractorConfig:
     nms_radius: float = 0.0  # pixels in network-input resolution; 0 disables NMS
     resize: tuple[int, int] | None = None  # (H, W) the network sees; None: native (padded to 8)
     channel_order: Literal['bgr', 'rgb'] = 'bgr'  # order of 3/4-channel numpy inputs
-    half_precision: bool = False  # fp16 autocast, honoured on CUDA only
+    backend: Literal['auto', 'torch', 'onnxruntime'] = 'auto'  # 'auto': fastest gated choice
+    precision: Literal['auto', 'fp32', 'bf16', 'fp16', 'int8'] = 'auto'
+    max_input_pixels: int = 2_100_000  # larger inputs are shrunk to this (about 1920x1088)
 
     def __post_init__(self) -> None:
         if self.top_k is not None and self.top_k < 1:
@@ -72,6 +75,18 @@ class ExtractorConfig:
             raise ValueError(f'nms_radius must be >= 0, got {self.nms_radius}')
         if self.channel_order not in ('bgr', 'rgb'):
             raise ValueError(f"channel_order must be 'bgr' or 'rgb', got {self.channel_order!r}")
+        if self.backend not in ('auto', 'torch', 'onnxruntime'):
+            raise ValueError(
+                f"backend must be 'auto', 'torch' or 'onnxruntime', got {self.backend!r}"
+            )
+        if self.precision not in ('auto', 'fp32', 'bf16', 'fp16', 'int8'):
+            raise ValueError(
+                f'precision must be auto, fp32, bf16, fp16 or int8, got {self.precision!r}'
+            )
+        if not self.max_input_pixels >= MIN_NETWORK_PIXELS:
+            raise ValueError(
+                f'max_input_pixels must be >= {MIN_NETWORK_PIXELS}, got {self.max_input_pixels}'
+            )
         if self.resize is not None:
             h, w = self.resize
             if h < 3 * CELL_SIZE or w < 3 * CELL_SIZE:

@@ -9,21 +9,26 @@ go through it.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, replace
 import os
+from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kp2d_core.checkpoint import load_model, resolve_device
+from kp2d_core.backends import Backend, select_backend
+from kp2d_core.backends.torch_backend import TorchBackend
+from kp2d_core.checkpoint import default_weights_path, load_model, resolve_device
 from kp2d_core.config import CELL_SIZE, ExtractorConfig
 from kp2d_core.geometry import in_image, normalize_image, resize_points, sample_map
-from kp2d_core.images import image_to_tensor
+from kp2d_core.images import MIN_IMAGE_SIDE, image_to_tensor
 from kp2d_core.networks import KeypointNet, KeypointOutput
 
 NMS_CHUNK = 2048
+MAX_IMAGE_PIXELS = 100_000_000  # larger arrays are refused before any conversion
+SHRINKABLE = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
 
 
 @dataclass(frozen=True)
@@ -130,12 +135,16 @@ def select_keypoints(
 class KeypointExtractor:
     """KP2D inference: ``KeypointExtractor.from_checkpoint().extract(image) -> Features``.
 
-    The device follows the model (move the model to CUDA and inputs follow).
+    Runs any :class:`~kp2d_core.backends.Backend` (a ``KeypointNet`` is wrapped into the eager
+    PyTorch one). Inputs follow the backend's device.
     """
 
-    def __init__(self, model: KeypointNet, cfg: ExtractorConfig | None = None) -> None:
-        self.model = model.eval()
+    def __init__(self, model: KeypointNet | Backend, cfg: ExtractorConfig | None = None) -> None:
         self.cfg = cfg or ExtractorConfig()
+        if isinstance(model, KeypointNet):
+            precision = 'fp32' if self.cfg.precision == 'auto' else self.cfg.precision
+            model = TorchBackend(model, precision)
+        self.backend: Backend = model
 
     @classmethod
     def from_checkpoint(
@@ -144,50 +153,90 @@ class KeypointExtractor:
         device: str = 'auto',
         cfg: ExtractorConfig | None = None,
     ) -> KeypointExtractor:
-        """Load weights (default: the bundled model) onto ``device`` ('auto', 'cpu', 'cuda')."""
-        return cls(load_model(path, resolve_device(device)), cfg)
+        """Load weights (default: the bundled model) onto ``device`` ('auto', 'cpu', 'cuda'),
+        on the backend and precision of ``cfg`` ('auto': the fastest that passed the gate)."""
+        cfg = cfg or ExtractorConfig()
+        weights = default_weights_path() if path is None else Path(path)
+        model = load_model(weights, resolve_device(device))
+        return cls(select_backend(model, weights, cfg.backend, cfg.precision), cfg)
 
     def configure(self, cfg: ExtractorConfig) -> None:
-        """Use new selection settings from the next image on."""
+        """Use new selection settings from the next image on (the backend stays)."""
         self.cfg = cfg
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return self.backend.device
+
+    def network_size(self, height: int, width: int) -> tuple[int, int]:
+        """(H, W) the network sees for an input of this size: ``resize``, or the input shrunk
+        (aspect kept) to at most ``max_input_pixels``."""
+        if self.cfg.resize is not None:
+            return self.cfg.resize
+        pixels = height * width
+        if pixels <= self.cfg.max_input_pixels:
+            return height, width
+        factor = (self.cfg.max_input_pixels / pixels) ** 0.5
+        return max(MIN_IMAGE_SIDE, int(height * factor)), max(MIN_IMAGE_SIDE, int(width * factor))
 
     def extract(self, image: np.ndarray) -> Features:
-        """Keypoints of one NumPy image (see :func:`image_to_tensor` for accepted inputs)."""
+        """Keypoints of one NumPy image (see :func:`image_to_tensor` for accepted inputs).
+
+        An image above ``max_input_pixels`` is shrunk before it becomes a tensor, so memory
+        stays bounded; keypoints are still in input pixels.
+
+        Raises:
+            ValueError: for images it cannot take (with the reason).
+        """
+        check_image_size(image)
+        size = (int(image.shape[0]), int(image.shape[1]))
+        net_hw = self.network_size(*size)
+        if net_hw[0] * net_hw[1] < size[0] * size[1] and image.dtype in SHRINKABLE:
+            image = cv2.resize(image, net_hw[::-1], interpolation=cv2.INTER_AREA)
         tensor = image_to_tensor(image, self.cfg.channel_order).to(self.device)
-        return self.extract_tensor(tensor)[0]
+        return self.extract_tensor(tensor, size)[0]
 
     @torch.no_grad()
-    def extract_tensor(self, images: torch.Tensor) -> list[Features]:
+    def extract_tensor(
+        self, images: torch.Tensor, original_size: tuple[int, int] | None = None
+    ) -> list[Features]:
         """Keypoints of a batch of same-size images.
 
         Args:
             images: (B, 3|1, H, W) float RGB in [0, 1], on any device.
+            original_size: (H, W) the keypoints refer to when ``images`` were already shrunk
+                from a larger original (default: the size of ``images``).
 
         Returns:
-            One :class:`Features` per image, coordinates in input pixels.
+            One :class:`Features` per image, coordinates in (original) input pixels.
         """
         if images.ndim != 4 or images.shape[1] not in (1, 3):
             raise ValueError(f'expected images (B, 1|3, H, W), got {tuple(images.shape)}')
         size = (int(images.shape[-2]), int(images.shape[-1]))
         net_in = images.to(self.device, torch.float32)
-        if self.cfg.resize is not None and self.cfg.resize != size:
+        net_size = self.network_size(*size)
+        if net_size != size:
             net_in = F.interpolate(
-                net_in, size=self.cfg.resize, mode='bilinear', align_corners=False, antialias=True
+                net_in, size=net_size, mode='bilinear', align_corners=False, antialias=True
             )
-        net_size = (int(net_in.shape[-2]), int(net_in.shape[-1]))
-        padded = normalize_image(pad_to_cell_multiple(net_in), self.model.cfg.use_color)
-        with self._autocast():
-            out = self.model(padded)
+        padded = normalize_image(pad_to_cell_multiple(net_in), self.backend.use_color)
+        out = self.backend(padded)
+        size = original_size or size
         features = []
         for xy, scores, desc in select_keypoints(out, self.cfg, net_size):
             features.append(Features(resize_points(xy, net_size, size), scores, desc, size))
         return features
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.cfg.half_precision and self.device.type == 'cuda':
-            return torch.autocast('cuda', dtype=torch.float16)
-        return contextlib.nullcontext()
+
+def check_image_size(image: np.ndarray) -> None:
+    """Refuse non-images and arrays so large that converting them would exhaust memory."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f'expected a NumPy image, got {type(image).__name__}')
+    if image.ndim not in (2, 3):
+        raise ValueError(f'expected an image (H, W) or (H, W, 1|3|4), got shape {image.shape}')
+    pixels = int(image.shape[0]) * int(image.shape[1])
+    if pixels > MAX_IMAGE_PIXELS:
+        raise ValueError(
+            f'image {image.shape[0]}x{image.shape[1]} has {pixels / 1e6:.0f} Mpx; '
+            f'at most {MAX_IMAGE_PIXELS / 1e6:.0f} Mpx are accepted'
+        )

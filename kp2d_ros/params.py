@@ -32,11 +32,24 @@ class Param:
 PARAMETERS: tuple[Param, ...] = (
     Param('model.weights', '', 'checkpoint path; empty = the bundled default weights', True),
     Param('model.device', 'auto', "'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'", True),
-    Param('model.half_precision', _EXTRACTOR.half_precision, 'fp16 inference (CUDA only)', True),
+    Param(
+        'model.backend',
+        _EXTRACTOR.backend,
+        "'auto' (fastest that passed the accuracy gate), 'torch' or 'onnxruntime'",
+        True,
+    ),
+    Param(
+        'model.precision', _EXTRACTOR.precision, "'auto', 'fp32', 'bf16', 'fp16' or 'int8'", True
+    ),
     Param('detector.top_k', _EXTRACTOR.top_k, 'keep the k best keypoints (>= 1)'),
     Param('detector.score_threshold', _EXTRACTOR.score_threshold, 'keep scores above, in [0, 1)'),
     Param('detector.nms_radius', _EXTRACTOR.nms_radius, 'NMS radius in px; 0 = off'),
     Param('detector.resize', [0, 0], 'network input [height, width]; [0, 0] = native size'),
+    Param(
+        'detector.max_input_pixels',
+        _EXTRACTOR.max_input_pixels,
+        'larger frames are shrunk to this many pixels (memory bound)',
+    ),
     Param('matcher.ratio', 0.0, 'Lowe ratio gate in (0, 1]; 0 = off'),
     Param('matcher.max_distance', 0.0, 'descriptor distance gate in (0, 2]; 0 = off'),
     Param('tracker.ransac_method', _TRACKER.ransac_method, "'magsac', 'ransac', 'usac', 'lmeds'"),
@@ -108,7 +121,9 @@ def _extractor(values: dict[str, Any]) -> ExtractorConfig:
         nms_radius=float(values['detector.nms_radius']),
         resize=tuple(resize) if resize[0] else None,
         channel_order='bgr',
-        half_precision=bool(values['model.half_precision']),
+        backend=str(values['model.backend']),
+        precision=str(values['model.precision']),
+        max_input_pixels=int(values['detector.max_input_pixels']),
     )
 
 

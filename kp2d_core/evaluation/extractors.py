@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from kp2d_core.backends import Backend
 from kp2d_core.config import ExtractorConfig
 from kp2d_core.frontend import KeypointExtractor
 from kp2d_core.networks import KeypointNet
@@ -38,8 +39,9 @@ class Keypoints:
 Extractor = Callable[[np.ndarray], Keypoints]
 
 
-def kp2d_extractor(model: KeypointNet) -> Extractor:
-    """Every non-border cell of the KP2D model (score > 0, no NMS), as in the protocol."""
+def kp2d_extractor(model: KeypointNet | Backend) -> Extractor:
+    """Every non-border cell of the KP2D model (score > 0, no NMS), as in the protocol; any
+    backend (a KeypointNet runs as eager fp32 PyTorch)."""
     frontend = KeypointExtractor(model, ExtractorConfig(top_k=None, score_threshold=0.0))
 
     def extract(image: np.ndarray) -> Keypoints:

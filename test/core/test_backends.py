@@ -1,0 +1,151 @@
+"""Inference backends: ONNX export fidelity, int8 accuracy, gated automatic choice."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from kp2d_core import ExtractorConfig, KeypointExtractor, KeypointNet, save_checkpoint
+from kp2d_core.backends import create_backend, label, select_backend
+from kp2d_core.backends.gate import TOLERANCES, gate_path, judge, passing_choices, write_gate
+from kp2d_core.checkpoint import default_weights_path, load_model
+from kp2d_core.export import export_onnx, file_sha256, read_metadata
+from kp2d_core.geometry import normalize_image
+from kp2d_core.images import image_to_tensor, read_image
+from kp2d_core.samples import sample_photo_path
+
+ort = pytest.importorskip('onnxruntime', reason='pip install .[onnx]')
+
+
+def _photo(hw: tuple[int, int]) -> torch.Tensor:
+    image = cv2.resize(read_image(sample_photo_path()), hw[::-1], interpolation=cv2.INTER_AREA)
+    return normalize_image(image_to_tensor(image))
+
+
+@pytest.fixture(scope='module')
+def weights(tmp_path_factory):
+    torch.manual_seed(3)
+    path = tmp_path_factory.mktemp('w') / 'model.pt'
+    save_checkpoint(path, KeypointNet())
+    return path
+
+
+def test_onnx_matches_pytorch_on_random_and_real_images(weights, tmp_path):
+    model = load_model(weights)
+    onnx_path = export_onnx(model, tmp_path / 'm.onnx', file_sha256(weights), (64, 96))
+    assert read_metadata(onnx_path)['kp2d_precision'] == 'fp32'
+    backend = create_backend('onnxruntime', 'fp32', model, weights, file_sha256(weights))
+    generator = torch.Generator().manual_seed(0)
+    inputs = [(torch.rand(1, 3, 120, 200, generator=generator) - 0.5) * 0.225, _photo((240, 320))]
+    for images in inputs:  # other sizes than the export size: dynamic height and width
+        with torch.no_grad():
+            expected = model(images)
+        got = backend(images)
+        # Tolerances: float32 reassociation only (BatchNorm folded by the exporter).
+        assert torch.allclose(got.score, expected.score, atol=1e-5)
+        assert torch.allclose(got.coords, expected.coords, atol=1e-3)  # px
+        assert torch.allclose(got.descriptors, expected.descriptors, atol=1e-4, rtol=1e-4)
+
+
+def test_shipped_int8_model_keeps_keypoints_in_place():
+    weights = default_weights_path()
+    int8 = weights.with_suffix('.int8.onnx')
+    if not int8.is_file():
+        pytest.skip('no int8 model beside the bundled weights')
+    model = load_model(weights)
+    backend = create_backend('onnxruntime', 'int8', model, weights, file_sha256(weights))
+    images = _photo((240, 320))
+    with torch.no_grad():
+        expected = model(images)
+    got = backend(images)
+    top = expected.score.flatten().argsort(descending=True)[:300]
+    shift = (got.coords - expected.coords).flatten(2)[0, :, top].norm(dim=0)
+    # Quantising the coordinate arithmetic would round keypoints to ~1 px; the recipe keeps
+    # the top-300 keypoints within a fraction of a pixel.
+    assert shift.mean() < 0.25, shift.mean()
+    cosine = torch.nn.functional.cosine_similarity(got.descriptors, expected.descriptors, dim=1)
+    assert cosine.mean() > 0.99
+
+
+def test_onnx_model_of_other_weights_is_refused(weights, tmp_path):
+    other = tmp_path / 'other.pt'
+    shutil.copy(weights, other)
+    export_onnx(load_model(weights), other.with_suffix('.fp32.onnx'), 'not-this-sha')
+    with pytest.raises(ValueError, match='not exported from these weights'):
+        create_backend('onnxruntime', 'fp32', load_model(other), other, file_sha256(other))
+
+
+def test_gate_judgement_and_file(weights, tmp_path):
+    reference = {'matching_score': 0.6, 'cor3': 0.8, 'localization_error': 0.9}
+    assert judge(reference, reference)['passed']
+    worse = {**reference, 'localization_error': 0.9 + TOLERANCES['localization_error'] + 1e-3}
+    assert not judge(reference, worse)['passed']
+    assert not judge(reference, {**reference, 'cor3': float('nan')})['passed']
+    sha = file_sha256(weights)
+    summaries = {'torch:fp32': reference, 'torch:bf16': reference, 'onnxruntime:int8': worse}
+    write_gate(gate_path(weights), 'torch:fp32', summaries, sha, 'test')
+    try:
+        assert passing_choices(weights, sha) == {'torch:fp32', 'torch:bf16'}
+        assert passing_choices(weights, 'other') == set()  # the file is for other weights
+        gate_path(weights).write_text('{broken')
+        assert passing_choices(weights, sha) == set()
+    finally:
+        gate_path(weights).unlink()
+
+
+def test_automatic_choice_only_offers_gated_precisions(weights, caplog):
+    model = load_model(weights)
+    with caplog.at_level(logging.INFO, logger='kp2d_core.backends'):
+        chosen = select_backend(model, weights, 'auto', 'auto')
+    assert chosen.precision == 'fp32'  # no gate file: nothing but fp32 is offered
+    assert 'automatic choice' in caplog.text
+    sha = file_sha256(weights)
+    metrics = {'matching_score': 0.5, 'cor3': 0.5, 'localization_error': 1.0}
+    write_gate(gate_path(weights), 'torch:fp32', {'torch:fp32': metrics}, sha, 'test')
+    content = json.loads(gate_path(weights).read_text())
+    content['results']['torch:bf16'] = {'metrics': metrics, 'deltas': {}, 'passed': True}
+    gate_path(weights).write_text(json.dumps(content))
+    try:
+        torch_only = select_backend(model, weights, 'torch', 'auto')
+        expected = {'fp32', 'bf16'}
+        assert torch_only.name == 'torch' and torch_only.precision in expected
+        explicit = select_backend(model, weights, 'onnxruntime', 'fp32')
+        assert label(explicit) == 'onnxruntime:fp32'
+    finally:
+        gate_path(weights).unlink()
+    with pytest.raises(ValueError):
+        select_backend(model, weights, 'onnxruntime', 'int8')  # no int8 model beside
+
+
+def test_extractor_on_any_backend_gives_the_same_keypoints(weights):
+    model = load_model(weights)
+    image = read_image(sample_photo_path())
+    cfg = ExtractorConfig(top_k=None)  # every cell: the order of near-equal scores may differ
+    eager = KeypointExtractor(model, cfg).extract(image)
+    onnx = KeypointExtractor(
+        create_backend('onnxruntime', 'fp32', model, weights, file_sha256(weights)), cfg
+    ).extract(image)
+    assert len(eager) == len(onnx)
+    order_a = np.lexsort(eager.keypoints.numpy().round(2).T)
+    order_b = np.lexsort(onnx.keypoints.numpy().round(2).T)
+    assert torch.allclose(eager.keypoints[order_a], onnx.keypoints[order_b], atol=1e-2)
+    assert torch.allclose(eager.descriptors[order_a], onnx.descriptors[order_b], atol=1e-3)
+
+
+def test_large_inputs_are_shrunk_and_absurd_ones_refused(weights):
+    extractor = KeypointExtractor(load_model(weights), ExtractorConfig(max_input_pixels=100_000))
+    big = cv2.resize(read_image(sample_photo_path()), (1200, 800))
+    features = extractor.extract(big)
+    assert features.image_size == (800, 1200)
+    assert extractor.network_size(800, 1200)[0] * extractor.network_size(800, 1200)[1] <= 100_000
+    xy = features.keypoints.numpy()
+    assert xy[:, 0].max() > 900 and xy[:, 1].max() > 600  # in input pixels, not network ones
+    huge = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), (12000, 12000), (0, 0))
+    with pytest.raises(ValueError, match='Mpx'):
+        extractor.extract(huge)
