@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 MIN_POSE_POINTS = 8
+MAX_SKEW = 0.1  # |K[0, 1]| / fx
 PURE_ROTATION_T = 1e-6  # translation / plane distance below which motion is a rotation
 
 
@@ -47,16 +48,46 @@ def invert_pose(T: np.ndarray) -> np.ndarray:
     return make_pose(R.T, -R.T @ t)
 
 
-def camera_matrix(k: np.ndarray | list[float]) -> np.ndarray:
-    """(3, 3) intrinsics from a 9-element row-major list (CameraInfo.k); validated.
+def camera_matrix(
+    k: np.ndarray | list[float], image_hw: tuple[int, int] | None = None
+) -> np.ndarray:
+    """(3, 3) intrinsics from a 9-element row-major list (CameraInfo.k), validated as a camera.
+
+    A camera matrix is upper triangular with K[2] = (0, 0, 1), finite, positive focal lengths
+    of similar size, and a bounded skew; with the image size, the focal lengths must be within
+    [1/20, 100] times the image's longer side and the principal point near the image.
 
     Raises:
-        ValueError: non-finite values or non-positive focal lengths.
+        ValueError: naming what is wrong.
     """
     K = np.asarray(k, np.float64).reshape(3, 3)
-    if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0 or K[2, 2] == 0:
-        raise ValueError(f'invalid camera matrix {K.ravel().tolist()}')
-    return K / K[2, 2]
+    if not np.isfinite(K).all():
+        raise ValueError(f'camera matrix has non-finite values: {K.ravel().tolist()}')
+    if not np.allclose(K[2], [0.0, 0.0, 1.0], atol=1e-9) or abs(K[1, 0]) > 1e-9:
+        raise ValueError(f'camera matrix must be upper triangular with K[2] = (0, 0, 1): {K[2]}')
+    fx, fy = K[0, 0], K[1, 1]
+    if not (fx > 0 and fy > 0 and 0.2 <= fx / fy <= 5.0):
+        raise ValueError(f'focal lengths must be positive and similar, got fx={fx:g}, fy={fy:g}')
+    if abs(K[0, 1]) > MAX_SKEW * fx:
+        raise ValueError(f'skew {K[0, 1]:g} exceeds {MAX_SKEW:g} * fx')
+    if image_hw is not None and image_hw[0] > 0 and image_hw[1] > 0:
+        _check_against_image(K, image_hw)
+    return K
+
+
+def _check_against_image(K: np.ndarray, image_hw: tuple[int, int]) -> None:
+    height, width = image_hw
+    side = max(height, width)
+    if not (side / 20 <= min(K[0, 0], K[1, 1]) and max(K[0, 0], K[1, 1]) <= 100 * side):
+        raise ValueError(
+            f'focal lengths {K[0, 0]:g}, {K[1, 1]:g} px are implausible for a '
+            f'{width}x{height} image'
+        )
+    cx, cy = K[0, 2], K[1, 2]
+    if not (-0.5 * width <= cx <= 1.5 * width and -0.5 * height <= cy <= 1.5 * height):
+        raise ValueError(
+            f'principal point ({cx:g}, {cy:g}) is far outside the {width}x{height} image'
+        )
 
 
 def pose_from_homography(
@@ -110,6 +141,27 @@ def pose_from_essential(
     if good < MIN_POSE_POINTS:
         return None
     return RelativePose(make_pose(R, t.ravel()), 'essential')
+
+
+def is_pose(T: np.ndarray | None) -> bool:
+    """A finite (4, 4) rigid transform (orthonormal rotation, last row 0 0 0 1)."""
+    if T is None or T.shape != (4, 4) or not np.isfinite(T).all():
+        return False
+    R = T[:3, :3]
+    return bool(np.allclose(R @ R.T, np.eye(3), atol=1e-6) and np.allclose(T[3], [0, 0, 0, 1]))
+
+
+def twist(T_prev: np.ndarray, T_cur: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """Linear and angular velocity of the current frame, both expressed in it (as Odometry's
+    twist), from two world poses ``dt`` seconds apart."""
+    delta = invert_pose(T_prev) @ T_cur  # current pose in the previous frame
+    R = delta[:3, :3]
+    angle = np.arccos(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0))
+    axis = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]])
+    norm = np.linalg.norm(axis)
+    rotvec = axis / norm * angle if norm > 1e-12 else 0.5 * axis
+    linear = T_cur[:3, :3].T @ (T_cur[:3, 3] - T_prev[:3, 3])
+    return linear / dt, rotvec / dt  # the axis has the same coordinates in both frames
 
 
 def rotation_to_quaternion(R: np.ndarray) -> tuple[float, float, float, float]:

@@ -14,9 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from kp2d_core.frontend import Features
+from kp2d_core.geometry import warp_points
 from kp2d_core.homography import METHODS, estimate_homography
 from kp2d_core.matching import match
-from kp2d_core.motion import invert_pose, pose_from_essential, pose_from_homography
+from kp2d_core.motion import invert_pose, is_pose, pose_from_essential, pose_from_homography
+
+MIN_NOISE_PX = 0.3  # keypoints are not localised better than this, whatever the fit says
+TRANSLATION_FACTOR = 3.0  # translation from a homography is less certain than rotation
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,9 @@ class TrackResult:
         T_world_cur: (4, 4) camera pose, or None without intrinsics or when tracking failed.
         pose_method: 'homography', 'essential' or None.
         pts_key, pts_cur: (M, 2) matched points; inliers: (M,) bool.
+        residual_px: RMS distance of the inliers to the homography's prediction (px).
+        covariance: (6, 6) covariance of T_world_cur (x, y, z, roll, pitch, yaw), see
+            :func:`relative_pose_variance`; None without a pose.
     """
 
     H_key_to_cur: np.ndarray | None
@@ -66,6 +73,8 @@ class TrackResult:
     pts_key: np.ndarray
     pts_cur: np.ndarray
     inliers: np.ndarray
+    residual_px: float = float('nan')
+    covariance: np.ndarray | None = None
 
 
 class HomographyTracker:
@@ -80,6 +89,7 @@ class HomographyTracker:
         self.key: Features | None = None
         self.key_stamp = 0.0
         self.T_world_key = np.eye(4)
+        self.key_variance = np.zeros(6)  # accumulated over the keyframes of the trajectory
 
     def update(self, features: Features, stamp: float, K: np.ndarray | None) -> TrackResult:
         """Track one frame.
@@ -102,16 +112,26 @@ class HomographyTracker:
         result = estimate_homography(
             pts_key, pts_cur, None, self.cfg.ransac_method, self.cfg.ransac_threshold_px
         )
-        T_world_cur, method = None, None
+        T_world_cur, method, covariance, reason = None, None, None, result.reason
+        key_stamp = self.key_stamp
+        residual = reprojection_rms(result.H, pts_key, pts_cur, result.inliers)
         if result.ok and K is not None:
             T_world_cur, method = self._pose(result.H, result.inliers, pts_key, pts_cur, K)
-        key_stamp = self.key_stamp
-        renew = not result.ok or result.num_inliers < self.cfg.min_keyframe_inliers
+        if T_world_cur is not None and not is_pose(T_world_cur):
+            self.reset()  # never chain a broken pose into the trajectory
+            T_world_cur, method, reason = None, None, 'non_finite_pose'
+        if T_world_cur is not None:
+            variance = relative_pose_variance(residual, result.num_inliers, K, method)
+            covariance = np.diag(self.key_variance + variance)
+        renew = self.key is None or not result.ok
+        renew = renew or result.num_inliers < self.cfg.min_keyframe_inliers
         if renew:
+            if T_world_cur is not None:
+                self.key_variance = np.diag(covariance).copy()
             self._set_keyframe(features, stamp, T_world_cur)
         return TrackResult(
-            result.H,
-            result.reason,
+            result.H if reason != 'non_finite_pose' else None,
+            reason,
             len(matches),
             result.num_inliers,
             key_stamp,
@@ -121,6 +141,8 @@ class HomographyTracker:
             pts_key,
             pts_cur,
             result.inliers,
+            residual,
+            covariance,
         )
 
     def _pose(self, H, inliers, pts_key, pts_cur, K) -> tuple[np.ndarray | None, str | None]:
@@ -136,3 +158,32 @@ class HomographyTracker:
         self.key, self.key_stamp = features, stamp
         if T_world is not None:
             self.T_world_key = T_world
+
+
+def reprojection_rms(
+    H: np.ndarray | None, pts0: np.ndarray, pts1: np.ndarray, inliers: np.ndarray
+) -> float:
+    """RMS distance (px) between ``H`` applied to the inliers of ``pts0`` and ``pts1``."""
+    if H is None or not inliers.any():
+        return float('nan')
+    error = warp_points(H, pts0[inliers]) - pts1[inliers]
+    return float(np.sqrt(np.mean(np.sum(error**2, axis=1))))
+
+
+def relative_pose_variance(
+    residual_px: float, num_inliers: int, K: np.ndarray, method: str | None
+) -> np.ndarray:
+    """Variances (6,) of a keyframe-relative pose from the fit's quality.
+
+    The pixel noise (the inlier residual, at least MIN_NOISE_PX) averaged over the inliers
+    and divided by the focal length gives the angular uncertainty; translation (in units of
+    the plane distance) gets the same, times TRANSLATION_FACTOR. An essential-matrix pose
+    has no scale, so its translation variance is 1. Chaining keyframes adds the variances.
+    """
+    noise = max(residual_px if np.isfinite(residual_px) else 1.0, MIN_NOISE_PX)
+    sigma = noise / (0.5 * (K[0, 0] + K[1, 1]) * np.sqrt(max(num_inliers, 1)))
+    rotation = np.full(3, sigma**2)
+    translation = np.full(3, (TRANSLATION_FACTOR * sigma) ** 2)
+    if method == 'essential':
+        translation[:] = 1.0
+    return np.concatenate([translation, rotation])

@@ -1,13 +1,20 @@
-"""Small stateful helpers of the node, free of rclpy: CameraInfo pairing and frame statistics."""
+"""Stateful helpers of the node, free of rclpy: CameraInfo pairing, stamp policy, statistics.
+
+Shared by the node and the offline replay tool, so both treat cameras and time alike.
+"""
 
 from __future__ import annotations
 
 from collections import Counter, deque
+from dataclasses import dataclass
+import threading
 from typing import Any
 
 import numpy as np
 
 from kp2d_core.motion import camera_matrix
+
+NANOSECONDS = 1_000_000_000
 
 
 class CameraInfoCache:
@@ -20,45 +27,175 @@ class CameraInfoCache:
 
     def __init__(self, size: int = 10) -> None:
         self._items: deque[tuple[float, np.ndarray]] = deque(maxlen=size)
+        self._lock = threading.Lock()  # filled by the executor, read by the worker thread
 
-    def add(self, stamp: float, k: Any) -> None:
-        """Store the (3, 3) matrix of a CameraInfo ``k``; invalid ones raise ValueError."""
-        self._items.append((stamp, camera_matrix(k)))
+    def add(self, stamp: float, k: Any, image_hw: tuple[int, int] | None = None) -> None:
+        """Store a CameraInfo's (3, 3) matrix ``k``, validated as a camera (see
+        :func:`kp2d_core.motion.camera_matrix`) against its image size when given.
+
+        Raises:
+            ValueError: the stamp or the intrinsics are invalid (nothing is stored).
+        """
+        if not np.isfinite(stamp):
+            raise ValueError(f'invalid CameraInfo stamp {stamp}')
+        K = camera_matrix(k, image_hw)
+        with self._lock:
+            self._items.append((stamp, K))
 
     def lookup(self, stamp: float, max_age_s: float) -> np.ndarray | None:
         """Intrinsics whose stamp is nearest to ``stamp`` and within ``max_age_s``, or None."""
-        if not self._items:
-            return None
-        best_stamp, K = min(self._items, key=lambda item: abs(item[0] - stamp))
+        with self._lock:
+            if not self._items:
+                return None
+            best_stamp, K = min(self._items, key=lambda item: abs(item[0] - stamp))
         return K if abs(best_stamp - stamp) <= max_age_s else None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What to do with a frame's stamp: 'ok', 'reset' (time went back: reset, then process)
+    or 'drop' (with the reason, counted under it)."""
+
+    action: str
+    reason: str = ''
+
+
+class StampPolicy:
+    """Decides what a frame's stamp means for tracking.
+
+    * ``nanosec`` >= 1e9 is not a time: dropped ('invalid_stamp').
+    * More than ``max_future_s`` ahead of the node's clock: dropped ('stamp_in_future') and
+      it does not become the reference, so one bogus stamp cannot block later frames. A clock
+      at zero (simulated time before the first /clock) is not compared.
+    * The same stamp again: dropped ('duplicate_stamp').
+    * Earlier than the last accepted frame (a looped bag, a simulator reset): 'reset' -- the
+      caller resets the tracker and carries on from this frame.
+    """
+
+    def __init__(self, max_future_s: float = 10.0) -> None:
+        self.max_future_s = max_future_s
+        self.last: float | None = None
+
+    def check(self, sec: int, nanosec: int, now: float) -> Verdict:
+        if not 0 <= nanosec < NANOSECONDS:
+            return Verdict('drop', 'invalid_stamp')
+        stamp = sec + nanosec * 1e-9
+        if now > 0 and stamp > now + self.max_future_s:
+            return Verdict('drop', 'stamp_in_future')
+        last, self.last = self.last, stamp
+        if last is None or stamp > last:
+            return Verdict('ok')
+        if stamp == last:
+            return Verdict('drop', 'duplicate_stamp')
+        return Verdict('reset', 'time_jumped_back')
+
+    def reset(self) -> None:
+        self.last = None
 
 
 class FrameStats:
-    """Counts of processed and dropped frames and recent latencies, for /diagnostics."""
+    """Frame counts and, over a sliding time window, input/output rates and latencies.
 
-    def __init__(self, window: int = 300) -> None:
+    ``received`` counts every image message, ``processed`` those that produced output,
+    ``dropped`` the others by reason ('superseded': replaced by a newer frame before
+    processing). Rates and percentiles cover the last ``window_s`` seconds. Thread-safe.
+    """
+
+    def __init__(self, window_s: float = 10.0) -> None:
+        self.window_s = window_s
+        self._lock = threading.Lock()
+        self.received = 0
         self.processed = 0
         self.dropped: Counter[str] = Counter()
-        self.latency_s: deque[float] = deque(maxlen=window)
-        self.processing_s: deque[float] = deque(maxlen=window)
+        self.events: Counter[str] = Counter()  # not frames: e.g. 'camera_info_rejected'
+        self._arrivals: deque[float] = deque()
+        self._done: deque[tuple[float, float, float]] = deque()  # (time, processing, latency)
+        self._first: float | None = None  # rates cover less than a window at the start
+
+    def arrived(self, now: float) -> None:
+        with self._lock:
+            self.received += 1
+            self._first = now if self._first is None else self._first
+            self._arrivals.append(now)
+            self._trim(now)
 
     def drop(self, reason: str) -> None:
-        self.dropped[reason] += 1
+        with self._lock:
+            self.dropped[reason] += 1
 
-    def done(self, processing_s: float, latency_s: float) -> None:
-        self.processed += 1
-        self.processing_s.append(processing_s)
-        self.latency_s.append(latency_s)
+    def note(self, event: str) -> None:
+        with self._lock:
+            self.events[event] += 1
 
-    def summary(self) -> dict[str, str]:
-        """Key/value strings: counts, drop reasons, latency and processing percentiles."""
-        out = {'processed': str(self.processed), 'dropped': str(sum(self.dropped.values()))}
-        out.update({f'dropped.{k}': str(v) for k, v in sorted(self.dropped.items())})
-        for name, values in (('latency', self.latency_s), ('processing', self.processing_s)):
-            if values:
-                ms = np.asarray(values) * 1e3
-                out[f'{name}_ms.p50'] = f'{np.percentile(ms, 50):.1f}'
-                out[f'{name}_ms.p95'] = f'{np.percentile(ms, 95):.1f}'
-        if self.processing_s:
-            out['processing_fps'] = f'{1.0 / np.mean(self.processing_s):.2f}'
+    def done(self, now: float, processing_s: float, latency_s: float) -> None:
+        with self._lock:
+            self.processed += 1
+            self._done.append((now, processing_s, latency_s))
+            self._trim(now)
+
+    def _trim(self, now: float) -> None:
+        while self._arrivals and self._arrivals[0] < now - self.window_s:
+            self._arrivals.popleft()
+        while self._done and self._done[0][0] < now - self.window_s:
+            self._done.popleft()
+
+    def window(self, now: float) -> dict[str, float]:
+        """Input and output rate (Hz) and latency/processing percentiles (s) in the window."""
+        with self._lock:
+            self._trim(now)
+            arrivals, done = len(self._arrivals), np.asarray(self._done).reshape(-1, 3)
+        span = self.window_s if self._first is None else min(self.window_s, now - self._first)
+        span = max(span, 1.0)
+        out = {'input_hz': arrivals / span, 'output_hz': len(done) / span}
+        if len(done):
+            out['latency_p50_s'] = float(np.percentile(done[:, 2], 50))
+            out['latency_p95_s'] = float(np.percentile(done[:, 2], 95))
+            out['processing_p50_s'] = float(np.percentile(done[:, 1], 50))
         return out
+
+    def summary(self, now: float) -> dict[str, str]:
+        """Key/value strings for /diagnostics: totals, drops by reason, the window's figures."""
+        with self._lock:
+            out = {
+                'received': str(self.received),
+                'processed': str(self.processed),
+                'dropped': str(sum(self.dropped.values())),
+            }
+            out.update({f'dropped.{k}': str(v) for k, v in sorted(self.dropped.items())})
+            out.update({k: str(v) for k, v in sorted(self.events.items())})
+        out.update({k: f'{v:.3f}' for k, v in self.window(now).items()})
+        out['window_s'] = f'{self.window_s:g}'
+        return out
+
+
+@dataclass(frozen=True)
+class HealthThresholds:
+    """When /diagnostics turns WARN or ERROR (parameters ``diagnostics.*``)."""
+
+    warn_output_ratio: float = 0.5  # output rate below this share of the input rate
+    warn_latency_s: float = 1.0  # p95 latency above this
+    error_latency_s: float = 5.0
+
+
+def health(figures: dict[str, float], limits: HealthThresholds) -> tuple[int, str]:
+    """(level, message) with level 0 OK, 1 WARN, 2 ERROR for a window's figures."""
+    inputs, outputs = figures['input_hz'], figures['output_hz']
+    latency = figures.get('latency_p95_s', 0.0)
+    if inputs > 0 and outputs == 0:
+        return 2, f'no output for {inputs:.1f} Hz of input'
+    if latency > limits.error_latency_s:
+        return 2, f'latency p95 {latency:.2f} s'
+    problems = []
+    if inputs > 0 and outputs < limits.warn_output_ratio * inputs:
+        problems.append(f'{outputs:.1f} of {inputs:.1f} frames/s processed')
+    if latency > limits.warn_latency_s:
+        problems.append(f'latency p95 {latency:.2f} s')
+    if problems:
+        return 1, '; '.join(problems)
+    if inputs == 0:
+        return 1, 'no input'
+    return 0, f'{outputs:.1f} frames/s, latency p95 {latency:.2f} s'

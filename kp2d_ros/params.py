@@ -16,6 +16,7 @@ from typing import Any
 from kp2d_core.config import ExtractorConfig
 from kp2d_core.pipeline import PipelineConfig
 from kp2d_core.tracking import TrackerConfig
+from kp2d_ros.bookkeeping import HealthThresholds
 
 _EXTRACTOR = ExtractorConfig()
 _TRACKER = TrackerConfig()
@@ -64,10 +65,24 @@ PARAMETERS: tuple[Param, ...] = (
     Param('publish.odometry', True, 'publish ~/odometry (needs camera_info)'),
     Param('publish.tf', False, 'broadcast odom_frame -> camera frame on /tf (needs tf2_ros)'),
     Param('publish.debug_image', True, 'publish ~/debug_image when it has subscribers'),
-    Param('odom_frame', 'kp2d_odom', 'frame_id of ~/odometry and of the TF parent'),
+    Param('odom_frame', 'kp2d_odom', 'frame_id of ~/odometry and parent frame of the TF'),
+    Param('pose_frame', 'kp2d_camera', 'child frame of ~/odometry and of the TF (a new frame)'),
     Param('camera_info_max_age_s', 1.0, 'use a CameraInfo at most this far from the image stamp'),
+    Param('image_transport', 'raw', "'raw' (sensor_msgs/Image) or 'compressed'", True),
+    Param(
+        'image_reliability', 'best_effort', "'best_effort' (cameras) or 'reliable' (bags)", True
+    ),
+    Param('max_future_stamp_s', 10.0, 'drop frames stamped further ahead of the clock (s)'),
     Param('diagnostics_period_s', 5.0, 'period of /diagnostics and the status line (> 0)', True),
+    Param('diagnostics.window_s', 10.0, 'time window of the rates and latencies (s)', True),
+    Param('diagnostics.warn_output_ratio', 0.5, 'WARN below this share of frames processed'),
+    Param('diagnostics.warn_latency_s', 1.0, 'WARN above this p95 latency (s)'),
+    Param('diagnostics.error_latency_s', 5.0, 'ERROR above this p95 latency (s)'),
 )
+CHOICES = {
+    'image_transport': ('raw', 'compressed'),
+    'image_reliability': ('best_effort', 'reliable'),
+}
 DEFAULTS: dict[str, Any] = {p.name: p.default for p in PARAMETERS}
 
 
@@ -77,9 +92,13 @@ class NodeOptions:
 
     pipeline: PipelineConfig
     publish: dict[str, bool]
-    odom_frame: str
+    frames: tuple[str, str]  # (odom_frame, pose_frame)
     camera_info_max_age_s: float
+    max_future_stamp_s: float
     diagnostics_period_s: float
+    health: HealthThresholds
+    image_transport: str
+    image_reliability: str
 
 
 def options_from_values(values: dict[str, Any]) -> NodeOptions:
@@ -92,22 +111,36 @@ def options_from_values(values: dict[str, Any]) -> NodeOptions:
     if unknown:
         raise ValueError(f'unknown parameters {unknown}')
     values = {**DEFAULTS, **values}
-    for name in ('camera_info_max_age_s', 'diagnostics_period_s'):
+    positive = ('camera_info_max_age_s', 'diagnostics_period_s', 'max_future_stamp_s')
+    for name in positive + tuple(k for k in DEFAULTS if k.startswith('diagnostics.')):
         if not float(values[name]) > 0:
             raise ValueError(f'{name} must be > 0, got {values[name]}')
-    if not str(values['odom_frame']):
-        raise ValueError('odom_frame must not be empty')
+    for name, choices in CHOICES.items():
+        if values[name] not in choices:
+            raise ValueError(f'{name} must be one of {choices}, got {values[name]!r}')
+    frames = (str(values['odom_frame']), str(values['pose_frame']))
+    if not all(frames) or frames[0] == frames[1]:
+        raise ValueError(f'odom_frame and pose_frame must be two different names, got {frames}')
     try:
         pipeline = PipelineConfig(_extractor(values), _tracker(values))
     except (TypeError, ValueError) as exc:
         raise ValueError(f'invalid parameter: {exc}') from exc
     publish = {k.split('.', 1)[1]: bool(v) for k, v in values.items() if k.startswith('publish.')}
+    health = HealthThresholds(
+        float(values['diagnostics.warn_output_ratio']),
+        float(values['diagnostics.warn_latency_s']),
+        float(values['diagnostics.error_latency_s']),
+    )
     return NodeOptions(
         pipeline,
         publish,
-        str(values['odom_frame']),
+        frames,
         float(values['camera_info_max_age_s']),
+        float(values['max_future_stamp_s']),
         float(values['diagnostics_period_s']),
+        health,
+        str(values['image_transport']),
+        str(values['image_reliability']),
     )
 
 

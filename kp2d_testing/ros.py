@@ -32,11 +32,19 @@ def unique_domain_id() -> int:
     return 1 + os.getpid() % 200
 
 
-def start_node(params: dict[str, Any], remaps: dict[str, str], log: Path) -> subprocess.Popen:
-    """Start ``python -m kp2d_ros.node`` with the default params file plus overrides."""
-    args = [sys.executable, '-m', 'kp2d_ros.node', '--ros-args']
-    if PARAMS_FILE.is_file():  # a source checkout; an install declares the same defaults
-        args += ['--params-file', str(PARAMS_FILE)]
+def start_node(
+    params: dict[str, Any],
+    remaps: dict[str, str],
+    log: Path,
+    params_file: Path | None = PARAMS_FILE,
+    lifecycle: bool = False,
+) -> subprocess.Popen:
+    """Start the node (``kp2d_ros.node`` main or lifecycle main) in its own session."""
+    entry = 'lifecycle_main' if lifecycle else 'main'
+    code = f'import sys; from kp2d_ros.node import {entry}; {entry}(sys.argv)'
+    args = [sys.executable, '-c', code, '--ros-args']
+    if params_file is not None and params_file.is_file():
+        args += ['--params-file', str(params_file)]
     for name, value in params.items():
         args += ['-p', f'{name}:={value}']
     for src, dst in remaps.items():
@@ -84,6 +92,34 @@ def camera_info_msg(K: np.ndarray, hw: tuple[int, int], stamp_ns: int) -> Any:
     return msg
 
 
+def homography_type() -> Any:
+    """The type of ~/homography: kp2d_msgs/HomographyStamped where built, else JointState."""
+    try:
+        from kp2d_msgs.msg import HomographyStamped
+    except ImportError:
+        from sensor_msgs.msg import JointState
+
+        return JointState
+    return HomographyStamped
+
+
+def homography_of(msg: Any) -> tuple[np.ndarray, float, float, int, int]:
+    """(H (3, 3), frame stamp s, keyframe stamp s, inliers, matches) of either type."""
+    stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
+    if hasattr(msg, 'homography'):
+        key = msg.keyframe_stamp.sec + 1e-9 * msg.keyframe_stamp.nanosec
+        H = np.asarray(msg.homography, np.float64).reshape(3, 3)
+        return H, stamp, key, int(msg.inliers), int(msg.matches)
+    values = dict(zip(msg.name, msg.position))
+    H = np.array([values[f'h{r}{c}'] for r in range(3) for c in range(3)]).reshape(3, 3)
+    return H, stamp, values['keyframe_stamp'], int(values['inliers']), int(values['matches'])
+
+
+def diagnostic_values(msg: Any) -> dict[str, str]:
+    """key -> value of the kp2d status in a DiagnosticArray."""
+    return {v.key: v.value for v in msg.status[0].values}
+
+
 def spin_until(node: Any, condition: Callable[[], bool], timeout: float) -> bool:
     """Spin ``node`` until ``condition()`` holds or ``timeout`` seconds pass."""
     import rclpy
@@ -99,15 +135,15 @@ def spin_until(node: Any, condition: Callable[[], bool], timeout: float) -> bool
 class Probe:
     """A client node: publishes images/camera info, records everything the kp2d node says."""
 
-    def __init__(self, namespace: str = '/test') -> None:
+    def __init__(self, namespace: str = '/test', node: str = '/kp2d') -> None:
         from diagnostic_msgs.msg import DiagnosticArray
         from nav_msgs.msg import Odometry
         from rclpy.node import Node
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-        from std_msgs.msg import Float64MultiArray
 
         self.node = Node('kp2d_probe')
+        self.prefix = node
         self.pub_image = self.node.create_publisher(
             Image, f'{namespace}/image', qos_profile_sensor_data
         )
@@ -119,12 +155,12 @@ class Probe:
         }
         topics = (
             ('keypoints', PointCloud2),
-            ('homography', Float64MultiArray),
+            ('homography', homography_type()),
             ('odometry', Odometry),
         )
         for key, msg_type in topics:
             self.node.create_subscription(
-                msg_type, f'/kp2d/{key}', lambda m, k=key: self.received[k].append(m), 50
+                msg_type, f'{node}/{key}', lambda m, k=key: self.received[k].append(m), 50
             )
         self.node.create_subscription(
             DiagnosticArray, '/diagnostics', lambda m: self.received['diag'].append(m), 50
@@ -136,7 +172,7 @@ class Probe:
             self.node,
             lambda: (
                 self.pub_image.get_subscription_count() > 0
-                and self.node.count_publishers('/kp2d/keypoints') > 0
+                and self.node.count_publishers(f'{self.prefix}/keypoints') > 0
             ),
             timeout,
         )

@@ -72,7 +72,7 @@ def test_mono8_round_trip_through_fields():
 @pytest.mark.parametrize(
     ('change', 'message'),
     [
-        ({'encoding': 'yuv422'}, 'unsupported encoding'),
+        ({'encoding': 'yuv444_unknown'}, 'unsupported encoding'),
         ({'height': 0}, 'empty'),
         ({'width': 100000, 'height': 100000}, 'exceeds'),
         ({'step': 5}, 'smaller than one row'),
@@ -85,3 +85,75 @@ def test_malformed_messages_raise(change, message):
         setattr(msg, key, value)
     with pytest.raises(ImageError, match=message):
         image_msg_to_array(msg)
+
+
+def test_yuv422_variants_decode_to_bgr():
+    import cv2
+
+    smooth = np.dstack(np.meshgrid(np.linspace(40, 200, 16), np.linspace(60, 180, 8)))
+    bgr = np.concatenate([smooth, smooth[..., :1]], axis=2).astype(np.uint8)
+    uyvy = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_UYVY)
+    gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(float)
+    assert np.corrcoef(uyvy[..., 1].ravel(), gray.ravel())[0, 1] > 0.99  # UYVY: Y second
+    yuyv = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_YUY2)
+    assert np.corrcoef(yuyv[..., 0].ravel(), gray.ravel())[0, 1] > 0.99  # YUY2: Y first
+    for encoding, packed in (('yuv422', uyvy), ('uyvy', uyvy), ('yuyv', yuyv)):
+        out = image_msg_to_array(_msg(np.ascontiguousarray(packed), encoding))
+        assert out.shape == (8, 16, 3) and out.dtype == np.uint8
+        assert np.abs(out.astype(int) - bgr).mean() < 4, encoding  # chroma is subsampled
+    with pytest.raises(ImageError):
+        image_msg_to_array(_msg(np.ascontiguousarray(uyvy[:, :15]), 'yuv422'))  # odd width
+
+
+@pytest.mark.parametrize(
+    ('encoding', 'offsets'),
+    [
+        ('bayer_rggb8', {'r': (0, 0), 'b': (1, 1)}),
+        ('bayer_bggr8', {'b': (0, 0), 'r': (1, 1)}),
+        ('bayer_gbrg8', {'b': (0, 1), 'r': (1, 0)}),
+        ('bayer_grbg8', {'r': (0, 1), 'b': (1, 0)}),
+    ],
+)
+def test_bayer_patterns_decode_to_the_right_colours(encoding, offsets):
+    mosaic = np.full((8, 8), 60, np.uint8)  # green everywhere, then red and blue sites
+    ry, rx = offsets['r']
+    by, bx = offsets['b']
+    mosaic[ry::2, rx::2] = 220
+    mosaic[by::2, bx::2] = 20
+    out = image_msg_to_array(_msg(mosaic, encoding))
+    blue, green, red = out[2:6, 2:6].reshape(-1, 3).mean(axis=0)
+    assert red > green > blue, (encoding, red, green, blue)  # a red scene, not a blue one
+
+
+def test_compressed_jpeg_and_png():
+    import cv2
+
+    from kp2d_ros.conversions import compressed_msg_to_array
+
+    smooth = np.linspace(0, 255, 32 * 24 * 3).reshape(24, 32, 3).astype(np.uint8)
+    for fmt, ext in (('bgr8; jpeg compressed bgr8', '.jpg'), ('png', '.png')):
+        data = cv2.imencode(ext, smooth)[1].tobytes()
+        out = compressed_msg_to_array(SimpleNamespace(format=fmt, data=data))
+        assert out.shape == (24, 32, 3) and np.abs(out.astype(int) - smooth).mean() < 3
+    mono16 = (np.arange(24 * 32).reshape(24, 32) * 50).astype(np.uint16)
+    png16 = cv2.imencode('.png', mono16)[1].tobytes()
+    out = compressed_msg_to_array(SimpleNamespace(format='mono16; png compressed', data=png16))
+    assert out.dtype == np.uint16 and np.array_equal(out, mono16)
+    for fmt, data in (('jpeg', b'not a jpeg'), ('jpeg', b''), ('compressedDepth png', png16)):
+        with pytest.raises(ImageError):
+            compressed_msg_to_array(SimpleNamespace(format=fmt, data=data))
+
+
+def test_errors_quote_long_fields_briefly():
+    bad = _msg(BGR, 'x' * 1_000_000)
+    with pytest.raises(ImageError) as info:
+        image_msg_to_array(bad)
+    assert len(str(info.value)) < 1000  # a 1 MB encoding string is not copied into the log
+
+
+def test_big_endian_uint16_arrays_are_images():
+    from kp2d_core.images import to_unit_float
+
+    mono16 = RNG.integers(0, 65536, (4, 6), dtype=np.uint16)
+    swapped = mono16.astype('>u2')
+    assert np.array_equal(to_unit_float(swapped), to_unit_float(mono16))

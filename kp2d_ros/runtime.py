@@ -1,0 +1,220 @@
+"""What the kp2d node does, shared by the plain node and the lifecycle (managed) node.
+
+Images arrive on the executor's thread and go into a newest-frame slot; a worker thread
+decodes, runs the frame pipeline and publishes. Every frame is accounted for on /diagnostics:
+processed, or dropped with a reason ('superseded', 'invalid_stamp', 'stamp_in_future',
+'duplicate_stamp', 'ImageError', 'ValueError', 'out_of_memory', 'internal_error').
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from kp2d_core.checkpoint import default_weights_path
+from kp2d_core.frontend import KeypointExtractor
+from kp2d_core.pipeline import FramePipeline
+from kp2d_ros.bookkeeping import CameraInfoCache, FrameStats, StampPolicy, health
+from kp2d_ros.conversions import ImageError, compressed_msg_to_array, image_msg_to_array, quote
+from kp2d_ros.messages import stamp_seconds
+from kp2d_ros.outputs import Outputs
+from kp2d_ros.params import PARAMETERS, NodeOptions, options_from_values
+from kp2d_ros.worker import LatestSlotWorker
+
+THROTTLE_S = 5.0
+RELIABILITY = {
+    'best_effort': ReliabilityPolicy.BEST_EFFORT,
+    'reliable': ReliabilityPolicy.RELIABLE,
+}
+
+
+class Kp2dRuntime:
+    """Parameters, pipeline, subscriptions, worker and publishers of one kp2d node."""
+
+    def __init__(self, node: Any, lifecycle: bool = False) -> None:
+        self.node, self.lifecycle = node, lifecycle
+        self.log = node.get_logger()
+        self.pipeline: FramePipeline | None = None
+        self.outputs: Outputs | None = None
+        self.worker: LatestSlotWorker | None = None
+        self.subscriptions: list[Any] = []
+        self.timer = None
+        self.cameras = CameraInfoCache()
+        self.stamps = StampPolicy()
+        self.stats = FrameStats()
+        for param in PARAMETERS:
+            descriptor = ParameterDescriptor(
+                description=param.description, read_only=param.read_only
+            )
+            node.declare_parameter(param.name, param.default, descriptor)
+        self.options: NodeOptions = options_from_values(self._values())
+        self.diagnostics = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        node.add_on_set_parameters_callback(self._validate)
+        node.add_post_set_parameters_callback(self._apply)
+
+    # ---------------------------------------------------------------- parameters
+    def _values(self) -> dict[str, Any]:
+        return {p.name: self.node.get_parameter(p.name).value for p in PARAMETERS}
+
+    def _validate(self, params: list[Any]) -> SetParametersResult:
+        values = self._values()
+        values.update({p.name: p.value for p in params if p.name in values})
+        try:
+            options_from_values(values)
+        except (ValueError, TypeError) as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
+
+    def _apply(self, params: list[Any]) -> None:
+        self.options = options_from_values(self._values())
+        self.stamps.max_future_s = self.options.max_future_stamp_s
+        if self.pipeline is not None:
+            self.pipeline.configure(self.options.pipeline)
+        if self.outputs is not None:
+            self.outputs.options = self.options
+
+    # ---------------------------------------------------------------- life cycle
+    def configure(self) -> None:
+        """Load the model (the slow part), create the publishers and the worker."""
+        weights = self.options_value('model.weights') or default_weights_path()
+        device = self.options_value('model.device')
+        self.log.info(f'loading {weights} on {device}')
+        extractor = KeypointExtractor.from_checkpoint(
+            weights, device, self.options.pipeline.extractor
+        )
+        self.pipeline = FramePipeline(extractor, self.options.pipeline.tracker)
+        self.outputs = Outputs(self.node, self.options, self.lifecycle)
+        self.stats = FrameStats(float(self.options_value('diagnostics.window_s')))
+        self.worker = LatestSlotWorker(self._process)
+        self.timer = self.node.create_timer(self.options.diagnostics_period_s, self._report)
+        backend = extractor.backend
+        self.log.info(
+            f'kp2d ready: backend {backend.name}:{backend.precision} on {extractor.device}; '
+            f'{self.outputs.describe()}'
+        )
+
+    def options_value(self, name: str) -> Any:
+        return self.node.get_parameter(name).value
+
+    def activate(self) -> None:
+        """Subscribe to the camera."""
+        qos = QoSProfile(
+            depth=1,
+            history=HistoryPolicy.KEEP_LAST,
+            reliability=RELIABILITY[self.options.image_reliability],
+        )
+        if self.options.image_transport == 'compressed':
+            image = self.node.create_subscription(
+                CompressedImage, 'image/compressed', self._on_image, qos
+            )
+        else:
+            image = self.node.create_subscription(Image, 'image', self._on_image, qos)
+        info = self.node.create_subscription(
+            CameraInfo, 'camera_info', self._on_camera_info, qos_profile_sensor_data
+        )
+        self.subscriptions = [image, info]
+
+    def deactivate(self) -> None:
+        for subscription in self.subscriptions:
+            self.node.destroy_subscription(subscription)
+        self.subscriptions = []
+
+    def cleanup(self) -> None:
+        """Stop the worker and release the publishers, the timer and the model."""
+        self.deactivate()
+        if self.worker is not None:
+            self.worker.stop()
+        if self.timer is not None:
+            self.node.destroy_timer(self.timer)
+        if self.outputs is not None:
+            self.outputs.destroy()
+        self.worker = self.timer = self.outputs = self.pipeline = None
+
+    # ---------------------------------------------------------------- executor thread
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        try:
+            self.cameras.add(stamp_seconds(msg.header.stamp), msg.k, (msg.height, msg.width))
+        except ValueError as exc:
+            self.stats.note('camera_info_rejected')
+            self._warn(f'ignoring CameraInfo: {exc}')
+
+    def _on_image(self, msg: Any) -> None:
+        self.stats.arrived(time.monotonic())
+        if self.worker is not None and self.worker.submit((msg, time.perf_counter())):
+            self.stats.drop('superseded')
+
+    # ---------------------------------------------------------------- worker thread
+    def _process(self, item: tuple[Any, float]) -> None:
+        msg, received = item
+        stamp = msg.header.stamp
+        verdict = self.stamps.check(stamp.sec, stamp.nanosec, self._now())
+        if verdict.action == 'drop':
+            self.stats.drop(verdict.reason)
+            self._warn(f'frame dropped ({verdict.reason}): stamp {stamp.sec}.{stamp.nanosec:09d}')
+            return
+        if verdict.action == 'reset':
+            self.log.warning(f'time jumped back to {stamp.sec}.{stamp.nanosec:09d}: tracker reset')
+            self.pipeline.reset()
+            self.outputs.reset()
+        image = self._decode(msg)
+        if image is None:
+            return
+        try:
+            features = self.pipeline.extract(image)
+            K = self.cameras.lookup(stamp_seconds(stamp), self.options.camera_info_max_age_s)
+            frame = self.pipeline.track(features, stamp_seconds(stamp), K)
+            self.outputs.publish(msg.header, image, frame)
+        except ValueError as exc:
+            return self._drop('ValueError', f'frame {image.shape}: {exc}')
+        except (MemoryError, RuntimeError) as exc:  # allocator failures must not end the node
+            reason = (
+                'out_of_memory'
+                if 'alloc' in str(exc) or isinstance(exc, MemoryError)
+                else 'internal_error'
+            )
+            return self._drop(
+                reason, f'frame {image.shape} failed: {type(exc).__name__}: {str(exc)[:200]}'
+            )
+        except Exception as exc:  # noqa: BLE001 - a bug must not take the robot's node down
+            return self._drop('internal_error', f'frame failed: {type(exc).__name__}: {exc}')
+        latency = self._now() - stamp_seconds(stamp)
+        self.stats.done(time.monotonic(), time.perf_counter() - received, latency)
+
+    def _decode(self, msg: Any) -> Any:
+        try:
+            if isinstance(msg, CompressedImage):
+                return compressed_msg_to_array(msg)
+            return image_msg_to_array(msg)
+        except ImageError as exc:
+            encoding = msg.format if isinstance(msg, CompressedImage) else msg.encoding
+            self._drop('ImageError', f'bad image ({quote(encoding)}): {exc}')
+            return None
+
+    def _now(self) -> float:
+        return self.node.get_clock().now().nanoseconds * 1e-9
+
+    # ---------------------------------------------------------------- reporting
+    def _drop(self, reason: str, text: str) -> None:
+        self.stats.drop(reason)
+        self._warn(text)
+
+    def _warn(self, text: str) -> None:
+        self.log.warning(text, throttle_duration_sec=THROTTLE_S)
+
+    def _report(self) -> None:
+        now = time.monotonic()
+        figures = self.stats.window(now)
+        level, message = health(figures, self.options.health)
+        status = DiagnosticStatus(name='kp2d: frames', level=bytes([level]), message=message)
+        status.hardware_id = str(self.pipeline.extractor.device) if self.pipeline else ''
+        summary = self.stats.summary(now)
+        status.values = [KeyValue(key=k, value=v) for k, v in summary.items()]
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.node.get_clock().now().to_msg()
+        self.diagnostics.publish(array)
+        self.log.info(f'{message}; ' + ', '.join(f'{k} {v}' for k, v in summary.items()))
