@@ -177,8 +177,11 @@ def params_file_values(path: str) -> dict[str, Any]:
     """The kp2d parameters of a ROS 2 parameters file (any node-name key, or ``/**``)."""
     import yaml
 
-    with open(path) as handle:
-        data = yaml.safe_load(handle) or {}
+    try:
+        with open(path) as handle:
+            data = yaml.safe_load(handle) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f'{path} is not valid YAML: {exc}') from exc
     if not isinstance(data, dict):
         raise ValueError(f'{path}: expected a mapping of node names to ros__parameters')
     values: dict[str, Any] = {}

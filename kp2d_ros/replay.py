@@ -11,6 +11,7 @@ Reading uses the ``rosbags`` package (``pip install rosbags``); no ROS install i
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 import csv
 import logging
 from pathlib import Path
@@ -24,7 +25,7 @@ from kp2d_core.motion import rotation_to_quaternion
 from kp2d_core.pipeline import FramePipeline
 from kp2d_core.tracking import TrackResult
 from kp2d_core.viz import draw_flow, put_text
-from kp2d_ros.bookkeeping import CameraInfoCache
+from kp2d_ros.bookkeeping import CameraInfoCache, StampPolicy
 from kp2d_ros.conversions import ImageError, image_msg_to_array
 from kp2d_ros.params import options_from_values, params_file_values
 
@@ -41,7 +42,13 @@ def read_messages(bag: Path, topics: list[str]) -> Any:
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import Stores, get_typestore
 
-    with AnyReader([bag], default_typestore=get_typestore(Stores.ROS2_JAZZY)) as reader:
+    try:
+        reader = AnyReader([bag], default_typestore=get_typestore(Stores.ROS2_JAZZY))
+        reader.open()
+    except Exception as exc:  # rosbags raises its own types for broken recordings
+        where = bag / 'metadata.yaml' if bag.is_dir() else bag
+        raise ValueError(f'cannot read the recording {where}: {exc}') from exc
+    try:
         connections = [c for c in reader.connections if c.topic in topics]
         missing = set(topics) - {c.topic for c in connections}
         if missing:
@@ -51,6 +58,8 @@ def read_messages(bag: Path, topics: list[str]) -> Any:
             msg = reader.deserialize(raw, connection.msgtype)
             stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
             yield connection.topic, stamp, msg
+    finally:
+        reader.close()
 
 
 def csv_row(stamp: float, result: TrackResult) -> list[Any]:
@@ -86,7 +95,9 @@ class Outputs:
     def __init__(self, out: Path, video: bool, png_every: int) -> None:
         out.mkdir(parents=True, exist_ok=True)
         self.out, self.video_enabled, self.png_every = out, video, png_every
-        self.handle = open(out / 'trajectory.csv', 'w', newline='')  # noqa: SIM115
+        self.final, self.partial = out / 'trajectory.csv', out / 'trajectory.partial.csv'
+        self.final.unlink(missing_ok=True)  # never leave an old result beside a new run
+        self.handle = open(self.partial, 'w', newline='')  # noqa: SIM115
         self.csv = csv.writer(self.handle)
         self.csv.writerow(COLUMNS)
         self.video: cv2.VideoWriter | None = None
@@ -94,6 +105,7 @@ class Outputs:
 
     def add(self, stamp: float, image: np.ndarray, result: TrackResult) -> None:
         self.csv.writerow(csv_row(stamp, result))
+        self.handle.flush()  # rows written so far survive a crash
         if not (self.video_enabled or self.png_every):
             return
         frame = annotate(image, result)
@@ -107,50 +119,74 @@ class Outputs:
             cv2.imwrite(str(self.out / f'frame_{self.count:06d}.png'), frame)
         self.count += 1
 
-    def close(self) -> None:
+    def close(self, complete: bool) -> None:
+        """Finish the files; an incomplete run keeps ``trajectory.partial.csv`` only."""
         self.handle.close()
         if self.video is not None:
             self.video.release()
+        if complete:
+            self.partial.replace(self.final)
 
 
 def replay(args: argparse.Namespace) -> int:
-    """Process the bag; returns the number of images processed."""
+    """Process the bag; returns the number of images processed.
+
+    Frames and CameraInfo are treated as the node treats them: bad images and invalid
+    intrinsics are skipped and counted, a stamp going back resets the tracker.
+    """
     values = params_file_values(args.params_file) if args.params_file else {}
     options = options_from_values(values)
     weights = args.checkpoint or values.get('model.weights') or None
     pipeline = FramePipeline.from_config(options.pipeline, weights, args.device)
-    cameras = CameraInfoCache()
+    cameras, stamps = CameraInfoCache(), StampPolicy(options.max_future_stamp_s)
     outputs = Outputs(args.out, args.video, args.png_every)
     topics = [args.image_topic] + ([args.camera_info_topic] if args.camera_info_topic else [])
-    processed, skipped, start = 0, 0, time.perf_counter()
+    counts, start, complete = Counter(), time.perf_counter(), False
     try:
         for topic, stamp, msg in read_messages(args.bag, topics):
             if topic != args.image_topic:
-                cameras.add(stamp, msg.k)
+                _add_camera(cameras, stamp, msg, counts)
                 continue
+            verdict = stamps.check(msg.header.stamp.sec, msg.header.stamp.nanosec, now=0.0)
+            if verdict.action == 'drop':
+                counts[verdict.reason] += 1
+                continue
+            if verdict.action == 'reset':
+                LOG.warning('time jumped back at %.3f: tracker reset', stamp)
+                pipeline.reset()
             try:
                 image = image_msg_to_array(msg)
                 features = pipeline.extract(image)
             except (ImageError, ValueError) as exc:
-                skipped += 1
+                counts['bad_image'] += 1
                 LOG.warning('skipping image at %.3f: %s', stamp, exc)
                 continue
             K = cameras.lookup(stamp, options.camera_info_max_age_s)
             result = pipeline.track(features, stamp, K).track
             outputs.add(stamp, image if image.ndim == 3 else image[..., None].repeat(3, 2), result)
-            processed += 1
+            counts['processed'] += 1
+        complete = True
     finally:
-        outputs.close()
+        outputs.close(complete)
+        if not complete:
+            LOG.error('replay failed; the rows written so far are in %s', outputs.partial)
     elapsed = time.perf_counter() - start
     LOG.info(
-        '%d images (%d skipped) in %.1f s (%.2f FPS); results in %s',
-        processed,
-        skipped,
+        '%s in %.1f s (%.2f FPS); results in %s',
+        ', '.join(f'{v} {k}' for k, v in sorted(counts.items())),
         elapsed,
-        processed / max(elapsed, 1e-9),
+        counts['processed'] / max(elapsed, 1e-9),
         args.out,
     )
-    return processed
+    return counts['processed']
+
+
+def _add_camera(cameras: CameraInfoCache, stamp: float, msg: Any, counts: Counter) -> None:
+    try:
+        cameras.add(stamp, msg.k, (int(msg.height), int(msg.width)))
+    except ValueError as exc:
+        counts['camera_info_rejected'] += 1
+        LOG.warning('ignoring CameraInfo at %.3f: %s', stamp, exc)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -173,7 +209,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
-    replay(parse_args(argv))
+    try:
+        replay(parse_args(argv))
+    except (ValueError, OSError) as exc:
+        raise SystemExit(f'kp2d_replay: {exc}') from exc
 
 
 if __name__ == '__main__':

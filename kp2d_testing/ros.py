@@ -15,6 +15,7 @@ import numpy as np
 
 PARAMS_FILE = Path(__file__).resolve().parents[1] / 'config' / 'kp2d.yaml'
 PROFILE = Path(__file__).resolve().parent / 'fastdds_shm.xml'
+RESEND_S = 5.0
 
 
 def ros_environment(domain_id: int) -> dict[str, str]:
@@ -178,14 +179,22 @@ class Probe:
         )
 
     def send(self, image_msg: Any, info_msg: Any = None, timeout: float = 60.0) -> bool:
-        """Publish one frame and wait for the keypoints with its stamp."""
+        """Publish one frame and wait for the keypoints with its stamp.
+
+        Images are best effort: the frame is published again every ``RESEND_S`` seconds until
+        it is answered (a second copy of a processed frame is dropped as a duplicate stamp).
+        """
         if info_msg is not None:
             self.pub_info.publish(info_msg)
             spin_until(self.node, lambda: False, 0.1)  # let it arrive before the image
-        self.pub_image.publish(image_msg)
         stamp = image_msg.header.stamp
 
         def arrived() -> bool:
             return any(m.header.stamp == stamp for m in self.received['keypoints'])
 
-        return spin_until(self.node, arrived, timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.pub_image.publish(image_msg)
+            if spin_until(self.node, arrived, min(RESEND_S, deadline - time.monotonic())):
+                return True
+        return arrived()

@@ -14,57 +14,12 @@ from kp2d_core.samples import synthetic_sequence
 from kp2d_ros.replay import main, parse_args, read_messages, replay
 
 rosbags = pytest.importorskip('rosbags', reason='pip install rosbags')
-from rosbags.rosbag2 import StoragePlugin, Writer  # noqa: E402
-from rosbags.typesys import Stores, get_typestore  # noqa: E402
+from rosbags.rosbag2 import StoragePlugin  # noqa: E402
+
+from kp2d_testing.bags import write_bag  # noqa: E402
 
 HW = (120, 160)
 K = np.array([[150.0, 0, 79.5], [0, 150.0, 59.5], [0, 0, 1]])
-
-
-def _header(store, stamp_ns: int):
-    Header, Time = store.types['std_msgs/msg/Header'], store.types['builtin_interfaces/msg/Time']
-    return Header(
-        stamp=Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9),
-        frame_id='camera_optical_frame',
-    )
-
-
-def write_bag(path: Path, plugin: StoragePlugin, frames: list[np.ndarray], bad_at: int = -1):
-    store = get_typestore(Stores.ROS2_JAZZY)
-    Image = store.types['sensor_msgs/msg/Image']
-    Info = store.types['sensor_msgs/msg/CameraInfo']
-    with Writer(path, version=9, storage_plugin=plugin) as writer:
-        image_conn = writer.add_connection('/cam/image', Image.__msgtype__, typestore=store)
-        info_conn = writer.add_connection('/cam/info', Info.__msgtype__, typestore=store)
-        for i, frame in enumerate(frames):
-            stamp = 10**18 + i * 10**8
-            info = Info(
-                header=_header(store, stamp),
-                height=HW[0],
-                width=HW[1],
-                distortion_model='plumb_bob',
-                d=np.zeros(5),
-                k=K.ravel(),
-                r=np.eye(3).ravel(),
-                p=np.zeros(12),
-                binning_x=0,
-                binning_y=0,
-                roi=store.types['sensor_msgs/msg/RegionOfInterest'](
-                    x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
-                ),
-            )
-            writer.write(info_conn, stamp, store.serialize_cdr(info, Info.__msgtype__))
-            encoding = 'no_such_encoding' if i == bad_at else 'bgr8'
-            image = Image(
-                header=_header(store, stamp),
-                height=HW[0],
-                width=HW[1],
-                encoding=encoding,
-                is_bigendian=0,
-                step=HW[1] * 3,
-                data=np.ascontiguousarray(frame).ravel(),
-            )
-            writer.write(image_conn, stamp, store.serialize_cdr(image, Image.__msgtype__))
 
 
 @pytest.fixture(scope='module')
@@ -119,7 +74,7 @@ def test_replay_writes_trajectory_and_images(tmp_path, checkpoint, plugin):
 def test_unknown_topic_is_a_clear_error(tmp_path, checkpoint):
     frames, _ = synthetic_sequence(2, HW)
     write_bag(tmp_path / 'bag', StoragePlugin.MCAP, frames)
-    with pytest.raises(ValueError, match='not in'):
+    with pytest.raises(SystemExit, match='not in'):
         main(
             [
                 str(tmp_path / 'bag'),
@@ -131,3 +86,31 @@ def test_unknown_topic_is_a_clear_error(tmp_path, checkpoint):
                 str(tmp_path / 'o'),
             ]
         )
+
+
+def test_bad_camera_info_is_skipped_like_the_node_does(tmp_path, checkpoint):
+    frames, _ = synthetic_sequence(4, HW)
+    write_bag(tmp_path / 'bag', StoragePlugin.MCAP, frames, bad_info_at=1)
+    args = parse_args(
+        [str(tmp_path / 'bag'), '--image-topic', '/cam/image', '--camera-info-topic', '/cam/info']
+        + ['--checkpoint', str(checkpoint), '--device', 'cpu', '--out', str(tmp_path / 'o')]
+    )
+    assert replay(args) == 4  # the NaN CameraInfo does not abort the replay
+    rows = list(csv.DictReader((tmp_path / 'o' / 'trajectory.csv').open()))
+    assert len(rows) == 4 and not (tmp_path / 'o' / 'trajectory.partial.csv').exists()
+
+
+def test_failures_name_the_file_and_leave_no_empty_trajectory(tmp_path, checkpoint):
+    frames, _ = synthetic_sequence(2, HW)
+    bag = tmp_path / 'bag'
+    write_bag(bag, StoragePlugin.MCAP, frames)
+    (bag / 'metadata.yaml').write_text('rosbag2_bagfile_information: [unclosed')
+    out = tmp_path / 'o'
+    common = ['--image-topic', '/cam/image', '--checkpoint', str(checkpoint), '--out', str(out)]
+    with pytest.raises(SystemExit, match='metadata.yaml'):
+        main([str(bag), *common])
+    assert not (out / 'trajectory.csv').exists()
+    params = tmp_path / 'params.yaml'
+    params.write_text('/**: {ros__parameters: [unclosed')
+    with pytest.raises(SystemExit, match='params.yaml'):
+        main([str(bag), *common, '--params-file', str(params)])

@@ -1,0 +1,211 @@
+"""How the node is started: namespaces and params files, transports and QoS, simulated time,
+the lifecycle variant, start-up failures and shutdown (real rclpy, node in its own process)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip('rclpy', reason='needs rclpy (make test installs the ROS wheels)')
+
+import torch  # noqa: E402
+
+from kp2d_core import KeypointNet, save_checkpoint  # noqa: E402
+from kp2d_core.images import read_image  # noqa: E402
+from kp2d_core.samples import sample_photo_path  # noqa: E402
+from kp2d_ros.params import yaml_text  # noqa: E402
+from kp2d_testing.ros import (  # noqa: E402
+    Probe,
+    image_msg,
+    ros_environment,
+    spin_until,
+    start_node,
+    stop_node,
+    unique_domain_id,
+)
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+HW = (240, 320)
+
+
+@pytest.fixture(scope='module')
+def weights(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp('w') / 'random.pt'
+    save_checkpoint(path, KeypointNet())
+    return path
+
+
+@pytest.fixture
+def ros(monkeypatch):
+    """A private DDS domain for this test, and rclpy initialised in the test process."""
+    for key, value in ros_environment(unique_domain_id() + 1).items():
+        monkeypatch.setenv(key, value)
+    rclpy.init()
+    yield
+    rclpy.try_shutdown()
+
+
+def _frame() -> np.ndarray:
+    return np.ascontiguousarray(read_image(sample_photo_path())[40 : 40 + HW[0], 60 : 60 + HW[1]])
+
+
+def _base_params(weights) -> dict:
+    return {'model.weights': str(weights), 'model.backend': 'torch', 'model.precision': 'fp32'}
+
+
+def _finish(proc, log) -> None:
+    code = stop_node(proc)
+    text = log.read_text()
+    assert code == 0 and 'Traceback' not in text, f'exit {code}:\n{text[-3000:]}'
+
+
+def _get_parameters(node, service: str, names: list[str]) -> list:
+    from rcl_interfaces.srv import GetParameters
+
+    client = node.create_client(GetParameters, service)
+    assert client.wait_for_service(timeout_sec=60.0), f'{service} not available'
+    future = client.call_async(GetParameters.Request(names=names))
+    assert spin_until(node, future.done, 30.0)
+    return future.result().values
+
+
+def test_params_file_applies_under_a_namespace(ros, weights, tmp_path):
+    params = tmp_path / 'params.yaml'
+    params.write_text(yaml_text().replace('detector.top_k: 1000', 'detector.top_k: 123'))
+    log = tmp_path / 'node.log'
+    remaps = {'__ns': '/front', 'image': '/front/camera/image'}
+    proc = start_node(_base_params(weights), remaps, log, params_file=params)
+    probe = Probe('/front/camera', node='/front/kp2d')
+    try:
+        values = _get_parameters(probe.node, '/front/kp2d/get_parameters', ['detector.top_k'])
+        assert values[0].integer_value == 123  # the file's value, not the default
+        assert probe.wait_for_node(60.0)
+        assert probe.send(image_msg(_frame(), 1_700_000_000 * 10**9))
+    finally:
+        probe.node.destroy_node()
+        _finish(proc, log)
+
+
+def test_compressed_reliable_input_and_simulated_time(ros, weights, tmp_path):
+    from builtin_interfaces.msg import Time
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import CompressedImage
+
+    log = tmp_path / 'node.log'
+    params = {
+        **_base_params(weights),
+        'image_transport': 'compressed',
+        'image_reliability': 'reliable',
+        'use_sim_time': True,
+        'diagnostics_period_s': 0.5,
+    }
+    proc = start_node(params, {'image/compressed': '/cam/image/compressed'}, log)
+    probe = Probe('/cam')
+    try:
+        clock = probe.node.create_publisher(Clock, '/clock', 10)
+        publisher = probe.node.create_publisher(
+            CompressedImage,
+            '/cam/image/compressed',
+            QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE),
+        )
+        assert spin_until(probe.node, lambda: publisher.get_subscription_count() > 0, 60.0)
+        infos = probe.node.get_subscriptions_info_by_topic('/cam/image/compressed')
+        assert infos and infos[0].qos_profile.reliability == ReliabilityPolicy.RELIABLE
+        sim_now = 100.0  # simulated seconds: far behind the wall clock
+        for _ in range(20):  # the node must receive /clock before stamps are checked
+            clock.publish(Clock(clock=Time(sec=int(sim_now))))
+            spin_until(probe.node, lambda: False, 0.05)
+        jpeg = cv2.imencode('.jpg', _frame())[1].tobytes()
+
+        def send(sec: int) -> bool:
+            msg = CompressedImage(format='bgr8; jpeg compressed bgr8', data=jpeg)
+            msg.header.stamp.sec = sec
+            publisher.publish(msg)
+            stamp = msg.header.stamp
+            return spin_until(
+                probe.node,
+                lambda: any(m.header.stamp == stamp for m in probe.received['keypoints']),
+                30.0,
+            )
+
+        assert send(int(sim_now) + 1), 'a JPEG frame stamped in simulated time was not processed'
+        wall = int(time.time())  # an hour of simulated time ahead: not plausible any more
+        assert not send(wall), 'a wall-clock stamp passed although the node runs on /clock'
+    finally:
+        probe.node.destroy_node()
+        _finish(proc, log)
+
+
+def test_lifecycle_node_works_only_when_active(ros, weights, tmp_path):
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    log = tmp_path / 'node.log'
+    proc = start_node(_base_params(weights), {'image': '/lc/image'}, log, lifecycle=True)
+    probe = Probe('/lc')
+    try:
+        client = probe.node.create_client(ChangeState, '/kp2d/change_state')
+        assert client.wait_for_service(timeout_sec=60.0)
+
+        def change(transition: int) -> bool:
+            future = client.call_async(ChangeState.Request(transition=Transition(id=transition)))
+            assert spin_until(probe.node, future.done, 90.0)
+            return future.result().success
+
+        assert probe.pub_image.get_subscription_count() == 0  # unconfigured: no input
+        assert change(Transition.TRANSITION_CONFIGURE)
+        assert change(Transition.TRANSITION_ACTIVATE)
+        assert probe.wait_for_node(30.0)
+        assert probe.send(image_msg(_frame(), 1_700_000_000 * 10**9))
+        assert change(Transition.TRANSITION_DEACTIVATE)
+        assert spin_until(probe.node, lambda: probe.pub_image.get_subscription_count() == 0, 10)
+    finally:
+        probe.node.destroy_node()
+        _finish(proc, log)
+
+
+@pytest.mark.parametrize('delay_s', [0.5, None])
+def test_sigint_to_the_process_group_exits_cleanly(ros, weights, tmp_path, delay_s):
+    log = tmp_path / 'node.log'
+    proc = start_node(_base_params(weights), {}, log)
+    if delay_s is None:  # once it runs
+        deadline = time.time() + 90
+        while 'kp2d ready' not in log.read_text() and time.time() < deadline:
+            time.sleep(0.2)
+    else:  # while it is still importing or loading
+        time.sleep(delay_s)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=60) == 0
+    assert 'Traceback' not in log.read_text() and 'KeyboardInterrupt' not in log.read_text()
+
+
+@pytest.mark.parametrize('kind', ['missing', 'directory', 'huge descriptor', 'tampered'])
+def test_bad_weights_stop_the_node_with_one_fatal_line(ros, tmp_path, kind):
+    path = tmp_path / 'w.pt'
+    if kind == 'directory':
+        path = tmp_path
+    elif kind != 'missing':
+        torch.manual_seed(0)
+        model = KeypointNet()
+        if kind == 'tampered':
+            with torch.no_grad():
+                model.score_head.body[-1].weight[0, 0, 0, 0] = 3e38
+        save_checkpoint(path, model)
+        if kind == 'huge descriptor':
+            ckpt = torch.load(path, weights_only=True)
+            ckpt['model_config']['descriptor_dim'] = 2_000_000
+            torch.save(ckpt, path)
+    log = tmp_path / 'node.log'
+    proc = start_node({'model.weights': str(path)}, {}, log)
+    assert proc.wait(timeout=120) == 1
+    text = log.read_text()
+    fatal = [line for line in text.splitlines() if 'FATAL' in line]
+    assert len(fatal) == 1 and 'cannot start' in fatal[0] and str(path) in fatal[0], text
+    assert 'Traceback' not in text
