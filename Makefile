@@ -8,12 +8,14 @@ TORCH_SPEC ?= torch==2.13.0
 
 .PHONY: demo test lint data devset benchmark benchmark-node clean
 
-$(VENV)/.installed: setup.py pyproject.toml requirements-ros-wheels.txt
+$(VENV)/.installed: setup.py pyproject.toml requirements-ros-wheels.txt requirements-ros-build.txt \
+		kp2d_msgs/package.xml kp2d_msgs/CMakeLists.txt $(wildcard kp2d_msgs/msg/*.msg)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet '$(TORCH_SPEC)'
 	$(PY) -m pip install --quiet -e '.[dev,train,onnx]'
-	$(PY) -m pip install --quiet -r requirements-ros-wheels.txt
+	$(PY) -m pip install --quiet -r requirements-ros-wheels.txt -r requirements-ros-build.txt
+	$(PY) tools/build_msgs.py
 	touch $@
 
 demo: $(VENV)/.installed

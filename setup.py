@@ -32,7 +32,7 @@ setup(
         'train': ['tqdm>=4.60', 'tensorboard>=2.10', 'matplotlib>=3.6'],
         'bag': ['rosbags>=0.10'],
         'onnx': ['onnx>=1.14', 'onnxruntime>=1.16'],  # onnxruntime-gpu on CUDA machines
-        'dev': ['pytest>=7', 'ruff>=0.5', 'colcon-common-extensions>=0.3'],
+        'dev': ['pytest>=7', 'ruff>=0.5', 'hypothesis>=6.80', 'colcon-common-extensions>=0.3'],
     },
     zip_safe=False,
     entry_points={

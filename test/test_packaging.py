@@ -72,3 +72,81 @@ def test_launch_and_params_files():
     values = params_file_values(str(shipped))
     assert values == DEFAULTS
     assert options_from_values(values).pipeline == PipelineConfig()  # one set of defaults
+
+
+def _stub_launch_modules(monkeypatch, share: Path) -> None:
+    """Record what the launch file builds (launch and launch_ros are not on PyPI)."""
+    import types
+
+    class Recorder:
+        def __init__(self, *args, **kwargs):
+            self.args, self.kwargs = args, kwargs
+
+        def __eq__(self, other):
+            return type(self) is type(other) and (self.args, self.kwargs) == (
+                other.args,
+                other.kwargs,
+            )
+
+    def module(name: str, **attributes) -> None:
+        monkeypatch.setitem(sys.modules, name, types.SimpleNamespace(**attributes))
+
+    kinds = {
+        name: type(name, (Recorder,), {})
+        for name in (
+            'LaunchDescription',
+            'DeclareLaunchArgument',
+            'IfCondition',
+            'UnlessCondition',
+            'LaunchConfiguration',
+            'Node',
+            'LifecycleNode',
+            'ParameterValue',
+        )
+    }
+    module('ament_index_python.packages', get_package_share_directory=lambda _: str(share))
+    module('launch', LaunchDescription=kinds['LaunchDescription'])
+    module('launch.actions', DeclareLaunchArgument=kinds['DeclareLaunchArgument'])
+    module(
+        'launch.conditions',
+        IfCondition=kinds['IfCondition'],
+        UnlessCondition=kinds['UnlessCondition'],
+    )
+    module('launch.substitutions', LaunchConfiguration=kinds['LaunchConfiguration'])
+    module('launch_ros.actions', Node=kinds['Node'], LifecycleNode=kinds['LifecycleNode'])
+    module('launch_ros.parameter_descriptions', ParameterValue=kinds['ParameterValue'])
+    return kinds
+
+
+def test_launch_file_arguments_reach_the_node(monkeypatch, tmp_path):
+    import runpy
+
+    kinds = _stub_launch_modules(monkeypatch, tmp_path)
+    namespace = runpy.run_path(str(ROOT / 'launch' / 'kp2d.launch.py'))
+    description = namespace['generate_launch_description']()
+    entities = description.args[0]
+    arguments = {
+        e.args[0]: e.kwargs for e in entities if type(e).__name__ == 'DeclareLaunchArgument'
+    }
+    for name in (
+        'params_file',
+        'namespace',
+        'image_topic',
+        'image_transport',
+        'image_reliability',
+        'use_sim_time',
+        'lifecycle',
+    ):
+        assert name in arguments, name
+    assert all(spec['description'] for spec in arguments.values())  # every argument explained
+    assert arguments['params_file']['default_value'] == str(tmp_path / 'config' / 'kp2d.yaml')
+    nodes = [e for e in entities if type(e).__name__ in ('Node', 'LifecycleNode')]
+    assert {n.kwargs['executable'] for n in nodes} == {'kp2d_node', 'kp2d_lifecycle_node'}
+    config = kinds['LaunchConfiguration']
+    for node in nodes:
+        assert node.kwargs['namespace'] == config('namespace')
+        overrides = next(p for p in node.kwargs['parameters'] if isinstance(p, dict))
+        assert overrides['use_sim_time'].args[0] == config('use_sim_time')  # not ignored
+        assert overrides['image_reliability'] == config('image_reliability')
+        remapped = dict(node.kwargs['remappings'])
+        assert remapped['image/compressed'] == [config('image_topic'), '/compressed']

@@ -55,11 +55,21 @@ def main() -> None:
         'PATH': f'{Path(sys.executable).parent}{os.pathsep}{os.environ.get("PATH", "")}',
     }
     command = [
-        str(colcon), 'build', '--base-paths', str(ROOT / 'kp2d_msgs'), '--merge-install',
-        '--install-base', str(prefix), '--build-base', str(ROOT / 'build' / 'kp2d_msgs'),
-        '--event-handlers', 'console_direct-', '--cmake-args',
-        f'-DPython3_EXECUTABLE={sys.executable}', '-DBUILD_TESTING=OFF',
-    ]  # fmt: skip
+        str(colcon),
+        'build',
+        '--base-paths',
+        str(ROOT / 'kp2d_msgs'),
+        '--merge-install',
+        '--install-base',
+        str(prefix),
+        '--build-base',
+        str(ROOT / 'build' / 'kp2d_msgs'),
+        '--event-handlers',
+        'console_direct-',
+        '--cmake-args',
+        f'-DPython3_EXECUTABLE={sys.executable}',
+        '-DBUILD_TESTING=OFF',
+    ]
     result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
     if result.returncode:
         sys.stderr.write(result.stdout[-4000:] + result.stderr[-4000:])

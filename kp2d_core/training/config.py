@@ -59,8 +59,18 @@ class TrainConfig:
             raise ValueError('max_steps, workers and val_images must be >= 0')
 
 
-# Fields that may differ between a run and its resumption without changing what it computes.
-RESUME_SAFE_FIELDS = ('progress', 'tensorboard', 'workers', 'device', 'out_dir')
+# Fields that may differ between a run and its resumption: where and how long it runs, not what
+# each step computes.
+RESUME_SAFE_FIELDS = (
+    'progress',
+    'tensorboard',
+    'workers',
+    'device',
+    'out_dir',
+    'max_steps',
+    'epochs',
+    'checkpoint_every',
+)
 
 
 def config_changes(saved: dict[str, Any], current: dict[str, Any], prefix: str = '') -> list[str]:

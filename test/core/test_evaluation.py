@@ -171,13 +171,71 @@ def test_perfect_extractor_scores_one_on_illumination_pairs():
     ev = evaluate('oracle', oracle, FIXTURE, (72, 96), 300, split='i', progress=False)
     s = ev.summary('i')
     assert s['repeatability'] == 1.0 and s['cor1'] == 1.0 and s['matching_score'] == 1.0
+    assert s['pipe_cor1'] == 1.0  # the node's matcher and MAGSAC agree on a perfect extractor
+
+
+def _reference_cor(kpts0, desc0, scores0, kpts1, desc1, scores1, H, shape, k):
+    """Cor-1/3/5 written from the KP2D protocol's description, independently of metrics.py:
+    shared-view filter (0 <= x < W), top-k by ascending argsort (last k), OpenCV brute force
+    with cross-check, findHomography RANSAC 3 px / 5000 iterations, mean corner distance."""
+    import cv2
+
+    height, width = shape
+
+    def shared(points, scores, homography):
+        moved = cv2.perspectiveTransform(points[None].astype(np.float64), homography)[0]
+        keep = (moved[:, 0] >= 0) & (moved[:, 0] < width) & (moved[:, 1] >= 0)
+        keep &= moved[:, 1] < height
+        idx = np.flatnonzero(keep)
+        return idx[np.argsort(scores[idx], kind='stable')[-k:]]
+
+    i0, i1 = shared(kpts0, scores0, H), shared(kpts1, scores1, np.linalg.inv(H))
+    bf = cv2.BFMatcher(cv2.NORM_L2, crossCheck=True)
+    found = bf.match(desc0[i0].astype(np.float32), desc1[i1].astype(np.float32))
+    if len(found) < 4:
+        return [0.0, 0.0, 0.0]
+    p0 = np.array([kpts0[i0][m.queryIdx] for m in found], np.float64)
+    p1 = np.array([kpts1[i1][m.trainIdx] for m in found], np.float64)
+    H_est, _ = cv2.findHomography(p0, p1, cv2.RANSAC, 3, maxIters=5000)
+    if H_est is None:
+        return [0.0, 0.0, 0.0]
+    corners = np.array([[0, 0], [0, height - 1], [width - 1, 0], [width - 1, height - 1]], float)
+    a = cv2.perspectiveTransform(corners[None], H)[0]
+    b = cv2.perspectiveTransform(corners[None], H_est)[0]
+    error = np.linalg.norm(a - b, axis=1).mean()
+    return [float(error <= t) for t in (1, 3, 5)]
+
+
+def test_cor_n_equals_the_reference_protocol_on_identical_keypoints():
+    rng = np.random.default_rng(7)
+    agree = 0
+    for _ in range(40):  # noisy matches with many outliers: RANSAC's input order matters
+        n = 300
+        kpts0 = rng.uniform(0, [95, 71], (n, 2))
+        angle = rng.uniform(-0.3, 0.3)
+        H = np.array(
+            [
+                [np.cos(angle), -np.sin(angle), 5.0],
+                [np.sin(angle), np.cos(angle), -3.0],
+                [1e-4, -2e-4, 1.0],
+            ]
+        )
+        kpts1 = warp_points(H, kpts0) + rng.normal(0, 1.5, (n, 2))
+        desc0 = _desc(n)
+        desc1 = desc0 + rng.normal(0, 0.09, desc0.shape)
+        scores0, scores1 = rng.random(n), rng.random(n)
+        ours = homography_accuracy(kpts0, desc0, scores0, kpts1, desc1, scores1, H, SHAPE, 100)
+        reference = _reference_cor(kpts0, desc0, scores0, kpts1, desc1, scores1, H, SHAPE, 100)
+        assert [ours['cor1'], ours['cor3'], ours['cor5']] == reference
+        agree += 1
+    assert agree == 40
 
 
 @pytest.mark.slow
 def test_evaluate_cli_end_to_end(tmp_path):
     cmd = [
         sys.executable,
-        str(ROOT / 'training' / 'evaluate.py'),
+        str(ROOT / 'evaluation' / 'evaluate.py'),
         '--random-init',
         '--baselines',
         'orb,akaze',

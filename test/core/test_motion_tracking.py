@@ -112,3 +112,39 @@ def test_tracker_without_intrinsics_and_keyframe_renewal():
     shuffled = desc[torch.randperm(len(desc), generator=torch.Generator().manual_seed(0))]
     lost = tracker.update(_features(pts_ref, shuffled), 3.0, None)
     assert lost.H_key_to_cur is None and lost.new_keyframe and lost.reason is not None
+
+
+def test_non_finite_pose_resets_the_tracker(monkeypatch):
+    import kp2d_core.tracking as tracking
+
+    tracker = tracking.HomographyTracker()
+    generator = torch.Generator().manual_seed(0)
+    xy = torch.rand(60, 2, generator=generator) * 300
+    desc = torch.nn.functional.normalize(torch.randn(60, 16, generator=generator), dim=1)
+    features = Features(xy, torch.linspace(1, 0.1, 60), desc, (240, 320))
+    K = np.array([[300.0, 0, 160], [0, 300.0, 120], [0, 0, 1]])
+    tracker.update(features, 0.0, K)
+    monkeypatch.setattr(tracker, '_pose', lambda *args: (np.full((4, 4), np.nan), 'homography'))
+    result = tracker.update(features, 0.1, K)
+    assert result.T_world_cur is None and result.reason == 'non_finite_pose'
+    assert result.key_stamp == 0.0  # the keyframe it was measured against
+    monkeypatch.undo()
+    result = tracker.update(features, 0.2, K)  # a fresh trajectory, finite again
+    assert result.reason == 'first_frame' or np.isfinite(result.T_world_cur).all()
+    result = tracker.update(features, 0.3, K)
+    assert np.isfinite(result.T_world_cur).all() and np.isfinite(result.covariance).all()
+    assert (np.diag(result.covariance) > 0).all()
+
+
+def test_twist_of_consecutive_poses():
+    from kp2d_core.motion import make_pose, twist
+
+    angle = 0.1
+    R = np.array(
+        [[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]]
+    )
+    T0 = make_pose(np.eye(3), np.zeros(3))
+    T1 = make_pose(R, np.array([0.5, 0.0, 0.0]))
+    linear, angular = twist(T0, T1, 0.5)
+    assert np.allclose(angular, [0, 0, 0.2])  # rad/s about z
+    assert np.allclose(R @ linear, [1.0, 0, 0])  # 1 m/s along world x, expressed in the body

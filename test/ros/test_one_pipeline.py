@@ -84,8 +84,19 @@ def test_node_replay_and_demo_agree(tmp_path, monkeypatch):
     bag = tmp_path / 'bag'
     write_bag(bag, StoragePlugin.MCAP, frames, stamp0=0, period=PERIOD_NS, hw=HW)
     out = tmp_path / 'replay'
-    replay(parse_args([str(bag), '--image-topic', '/cam/image', '--out', str(out),
-                       '--params-file', str(params)]))  # fmt: skip
+    replay(
+        parse_args(
+            [
+                str(bag),
+                '--image-topic',
+                '/cam/image',
+                '--out',
+                str(out),
+                '--params-file',
+                str(params),
+            ]
+        )
+    )
     rows = list(csv.DictReader((out / 'trajectory.csv').open()))
     from_replay = {
         i: np.array([float(r[f'h{a}{b}']) for a in range(3) for b in range(3)]).reshape(3, 3)

@@ -1,0 +1,175 @@
+"""What a crash, a full disk, a changed config or a corrupt file can do to checkpoints and runs."""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+from pathlib import Path
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from kp2d_core import KeypointNet, save_checkpoint
+from kp2d_core.checkpoint import CheckpointError, CheckpointNotFoundError, load_model
+from kp2d_core.config import load_yaml_config
+from kp2d_core.data.dataset import DataConfig, ImageFolderPairs
+from kp2d_core.images import read_image
+from kp2d_core.samples import sample_photo_path
+from kp2d_core.training import TrainConfig, Trainer, setup_distributed, state, train
+from kp2d_core.training.state import RunDirError, read_metrics
+
+
+@pytest.fixture(scope='module')
+def image_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp('images')
+    photo = read_image(sample_photo_path())
+    for i in range(4):
+        cv2.imwrite(str(root / f'img{i}.jpg'), np.roll(photo, 53 * i, axis=1))
+    return root
+
+
+def _cfg(image_dir: Path, out: Path, steps: int, *extra: str) -> TrainConfig:
+    overrides = [
+        f'data.root={image_dir}',
+        f'out_dir={out}',
+        'data.image_size=[64,96]',
+        'batch_size=2',
+        'workers=0',
+        'val_images=0',
+        'epochs=100',
+        f'max_steps={steps}',
+        'checkpoint_every=1',
+        'tensorboard=false',
+        'progress=false',
+        'loss.io_top_k=30',
+        'loss.io_min_inliers=0',
+        *extra,
+    ]
+    return load_yaml_config(TrainConfig, None, overrides)
+
+
+# ---------------------------------------------------------------- checkpoints
+@pytest.mark.parametrize(
+    ('edit', 'message'),
+    [
+        (
+            lambda c: c['state_dict']['score_head.body.2.weight'].view(-1)[0].fill_(3e38),
+            'implausible',
+        ),
+        (lambda c: c['model_config'].update(cross_ratio=float('nan')), 'cross_ratio'),
+        (lambda c: c['model_config'].update(descriptor_dim=2_000_000), 'descriptor_dim'),
+        (lambda c: c['model_config'].update(bn_momentum=-1.0), 'bn_momentum'),
+    ],
+)
+def test_tampered_values_are_refused_before_use(tmp_path, edit, message):
+    path = tmp_path / 'm.pt'
+    save_checkpoint(path, KeypointNet())
+    ckpt = torch.load(path, weights_only=True)
+    edit(ckpt)
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_model(path)
+    assert str(path) in str(info.value)
+
+
+def test_missing_and_directory_paths_are_checkpoint_errors(tmp_path):
+    with pytest.raises(CheckpointNotFoundError, match='not found'):
+        load_model(tmp_path / 'missing.pt')
+    with pytest.raises(FileNotFoundError):  # also what callers of old catch
+        load_model(tmp_path / 'missing.pt')
+    with pytest.raises(CheckpointError, match='is a directory'):
+        load_model(tmp_path)
+
+
+def test_checkpoints_follow_the_umask(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        save_checkpoint(tmp_path / 'm.pt', KeypointNet())
+    finally:
+        os.umask(previous)
+    assert (tmp_path / 'm.pt').stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+
+
+# ---------------------------------------------------------------- metrics and resume
+def test_a_torn_metrics_line_is_dropped_with_a_warning(tmp_path, caplog):
+    path = tmp_path / 'metrics.jsonl'
+    path.write_text('{"step": 1, "total": 2.0}\n{"step": 2, "total": 1.5}\n{"step": 3, "to')
+    with caplog.at_level(logging.WARNING):
+        assert [r['step'] for r in read_metrics(path)] == [1, 2]
+    assert 'incomplete' in caplog.text
+    state.truncate_metrics(path, 1)
+    assert [r['step'] for r in read_metrics(path)] == [1]
+
+
+@pytest.mark.slow
+def test_resume_survives_a_torn_metrics_line_and_refuses_a_changed_config(image_dir, tmp_path):
+    out = tmp_path / 'run'
+    train(_cfg(image_dir, out, 2))
+    with open(out / 'metrics.jsonl', 'a') as handle:
+        handle.write('{"step": 3, "tot')  # killed in the middle of a write
+    train(_cfg(image_dir, out, 3), resume=True)
+    assert [r['step'] for r in read_metrics(out / 'metrics.jsonl')] == [1, 2, 3]
+    for change in ('data.image_size=[72,96]', 'batch_size=1', 'optim.lr=0.01'):
+        with pytest.raises(ValueError, match='--allow-config-change'):
+            train(_cfg(image_dir, out, 4, change), resume=True)
+    train(_cfg(image_dir, out, 4, 'optim.lr=0.01'), resume=True, allow_config_change=True)
+    last = read_metrics(out / 'metrics.jsonl')[-1]
+    assert last['step'] == 4 and last['lr'] == pytest.approx(0.01)  # the new lr is used
+
+
+def test_stale_temporary_checkpoints_are_removed(image_dir, tmp_path):
+    out = tmp_path / 'run'
+    (out / 'checkpoints').mkdir(parents=True)
+    stale = out / 'checkpoints' / '.last.pt.abc123.tmp'
+    stale.write_bytes(b'half a checkpoint')
+    train(_cfg(image_dir, out, 1))
+    assert not stale.exists()
+    assert not list((out / 'checkpoints').glob('.*.tmp'))
+
+
+def test_a_full_disk_is_reported_before_work_is_lost(image_dir, tmp_path, monkeypatch):
+    out = tmp_path / 'run'
+    cfg = _cfg(image_dir, out, 1)
+    usage = shutil.disk_usage(tmp_path)
+    full = type(usage)(usage.total, usage.total - 1024, 1024)
+    monkeypatch.setattr(state.shutil, 'disk_usage', lambda _: full)
+    with pytest.raises(RunDirError, match='MiB free'):
+        train(cfg)
+    monkeypatch.undo()
+    trainer = Trainer(cfg, setup_distributed('cpu'))
+    trainer.save()
+    before = (out / state.LAST_CHECKPOINT).read_bytes()
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, 'No space left on device')
+
+    monkeypatch.setattr('kp2d_core.checkpoint.torch.save', no_space)
+    with pytest.raises(RunDirError, match='no space left'):
+        trainer.save()
+    assert (out / state.LAST_CHECKPOINT).read_bytes() == before  # the previous one is intact
+
+
+# ---------------------------------------------------------------- images
+def test_truncated_images_are_skipped_once_per_run(tmp_path, caplog):
+    photo = read_image(sample_photo_path())
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f'ok{i}.jpg'), photo)
+    data = (tmp_path / 'ok0.jpg').read_bytes()
+    (tmp_path / 'truncated.jpg').write_bytes(data[: len(data) // 2])
+    log = tmp_path / 'skipped.txt'
+    files = sorted(tmp_path.glob('*.jpg'))
+    cfg = DataConfig(root=str(tmp_path), image_size=(48, 64))
+    with caplog.at_level(logging.WARNING):
+        for epoch in range(3):  # DataLoader workers are new processes every epoch
+            dataset = ImageFolderPairs(cfg, seed=0, files=files, skip_log=log)
+            dataset.set_epoch(epoch)
+            for i in range(len(dataset)):
+                assert dataset[i]['target'].shape == (3, 48, 64)
+    assert caplog.text.count('truncated JPEG') == 1
+    assert dataset.skipped_files() == [str(tmp_path / 'truncated.jpg')]
+    json.dumps(dataset.skipped_files())  # listed once per run, by the trainer
