@@ -1,30 +1,40 @@
 #!/usr/bin/env python3
-"""Inference speed: KP2D network alone and extract() vs OpenCV ORB and SIFT, in one run.
+"""Inference speed of every backend and precision against eager fp32, ORB and SIFT, in one run.
 
-Prints ms/frame and FPS per resolution, and each method's time as a ratio to ORB measured in
-the same run (ratios are comparable across machines; absolute times are not).
+    python -m benchmarks.inference [--repeats 20] [--checkpoint PATH] [--device cpu]
 
-    python benchmarks/inference.py [--repeats 20] [--device cpu] [--checkpoint PATH]
+For 240x320 (top-300) and 480x640 (top-1000) it prints, per backend/precision available here,
+the network's and extract()'s median and p90 milliseconds, the ratio of the network time to
+eager fp32 PyTorch (the reference network's speed) and of extract() to ORB and SIFT measured
+in the same run, and the peak memory (RSS) of a process that only runs that backend. Each
+backend runs in a fresh process, one after the other, so peaks and caches do not mix. Ratios
+are comparable across machines, absolute times are not.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+import json
+import resource
 import statistics
+import subprocess
+import sys
 import time
 
 import cv2
 import numpy as np
 import torch
 
-from kp2d_core import ExtractorConfig, KeypointExtractor, KeypointNet, load_model
-from kp2d_core.checkpoint import resolve_device
-from kp2d_core.frontend import image_to_tensor
-from kp2d_core.geometry import normalize_image
-from kp2d_core.samples import synthetic_pair
-
 SETTINGS = ((240, 320, 300), (480, 640, 1000))  # (H, W, top-k) of the KP2D protocol
+CHOICES = (
+    'torch:fp32',
+    'torch:bf16',
+    'torch:fp16',
+    'onnxruntime:fp32',
+    'onnxruntime:int8',
+    'onnxruntime:fp16',
+)
 
 
 def time_ms(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> list[float]:
@@ -41,60 +51,110 @@ def time_ms(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) ->
     return samples
 
 
-def methods(model: KeypointNet, image: np.ndarray, top_k: int) -> dict[str, Callable[[], object]]:
-    device = next(model.parameters()).device
-    extractor = KeypointExtractor(model, ExtractorConfig(top_k=top_k))
-    net_input = normalize_image(image_to_tensor(image).to(device))
-    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    orb = cv2.ORB_create(nfeatures=top_k)
-    sift = cv2.SIFT_create(nfeatures=top_k)
+def summary(samples: list[float]) -> dict[str, float]:
+    return {'median': statistics.median(samples), 'p90': float(np.percentile(samples, 90))}
 
-    @torch.no_grad()
-    def network() -> object:
-        return model(net_input)
 
-    return {
-        'KP2D network': network,
-        'KP2D extract()': lambda: extractor.extract(image),
-        'ORB': lambda: orb.detectAndCompute(gray, None),
-        'SIFT': lambda: sift.detectAndCompute(gray, None),
-    }
+def measure_one(args: argparse.Namespace) -> dict:
+    """In this process: one backend (or OpenCV) at one setting; peak RSS included."""
+    from kp2d_core import ExtractorConfig, KeypointExtractor, load_model
+    from kp2d_core.backends import create_backend
+    from kp2d_core.checkpoint import default_weights_path, resolve_device
+    from kp2d_core.export import file_sha256
+    from kp2d_core.geometry import normalize_image
+    from kp2d_core.images import image_to_tensor
+    from kp2d_core.samples import synthetic_pair
+
+    height, width, top_k = (int(v) for v in args.setting.split(','))
+    image = synthetic_pair((height, width))[0]
+    if args.single in ('ORB', 'SIFT'):
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        detector = (cv2.ORB_create if args.single == 'ORB' else cv2.SIFT_create)(nfeatures=top_k)
+        times = time_ms(lambda: detector.detectAndCompute(gray, None), args.repeats, lambda: None)
+        return {'extract': summary(times), 'peak_mib': _peak_mib()}
+    weights = args.checkpoint or default_weights_path()
+    model = load_model(weights, resolve_device(args.device))
+    name, precision = args.single.split(':')
+    backend = create_backend(name, precision, model, weights, file_sha256(weights))
+    extractor = KeypointExtractor(backend, ExtractorConfig(top_k=top_k))
+    net_input = normalize_image(image_to_tensor(image).to(backend.device))
+    sync = torch.cuda.synchronize if backend.device.type == 'cuda' else (lambda: None)
+    network = time_ms(lambda: backend(net_input), args.repeats, sync)
+    extract = time_ms(lambda: extractor.extract(image), args.repeats, sync)
+    return {'network': summary(network), 'extract': summary(extract), 'peak_mib': _peak_mib()}
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_child(args: argparse.Namespace, choice: str, setting: tuple[int, int, int]) -> dict | None:
+    command = [
+        sys.executable,
+        '-m',
+        'benchmarks.inference',
+        '--single',
+        choice,
+        '--setting',
+        ','.join(map(str, setting)),
+        '--repeats',
+        str(args.repeats),
+        '--device',
+        args.device,
+        '--checkpoint',
+        args.checkpoint,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode:
+        return None  # not available here (e.g. fp16 without CUDA)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def report(setting, rows: dict[str, dict]) -> None:
+    reference = rows['torch:fp32']['network']['median']
+    orb, sift = rows['ORB']['extract']['median'], rows['SIFT']['extract']['median']
+    print(f'\n{setting[0]}x{setting[1]}, top-{setting[2]}')
+    print(
+        f'{"method":>18} {"net ms":>7} {"net p90":>7} {"vs fp32":>7} {"extract":>8} '
+        f'{"p90":>7} {"FPS":>6} {"x ORB":>6} {"x SIFT":>6} {"peak MiB":>8}'
+    )
+    for name, row in rows.items():
+        net = row.get('network')
+        ext = row['extract']['median']
+        cells = [
+            f'{net["median"]:7.1f}' if net else f'{"":>7}',
+            f'{net["p90"]:7.1f}' if net else f'{"":>7}',
+            f'{reference / net["median"]:6.2f}x' if net else f'{"":>7}',
+        ]
+        print(
+            f'{name:>18} {" ".join(cells)} {ext:8.1f} {row["extract"]["p90"]:7.1f} '
+            f'{1e3 / ext:6.1f} {ext / orb:6.1f} {ext / sift:6.1f} {row["peak_mib"]:8.0f}'
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description='KP2D inference benchmark')
     parser.add_argument('--repeats', type=int, default=20)
     parser.add_argument('--device', default='auto')
-    parser.add_argument('--checkpoint', default=None, help='default: random init (same speed)')
+    parser.add_argument('--checkpoint', default='', help='default: the bundled weights')
+    parser.add_argument('--single', help=argparse.SUPPRESS)
+    parser.add_argument('--setting', help=argparse.SUPPRESS)
     args = parser.parse_args()
-    device = resolve_device(args.device)
-    if args.checkpoint:
-        model = load_model(args.checkpoint, device)
-    else:
-        torch.manual_seed(0)
-        model = KeypointNet().eval().to(device)
-    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    if args.single:
+        print(json.dumps(measure_one(args)))
+        return
     print(
-        f'device: {device}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads; '
-        f'OpenCV {cv2.__version__}, {cv2.getNumThreads()} threads; {args.repeats} repeats'
+        f'torch {torch.__version__}, {torch.get_num_threads()} CPU threads, CUDA '
+        f'{"available" if torch.cuda.is_available() else "not available"}; OpenCV '
+        f'{cv2.__version__}; {args.repeats} repeats; every row in its own process'
     )
-    print(
-        f'{"resolution":>10} {"method":>15} {"ms/frame":>9} {"p90 ms":>7} {"FPS":>7} {"x ORB":>7}'
-    )
-    for height, width, top_k in SETTINGS:
-        image = synthetic_pair((height, width))[0]
-        results = {
-            name: time_ms(fn, args.repeats, sync)
-            for name, fn in methods(model, image, top_k).items()
-        }
-        orb = statistics.median(results['ORB'])
-        for name, samples in results.items():
-            med = statistics.median(samples)
-            p90 = float(np.percentile(samples, 90))
-            print(
-                f'{height}x{width:<4} {name:>15} {med:9.2f} {p90:7.2f} {1e3 / med:7.1f} '
-                f'{med / orb:7.2f}'
-            )
+    for setting in SETTINGS:
+        rows = {}
+        for choice in (*CHOICES, 'ORB', 'SIFT'):
+            result = run_child(args, choice, setting)
+            if result is not None:
+                rows[choice] = result
+        report(setting, rows)
 
 
 if __name__ == '__main__':

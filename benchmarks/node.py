@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Node throughput: 640x480 frames at 30 Hz into the kp2d node in another process.
 
-    python benchmarks/node.py [--seconds 20] [--rate 30] [--checkpoint PATH]
+    python -m benchmarks.node [--seconds 20] [--rate 30] [--checkpoint PATH]
 
-Prints frames sent / processed / dropped, end-to-end latency (image stamp to keypoints
-received) p50 and p95, the node's processing rate, and extract() alone measured in this
-process on the same frames, as a ratio. Needs rclpy (see DEVELOPERS.md); DDS stays local.
+For the native 640x480 input and for ``detector.resize`` 240x320 it prints the node's output
+rate (processed frames per second, from its /diagnostics), the frames replaced before
+processing (``dropped.superseded``), the latency, and extract() alone with the same backend
+measured in this process on the same frames, as a ratio. The node subscribes a keypoints
+consumer (the probe), as a SLAM front-end would. Needs rclpy; DDS stays on this machine.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import time
 import numpy as np
 import rclpy
 
-from kp2d_core import ExtractorConfig, KeypointExtractor, load_model
+from kp2d_core import ExtractorConfig, KeypointExtractor
+from kp2d_core.backends import label
 from kp2d_core.checkpoint import default_weights_path
 from kp2d_core.samples import synthetic_sequence
 from kp2d_testing.ros import (
     Probe,
+    diagnostic_values,
     image_msg,
     ros_environment,
     spin_until,
@@ -33,13 +37,14 @@ from kp2d_testing.ros import (
     unique_domain_id,
 )
 
+SETTINGS = (('640x480 native', [0, 0]), ('640x480 resized to 240x320', [240, 320]))
 
-def extract_alone(weights: str, frames: list[np.ndarray], top_k: int) -> float:
-    """Frames per second of extract() in this process (median of the frames)."""
-    extractor = KeypointExtractor(load_model(weights, 'cpu'), ExtractorConfig(top_k=top_k))
+
+def extract_alone(extractor: KeypointExtractor, frames: list[np.ndarray]) -> float:
+    """Frames per second of extract() in this process (median over the frames)."""
     extractor.extract(frames[0])
     times = []
-    for frame in frames[:10]:
+    for frame in frames[:15]:
         start = time.perf_counter()
         extractor.extract(frame)
         times.append(time.perf_counter() - start)
@@ -47,36 +52,73 @@ def extract_alone(weights: str, frames: list[np.ndarray], top_k: int) -> float:
 
 
 def stream(probe: Probe, frames: list[np.ndarray], rate: float, seconds: float) -> dict:
-    """Publish at ``rate`` Hz for ``seconds``; returns counts and latencies."""
-    sent, latencies, stamps = 0, [], {}
-    seen = 0
+    """Publish at ``rate`` Hz for ``seconds``; returns the node's counters before and after."""
 
-    def collect() -> None:
-        nonlocal seen
-        for msg in probe.received['keypoints'][seen:]:
-            key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
-            if key in stamps:
-                latencies.append(time.time() - stamps[key])
-        seen = len(probe.received['keypoints'])
+    def counters() -> dict[str, str]:
+        spin_until(probe.node, lambda: False, 1.2)  # a fresh /diagnostics message
+        return diagnostic_values(probe.received['diag'][-1])
 
-    start = time.time()
+    before, sent, start = counters(), 0, time.time()
     while time.time() - start < seconds:
         now = time.time()
-        msg = image_msg(frames[sent % len(frames)], int(now * 1e9))
-        stamps[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = now
-        probe.pub_image.publish(msg)
+        probe.pub_image.publish(image_msg(frames[sent % len(frames)], int(now * 1e9)))
         sent += 1
         next_time = start + sent / rate
         spin_until(probe.node, lambda t=next_time: time.time() >= t, max(0.0, next_time - now))
-        collect()
-    spin_until(probe.node, lambda: False, 5.0)  # let the last frames arrive
-    collect()
-    return {
-        'sent': sent,
-        'processed': len(latencies),
-        'latencies': latencies,
-        'elapsed': time.time() - start,
+    elapsed = time.time() - start
+    after = counters()
+    return {'sent': sent, 'elapsed': elapsed, 'before': before, 'after': after}
+
+
+def run_setting(args, weights: str, backend: str, precision: str, resize: list[int], frames):
+    params = {
+        'model.weights': weights,
+        'model.backend': backend,
+        'model.precision': precision,
+        'detector.top_k': args.top_k,
+        'detector.resize': resize,
+        'diagnostics_period_s': 1.0,
+        'diagnostics.window_s': 5.0,
     }
+    log = Path(tempfile.mkdtemp()) / 'node.log'
+    proc = start_node(params, {'image': '/bench/image'}, log)
+    probe = Probe('/bench')
+    try:
+        if not probe.wait_for_node(120.0):
+            raise SystemExit(f'node did not start; see {log}')
+        probe.send(image_msg(frames[0], time.time_ns()), timeout=60.0)  # warm-up
+        return stream(probe, frames, args.rate, args.seconds)
+    finally:
+        probe.node.destroy_node()
+        stop_node(proc)
+
+
+def report(name: str, result: dict, alone: float, chosen: str) -> None:
+    before, after = result['before'], result['after']
+
+    def delta(key: str) -> int:
+        return int(after.get(key, 0)) - int(before.get(key, 0))
+
+    node_fps = delta('processed') / result['elapsed']
+    rows = [
+        ('backend', chosen),
+        ('frames sent', f'{result["sent"]} in {result["elapsed"]:.1f} s'),
+        ('received by the node', str(delta('received'))),
+        ('processed', str(delta('processed'))),
+        ('dropped.superseded', str(delta('dropped.superseded'))),
+        (
+            'latency p50 / p95 (ms, last window)',
+            f'{1e3 * float(after.get("latency_p50_s", "nan")):.0f} / '
+            f'{1e3 * float(after.get("latency_p95_s", "nan")):.0f}',
+        ),
+        ('node output rate (FPS)', f'{node_fps:.2f}'),
+        ('extract() alone, same backend (FPS)', f'{alone:.2f}'),
+        ('node / extract()', f'{node_fps / alone:.1%}'),
+    ]
+    print(f'\n{name}')
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f'  {key:<{width}}  {value}')
 
 
 def main() -> None:
@@ -85,49 +127,29 @@ def main() -> None:
     parser.add_argument('--rate', type=float, default=30.0)
     parser.add_argument('--top-k', type=int, default=1000)
     parser.add_argument('--checkpoint', default='')
+    parser.add_argument('--backend', default='auto')
+    parser.add_argument('--precision', default='auto')
     args = parser.parse_args()
     weights = args.checkpoint or str(default_weights_path())
     frames, _ = synthetic_sequence(30, (480, 640))
-    alone = extract_alone(weights, frames, args.top_k)
     os.environ.update(ros_environment(unique_domain_id()))
-    log = Path(tempfile.mkdtemp()) / 'node.log'
-    proc = start_node(
-        {'model.weights': weights, 'detector.top_k': args.top_k}, {'image': '/bench/image'}, log
-    )
     rclpy.init()
-    probe = Probe('/bench')
     try:
-        if not probe.wait_for_node(120.0):
-            raise SystemExit(f'node did not start; see {log}')
-        result = stream(probe, frames, args.rate, args.seconds)
+        for name, resize in SETTINGS:
+            cfg = ExtractorConfig(
+                top_k=args.top_k,
+                backend=args.backend,
+                precision=args.precision,
+                resize=tuple(resize) if resize[0] else None,
+            )
+            extractor = KeypointExtractor.from_checkpoint(weights, 'cpu', cfg)
+            chosen = label(extractor.backend)  # the node gets exactly this backend
+            alone = extract_alone(extractor, frames)
+            backend, precision = chosen.split(':')
+            result = run_setting(args, weights, backend, precision, resize, frames)
+            report(name, result, alone, chosen)
     finally:
-        probe.node.destroy_node()
         rclpy.shutdown()
-        stop_node(proc)
-    report(result, alone, args)
-    status = [line for line in log.read_text().splitlines() if 'processed' in line]
-    if status:
-        print('node status line:', status[-1].split(': ', 1)[-1])
-
-
-def report(result: dict, alone: float, args: argparse.Namespace) -> None:
-    lat = np.asarray(result['latencies']) * 1e3
-    node_fps = result['processed'] / result['elapsed']
-    rows = [
-        ('frames sent', f'{result["sent"]} ({args.rate:g} Hz for {args.seconds:g} s)'),
-        ('frames processed', str(result['processed'])),
-        ('frames dropped (latest-frame QoS)', str(result['sent'] - result['processed'])),
-        (
-            'latency p50 / p95 (ms)',
-            f'{np.percentile(lat, 50):.0f} / {np.percentile(lat, 95):.0f}' if len(lat) else 'n/a',
-        ),
-        ('node processing rate (FPS)', f'{node_fps:.2f}'),
-        ('extract() alone (FPS)', f'{alone:.2f}'),
-        ('node / extract() alone', f'{node_fps / alone:.2f}'),
-    ]
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        print(f'{name:<{width}}  {value}')
 
 
 if __name__ == '__main__':

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from kp2d_core.checks import check_shape
+
 Array = TypeVar('Array', np.ndarray, torch.Tensor)
 
 IMAGE_MEAN = 0.5
@@ -60,6 +62,7 @@ def normalize_coords(xy: torch.Tensor, height: int, width: int) -> torch.Tensor:
     Returns:
         (..., 2) normalised coordinates (x_n, y_n).
     """
+    check_shape(xy, '*,2', 'xy')
     size = xy.new_tensor([width, height])
     return (2.0 * xy + 1.0) / size - 1.0
 
@@ -84,6 +87,11 @@ def sample_map(
     Returns:
         (B, N, C) sampled values (border values are replicated outside the image).
     """
+    batch = check_shape(feature_map, 'B,C,h,w', 'feature_map')['B']
+    if check_shape(xy, 'B,N,2', 'xy')['B'] != batch:
+        raise ValueError(
+            f'xy {tuple(xy.shape)} and feature_map {tuple(feature_map.shape)} differ in B'
+        )
     grid = normalize_coords(xy, height, width).unsqueeze(1).to(feature_map.dtype)
     sampled = F.grid_sample(
         feature_map, grid, mode='bilinear', padding_mode='border', align_corners=False
@@ -101,6 +109,8 @@ def warp_points(H: Array, xy: Array) -> Array:
     Returns:
         (N, 2) or (B, N, 2) coordinates in view 1 (points at infinity come out non-finite).
     """
+    check_shape(H, '*,3,3', 'H')
+    check_shape(xy, '*,2', 'xy')
     proj = xy @ H[..., :2, :2].swapaxes(-1, -2) + H[..., None, :2, 2]
     w = xy @ H[..., 2:3, :2].swapaxes(-1, -2) + H[..., None, 2:3, 2]
     return proj / w
@@ -118,6 +128,7 @@ def scale_homography(
     Sizes are (H, W). The scaling is about pixel edges (pixel centres move by the
     half-pixel rule ``x' = (x + 0.5) * s - 0.5``), matching :func:`resize_points`.
     """
+    check_shape(H, '3,3', 'H')
     return resize_matrix(size1, new_size1) @ H @ np.linalg.inv(resize_matrix(size0, new_size0))
 
 
@@ -166,6 +177,8 @@ def image_corners(height: int, width: int) -> np.ndarray:
 
 def corner_error(H_est: np.ndarray, H_true: np.ndarray, height: int, width: int) -> float:
     """Mean distance (px) between the image corners warped by ``H_est`` and by ``H_true``."""
+    check_shape(H_est, '3,3', 'H_est')
+    check_shape(H_true, '3,3', 'H_true')
     corners = image_corners(height, width)
     diff = warp_points(np.asarray(H_est, np.float64), corners) - warp_points(
         np.asarray(H_true, np.float64), corners

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kp2d_core.checks import check_shape
 from kp2d_core.frontend import Features
 from kp2d_core.geometry import warp_points
 from kp2d_core.homography import METHODS, estimate_homography
@@ -99,6 +100,8 @@ class HomographyTracker:
             stamp: its timestamp in seconds.
             K: (3, 3) intrinsics, or None (homography only).
         """
+        if K is not None:
+            check_shape(K, '3,3', 'K')
         if self.key is None:
             self._set_keyframe(features, stamp, self.T_world_key)
             empty = np.zeros((0, 2))

@@ -66,13 +66,16 @@ class Outputs:
 
     def publish(self, header: Any, image: np.ndarray, frame: FrameResult) -> None:
         publish, track = self.options.publish, frame.track
-        if publish['keypoints'] or self.features is not None:
+        # The keypoint messages are large (about 1 KiB per keypoint): built only when listened to.
+        cloud = publish['keypoints'] and self.keypoints.get_subscription_count() > 0
+        typed = self.features is not None and self.features.get_subscription_count() > 0
+        if cloud or typed:
             kpts, scores, desc = frame.features.numpy()
-            if publish['keypoints']:
+            if cloud:
                 self.keypoints.publish(
                     features_to_cloud(PointCloud2, PointField, header, kpts, scores, desc)
                 )
-            if self.features is not None:
+            if typed:
                 self.features.publish(keypoints_msg(Keypoints, header, kpts, scores, desc))
         if publish['homography'] and track.H_key_to_cur is not None:
             if self.typed:

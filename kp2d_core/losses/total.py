@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from kp2d_core.checks import check_shape
 from kp2d_core.geometry import in_image, interior_cells, warp_points
 from kp2d_core.losses.config import REPEATABILITY_PX, LossConfig
 from kp2d_core.losses.descriptors import descriptor_loss, io_loss
@@ -43,6 +44,9 @@ def kp2d_losses(
         hardest negatives), 'score_mean', 'score_std' (interior source cells), 'io_inliers',
         'valid_pairs', 'repeatability'.
     """
+    batch = check_shape(out_s.score, 'B,1,Hc,Wc', 'out_s.score')
+    check_shape(out_t.score, f'{batch["B"]},1,{batch["Hc"]},{batch["Wc"]}', 'out_t.score')
+    check_shape(H, f'{batch["B"]},3,3', 'H')
     hc, wc = out_s.score.shape[-2:]
     image_hw = (hc * 8, wc * 8)
     score_s, xy_s = flatten(out_s)
