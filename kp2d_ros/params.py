@@ -227,7 +227,16 @@ def _yaml_value(value: Any) -> str:
     return repr(value)
 
 
+def markdown_table() -> str:
+    """The README's parameter table (``python -m kp2d_ros.params --markdown``)."""
+    lines = ['| parameter | default | |', '|---|---|---|']
+    for p in PARAMETERS:
+        note = ' Read-only.' if p.read_only else ''
+        lines.append(f'| `{p.name}` | `{_yaml_value(p.default)}` | {p.description}.{note} |')
+    return '\n'.join(lines) + '\n'
+
+
 if __name__ == '__main__':
     import sys
 
-    sys.stdout.write(yaml_text())
+    sys.stdout.write(markdown_table() if '--markdown' in sys.argv else yaml_text())
