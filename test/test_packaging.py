@@ -150,3 +150,20 @@ def test_launch_file_arguments_reach_the_node(monkeypatch, tmp_path):
         assert overrides['image_reliability'] == config('image_reliability')
         remapped = dict(node.kwargs['remappings'])
         assert remapped['image/compressed'] == [config('image_topic'), '/compressed']
+
+
+def test_readme_documents_every_parameter_and_launch_argument(monkeypatch, tmp_path):
+    import runpy
+
+    from kp2d_ros.params import markdown_table
+
+    readme = (ROOT / 'README.md').read_text()
+    assert markdown_table() in readme, 'regenerate: python -m kp2d_ros.params --markdown'
+    _stub_launch_modules(monkeypatch, tmp_path)
+    description = runpy.run_path(str(ROOT / 'launch' / 'kp2d.launch.py'))
+    entities = description['generate_launch_description']().args[0]
+    for entity in entities:
+        if type(entity).__name__ == 'DeclareLaunchArgument':
+            assert f'| `{entity.args[0]}` |' in readme, entity.args[0]
+    for topic in ('~/keypoints', '~/features', '~/homography', '~/odometry', '~/debug_image'):
+        assert f'| `{topic}` |' in readme, topic
