@@ -39,10 +39,11 @@ class Keypoints:
 Extractor = Callable[[np.ndarray], Keypoints]
 
 
-def kp2d_extractor(model: KeypointNet | Backend) -> Extractor:
+def kp2d_extractor(model: KeypointNet | Backend, refine_window: int = 0) -> Extractor:
     """Every non-border cell of the KP2D model (score > 0, no NMS), as in the protocol; any
-    backend (a KeypointNet runs as eager fp32 PyTorch)."""
-    frontend = KeypointExtractor(model, ExtractorConfig(top_k=None, score_threshold=0.0))
+    backend (a KeypointNet runs as eager fp32 PyTorch), optionally with sub-pixel refinement."""
+    cfg = ExtractorConfig(top_k=None, score_threshold=0.0, refine_window=refine_window)
+    frontend = KeypointExtractor(model, cfg)
 
     def extract(image: np.ndarray) -> Keypoints:
         kpts, scores, desc = frontend.extract(image).numpy()

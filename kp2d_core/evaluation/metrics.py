@@ -12,6 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from kp2d_core.geometry import corner_error, in_image, warp_points
 from kp2d_core.homography import estimate_homography
@@ -148,10 +149,10 @@ def pipeline_accuracy(
     """
     cfg = tracker or TrackerConfig()
     i0, i1 = top_k(scores0, k), top_k(scores1, k)
-    if norm == 'l2':
+    if norm == 'l2':  # the project's matcher compares unit vectors (SIFT's are not)
         pairs = match_descriptors(
-            torch.from_numpy(np.ascontiguousarray(desc0[i0], np.float32)),
-            torch.from_numpy(np.ascontiguousarray(desc1[i1], np.float32)),
+            F.normalize(torch.from_numpy(np.ascontiguousarray(desc0[i0], np.float32)), dim=1),
+            F.normalize(torch.from_numpy(np.ascontiguousarray(desc1[i1], np.float32)), dim=1),
             cfg.mutual,
             cfg.max_distance,
             cfg.ratio,

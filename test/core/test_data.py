@@ -133,3 +133,21 @@ def test_empty_or_missing_folder(tmp_path):
         list_images(tmp_path / 'nope')
     with pytest.raises(ValueError, match='no images'):
         list_images(tmp_path)
+
+
+def test_shrink_fit_keeps_large_rotations_inside_the_image():
+    from kp2d_core.data.homographies import HomographyConfig, sample_homography
+    from kp2d_core.geometry import image_corners, warp_points
+
+    angles = {}
+    for fit in ('reject', 'shrink'):
+        cfg = HomographyConfig(scale_range=(0.7, 1.3), fit=fit)
+        found = []
+        for seed in range(300):
+            H = sample_homography((144, 192), cfg, np.random.default_rng(seed))
+            corners = warp_points(H, image_corners(144, 192))  # what the source view sees
+            assert (corners >= -0.5 - 1e-6).all()
+            assert (corners <= [191.5 + 1e-6, 143.5 + 1e-6]).all()
+            found.append(abs(np.degrees(np.arctan2(H[1, 0] - H[0, 1], H[0, 0] + H[1, 1]))))
+        angles[fit] = np.asarray(found)
+    assert (angles['shrink'] > 30).mean() > 2 * (angles['reject'] > 30).mean()

@@ -128,3 +128,15 @@ def test_extract_tensor_batch_matches_single(extractor):
 def test_extractor_config_validation(kwargs):
     with pytest.raises(ValueError):
         ExtractorConfig(**kwargs)
+
+
+def test_corner_refinement_moves_keypoints_onto_the_corner():
+    from kp2d_core.frontend import refine_keypoints
+
+    image = torch.zeros(3, 64, 64)
+    image[:, :32, :32] = 1.0  # a checkerboard corner at the pixel edge (31.5, 31.5)
+    image[:, 32:, 32:] = 1.0
+    xy = torch.tensor([[30.2, 33.1], [10.0, 10.0]])
+    refined = refine_keypoints(image, xy, window=3)
+    assert torch.allclose(refined[0], torch.tensor([31.5, 31.5]), atol=0.05)
+    assert (refined[1] - xy[1]).norm() <= 3.0  # a flat region: never moved beyond the window
