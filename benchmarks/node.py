@@ -114,6 +114,7 @@ def report(name: str, result: dict, alone: float, chosen: str) -> None:
         ('node output rate (FPS)', f'{node_fps:.2f}'),
         ('extract() alone, same backend (FPS)', f'{alone:.2f}'),
         ('node / extract()', f'{node_fps / alone:.1%}'),
+        ('node peak memory (RSS, MiB)', after.get('peak_rss_mib', 'n/a')),
     ]
     print(f'\n{name}')
     width = max(len(k) for k, _ in rows)

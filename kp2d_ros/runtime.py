@@ -8,6 +8,7 @@ processed, or dropped with a reason ('superseded', 'invalid_stamp', 'stamp_in_fu
 
 from __future__ import annotations
 
+import resource
 import time
 from typing import Any
 
@@ -213,6 +214,9 @@ class Kp2dRuntime:
         status = DiagnosticStatus(name='kp2d: frames', level=bytes([level]), message=message)
         status.hardware_id = str(self.pipeline.extractor.device) if self.pipeline else ''
         summary = self.stats.summary(now)
+        summary['peak_rss_mib'] = (
+            f'{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}'
+        )
         status.values = [KeyValue(key=k, value=v) for k, v in summary.items()]
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.node.get_clock().now().to_msg()

@@ -1,0 +1,75 @@
+"""What the node publishes for a frame: TF never re-parents the camera; odometry fields."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+rclpy = pytest.importorskip('rclpy', reason='needs rclpy (make test installs the ROS wheels)')
+
+from std_msgs.msg import Header  # noqa: E402
+
+from kp2d_core.frontend import Features  # noqa: E402
+from kp2d_core.pipeline import FrameResult  # noqa: E402
+from kp2d_core.tracking import TrackResult  # noqa: E402
+from kp2d_ros.params import DEFAULTS, options_from_values  # noqa: E402
+from kp2d_testing.ros import ros_environment, unique_domain_id  # noqa: E402
+
+
+@pytest.fixture
+def node(monkeypatch):
+    for key, value in ros_environment(unique_domain_id() + 4).items():
+        monkeypatch.setenv(key, value)
+    rclpy.init()
+    node = rclpy.create_node('outputs_test')
+    yield node
+    node.destroy_node()
+    rclpy.shutdown()
+
+
+def _frame(stamp: float) -> FrameResult:
+    empty = np.zeros((0, 2))
+    T = np.eye(4)
+    T[0, 3] = stamp  # moving along x at 1 unit per second
+    track = TrackResult(
+        np.eye(3),
+        None,
+        10,
+        10,
+        0.0,
+        False,
+        T,
+        'homography',
+        empty,
+        empty,
+        np.zeros(0, bool),
+        0.5,
+        np.diag(np.full(6, 1e-4)),
+    )
+    features = Features(torch.zeros(0, 2), torch.zeros(0), torch.zeros(0, 256), (240, 320))
+    return FrameResult(stamp, features, track)
+
+
+def test_tf_never_gives_the_camera_frame_a_second_parent(node):
+    from kp2d_ros.outputs import Outputs
+
+    options = options_from_values({**DEFAULTS, 'publish.tf': True})
+    outputs = Outputs(node, options, lifecycle=False)
+    sent, odometry = [], []
+    outputs.tf = SimpleNamespace(sendTransform=sent.append)  # tf2_ros is not on PyPI
+    outputs.odometry = SimpleNamespace(publish=odometry.append)
+    header = Header(frame_id='camera_optical_frame')
+    for stamp in (1.0, 2.0):
+        header.stamp.sec = int(stamp)
+        outputs._publish_pose(header, _frame(stamp))
+    assert [t.child_frame_id for t in sent] == ['kp2d_camera', 'kp2d_camera']
+    assert sent[0].header.frame_id == 'kp2d_odom'
+    assert odometry[-1].twist.twist.linear.x == pytest.approx(1.0)  # from consecutive poses
+    assert odometry[0].twist.covariance[0] == -1.0  # no previous pose: twist unknown
+    outputs.options = options_from_values({**DEFAULTS, 'pose_frame': 'camera_optical_frame'})
+    outputs._publish_pose(header, _frame(3.0))
+    assert len(sent) == 2  # the camera frame has a parent already: no TF for it
+    outputs.destroy()
