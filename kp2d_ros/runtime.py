@@ -15,6 +15,7 @@ from typing import Any
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from kp2d_core.checkpoint import default_weights_path
@@ -109,12 +110,15 @@ class Kp2dRuntime:
             history=HistoryPolicy.KEEP_LAST,
             reliability=RELIABILITY[self.options.image_reliability],
         )
+        # Raw (serialized) delivery: the executor only stores bytes; the worker deserializes
+        # the frames it actually processes, so frames it skips cost almost nothing.
         if self.options.image_transport == 'compressed':
-            image = self.node.create_subscription(
-                CompressedImage, 'image/compressed', self._on_image, qos
-            )
+            self.image_type, topic = CompressedImage, 'image/compressed'
         else:
-            image = self.node.create_subscription(Image, 'image', self._on_image, qos)
+            self.image_type, topic = Image, 'image'
+        image = self.node.create_subscription(
+            self.image_type, topic, self._on_image, qos, raw=True
+        )
         info = self.node.create_subscription(
             CameraInfo, 'camera_info', self._on_camera_info, qos_profile_sensor_data
         )
@@ -150,8 +154,12 @@ class Kp2dRuntime:
             self.stats.drop('superseded')
 
     # ---------------------------------------------------------------- worker thread
-    def _process(self, item: tuple[Any, float]) -> None:
-        msg, received = item
+    def _process(self, item: tuple[bytes, float]) -> None:
+        data, received = item
+        try:
+            msg = deserialize_message(data, self.image_type)
+        except Exception as exc:  # noqa: BLE001 - a malformed payload is a bad frame
+            return self._drop('ImageError', f'cannot deserialize the image message: {exc}')
         stamp = msg.header.stamp
         verdict = self.stamps.check(stamp.sec, stamp.nanosec, self._now())
         if verdict.action == 'drop':

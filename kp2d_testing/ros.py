@@ -136,7 +136,8 @@ def spin_until(node: Any, condition: Callable[[], bool], timeout: float) -> bool
 class Probe:
     """A client node: publishes images/camera info, records everything the kp2d node says."""
 
-    def __init__(self, namespace: str = '/test', node: str = '/kp2d') -> None:
+    def __init__(self, namespace: str = '/test', node: str = '/kp2d', raw: bool = False) -> None:
+        """``raw``: receive the node's outputs serialized (a consumer that costs no parsing)."""
         from diagnostic_msgs.msg import DiagnosticArray
         from nav_msgs.msg import Odometry
         from rclpy.node import Node
@@ -161,7 +162,11 @@ class Probe:
         )
         for key, msg_type in topics:
             self.node.create_subscription(
-                msg_type, f'{node}/{key}', lambda m, k=key: self.received[k].append(m), 50
+                msg_type,
+                f'{node}/{key}',
+                lambda m, k=key: self.received[k].append(m),
+                50,
+                raw=raw,
             )
         self.node.create_subscription(
             DiagnosticArray, '/diagnostics', lambda m: self.received['diag'].append(m), 50

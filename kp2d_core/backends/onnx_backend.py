@@ -72,6 +72,8 @@ class OnnxRuntimeBackend:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        # No busy-waiting between runs: the node's other threads need the cores meanwhile.
+        options.add_session_config_entry('session.intra_op.allow_spinning', '0')
         if threads:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), options, providers=providers)
