@@ -149,3 +149,12 @@ def test_large_inputs_are_shrunk_and_absurd_ones_refused(weights):
     huge = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), (12000, 12000), (0, 0))
     with pytest.raises(ValueError, match='Mpx'):
         extractor.extract(huge)
+
+
+def test_shipped_onnx_and_gate_belong_to_the_bundled_weights():
+    weights = default_weights_path()
+    sha = file_sha256(weights)
+    int8 = weights.with_suffix('.int8.onnx')
+    assert read_metadata(int8)['kp2d_weights_sha256'] == sha  # regenerate with export_onnx.py
+    gated = passing_choices(weights, sha)
+    assert 'torch:fp32' in gated and 'onnxruntime:int8' in gated  # evaluate.py --gate
