@@ -191,10 +191,11 @@ class KeypointExtractor:
         check_image_size(image)
         size = (int(image.shape[0]), int(image.shape[1]))
         net_hw = self.network_size(*size)
-        if net_hw[0] * net_hw[1] < size[0] * size[1] and image.dtype in SHRINKABLE:
+        shrunk = net_hw[0] * net_hw[1] < size[0] * size[1] and image.dtype in SHRINKABLE
+        if shrunk:
             image = cv2.resize(image, net_hw[::-1], interpolation=cv2.INTER_AREA)
         tensor = image_to_tensor(image, self.cfg.channel_order).to(self.device)
-        return self.extract_tensor(tensor, size)[0]
+        return self.extract_tensor(tensor, size if shrunk else None)[0]
 
     @torch.no_grad()
     def extract_tensor(

@@ -140,3 +140,11 @@ def test_corner_refinement_moves_keypoints_onto_the_corner():
     refined = refine_keypoints(image, xy, window=3)
     assert torch.allclose(refined[0], torch.tensor([31.5, 31.5]), atol=0.05)
     assert (refined[1] - xy[1]).norm() <= 3.0  # a flat region: never moved beyond the window
+
+
+def test_refinement_is_applied_by_extract(net):
+    image = ((np.indices((64, 96)) // 5).sum(axis=0) % 2 * 255).astype(np.uint8)  # checkerboard
+    plain = KeypointExtractor(net, ExtractorConfig(top_k=30)).extract(image)
+    refined = KeypointExtractor(net, ExtractorConfig(top_k=30, refine_window=3)).extract(image)
+    moved = (refined.keypoints - plain.keypoints).norm(dim=1)
+    assert moved.max() > 0.1 and moved.max() <= 3.0 + 1e-4
