@@ -12,7 +12,7 @@ rclpy = pytest.importorskip('rclpy', reason='needs rclpy (make test installs the
 
 import torch  # noqa: E402
 
-from kp2d_core import KeypointNet, save_checkpoint  # noqa: E402
+from kp2d_core import ExtractorConfig, KeypointNet, save_checkpoint  # noqa: E402
 from kp2d_core.geometry import corner_error  # noqa: E402
 from kp2d_core.images import read_image  # noqa: E402
 from kp2d_core.samples import sample_photo_path  # noqa: E402
@@ -263,31 +263,50 @@ def test_diagnostics_account_for_superseded_frames(session):
     assert {'input_hz', 'output_hz', 'latency_p95_s'} <= set(_diag(probe))
 
 
-def test_parameter_validation_and_runtime_resize(session):
-    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+def _set_param(probe, name: str, value) -> bool:
+    """Set one parameter of the node over its parameter service; True when accepted."""
+    from rcl_interfaces.msg import Parameter
     from rcl_interfaces.srv import SetParameters
 
-    probe, _, _ = session
     client = probe.node.create_client(SetParameters, '/kp2d/set_parameters')
-    assert client.wait_for_service(timeout_sec=30.0)
-
-    def set_param(name: str, value: ParameterValue) -> bool:
+    try:
+        assert client.wait_for_service(timeout_sec=30.0)
         future = client.call_async(
             SetParameters.Request(parameters=[Parameter(name=name, value=value)])
         )
         assert spin_until(probe.node, future.done, 30.0)
         return future.result().results[0].successful
+    finally:
+        probe.node.destroy_client(client)
 
-    def integer(v: int) -> ParameterValue:
-        return ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=v)
 
-    def double(v: float) -> ParameterValue:
-        return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=v)
+def _integer(v: int):
+    from rcl_interfaces.msg import ParameterType, ParameterValue
 
-    def pair(h: int, w: int) -> ParameterValue:
-        return ParameterValue(
-            type=ParameterType.PARAMETER_INTEGER_ARRAY, integer_array_value=[h, w]
-        )
+    return ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=v)
+
+
+def _double(v: float):
+    from rcl_interfaces.msg import ParameterType, ParameterValue
+
+    return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=v)
+
+
+def _pair(h: int, w: int):
+    from rcl_interfaces.msg import ParameterType, ParameterValue
+
+    return ParameterValue(type=ParameterType.PARAMETER_INTEGER_ARRAY, integer_array_value=[h, w])
+
+
+def test_parameter_validation_and_runtime_resize(session):
+    from rcl_interfaces.msg import ParameterType, ParameterValue
+
+    probe, _, _ = session
+
+    def set_param(name: str, value: ParameterValue) -> bool:
+        return _set_param(probe, name, value)
+
+    integer, double, pair = _integer, _double, _pair
 
     assert not set_param('detector.top_k', integer(0))
     assert not set_param('detector.score_threshold', double(1.5))
@@ -334,13 +353,23 @@ def test_invalid_camera_info_never_yields_a_nan_pose(session):
 
 
 def test_large_frame_is_shrunk_not_fatal(session):
+    """A frame above ``detector.max_input_pixels`` is shrunk for the network, not refused.
+
+    The budget is lowered at runtime so that the frame stays small enough for DDS to deliver
+    best effort between processes (multi-megabyte frames are mostly lost on the way).
+    """
     probe, proc, _ = session
+    assert _set_param(probe, 'detector.max_input_pixels', _integer(200_000))
     photo = read_image(sample_photo_path())[..., 1]
-    big = np.ascontiguousarray(np.tile(photo, (8, 5))[:2896, :2896])  # 8 Mpx mono8
-    msg = image_msg(big, T0 + 6 * 10**12)
-    assert probe.send(msg, timeout=120.0), 'a large frame stopped the node'
+    big = np.ascontiguousarray(np.tile(photo, (4, 3))[:960, :960])  # 0.92 Mpx mono8
+    try:
+        assert probe.send(image_msg(big, T0 + 6 * 10**12), timeout=120.0), 'a large frame was lost'
+    finally:
+        assert _set_param(
+            probe, 'detector.max_input_pixels', _integer(ExtractorConfig().max_input_pixels)
+        )
     kpts, _, _ = cloud_to_arrays(probe.received['keypoints'][-1])
-    assert kpts[:, 0].max() > 2000 and kpts[:, 1].max() > 2000  # in the frame's own pixels
+    assert kpts[:, 0].max() > 700 and kpts[:, 1].max() > 700  # in the frame's own pixels
     assert proc.poll() is None
 
 
