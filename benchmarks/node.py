@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Node throughput: 640x480 frames at 30 Hz into the kp2d node in another process.
 
-    python -m benchmarks.node [--seconds 20] [--rate 30] [--checkpoint PATH]
+    python -m benchmarks.node [--seconds 20] [--rate 30] [--checkpoint PATH] [--reliable]
 
 For the native 640x480 input and for ``detector.resize`` 240x320 it prints the node's output
 rate (processed frames per second, from its /diagnostics), the frames replaced before
@@ -102,10 +102,11 @@ def run_setting(args, weights: str, backend: str, precision: str, resize: list[i
         'detector.resize': resize,
         'diagnostics_period_s': 1.0,
         'diagnostics.window_s': 5.0,
+        'image_reliability': 'reliable' if args.reliable else 'best_effort',
     }
     log = Path(tempfile.mkdtemp()) / 'node.log'
     proc = start_node(params, {'image': '/bench/image'}, log)
-    probe = Probe('/bench', raw=True)
+    probe = Probe('/bench', raw=True, reliable_images=args.reliable)
     try:
         if not probe.wait_for_node(120.0):
             raise SystemExit(f'node did not start; see {log}')
@@ -154,6 +155,11 @@ def main() -> None:
     parser.add_argument('--checkpoint', default='')
     parser.add_argument('--backend', default='auto')
     parser.add_argument('--precision', default='auto')
+    parser.add_argument(
+        '--reliable',
+        action='store_true',
+        help='reliable image QoS (as from a bag) instead of best effort (as from a camera)',
+    )
     args = parser.parse_args()
     weights = args.checkpoint or str(default_weights_path())
     frames, _ = synthetic_sequence(30, (480, 640))

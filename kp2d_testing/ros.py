@@ -136,19 +136,27 @@ def spin_until(node: Any, condition: Callable[[], bool], timeout: float) -> bool
 class Probe:
     """A client node: publishes images/camera info, records everything the kp2d node says."""
 
-    def __init__(self, namespace: str = '/test', node: str = '/kp2d', raw: bool = False) -> None:
-        """``raw``: receive the node's outputs serialized (a consumer that costs no parsing)."""
+    def __init__(
+        self,
+        namespace: str = '/test',
+        node: str = '/kp2d',
+        raw: bool = False,
+        reliable_images: bool = False,
+    ) -> None:
+        """``raw``: receive the node's outputs serialized (a consumer that costs no parsing);
+        ``reliable_images``: publish images with reliable QoS (as a bag player does)."""
         from diagnostic_msgs.msg import DiagnosticArray
         from nav_msgs.msg import Odometry
         from rclpy.node import Node
-        from rclpy.qos import qos_profile_sensor_data
+        from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
         from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
         self.node = Node('kp2d_probe')
         self.prefix = node
-        self.pub_image = self.node.create_publisher(
-            Image, f'{namespace}/image', qos_profile_sensor_data
-        )
+        image_qos = qos_profile_sensor_data
+        if reliable_images:
+            image_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        self.pub_image = self.node.create_publisher(Image, f'{namespace}/image', image_qos)
         self.pub_info = self.node.create_publisher(
             CameraInfo, f'{namespace}/camera_info', qos_profile_sensor_data
         )
