@@ -5,8 +5,10 @@
 
 For the native 640x480 input and for ``detector.resize`` 240x320 it prints the node's output
 rate (processed frames per second, from its /diagnostics), the frames replaced before
-processing (``dropped.superseded``), the latency, and extract() alone with the same backend
-measured in this process on the same frames, as a ratio. The node subscribes a keypoints
+processing (``dropped.superseded``), the latency, extract() alone with the same backend
+measured in this process on the same frames, as a ratio, and the node's peak memory; then the
+peak memory after the largest frame processed at full size (``detector.max_input_pixels``,
+1088x1920) and one four times larger. The node subscribes a keypoints
 consumer (the probe), as a SLAM front-end would. Needs rclpy; DDS stays on this machine.
 """
 
@@ -118,6 +120,33 @@ def run_setting(args, weights: str, backend: str, precision: str, resize: list[i
         stop_node(proc)
 
 
+def largest_frame_memory(weights: str, backend: str, precision: str) -> str:
+    """Peak RSS (MiB) of a node that processed a frame of ``max_input_pixels`` (1088x1920 bgr8)
+    and one four times larger (shrunk to the same budget), sent reliably."""
+    params = {
+        'model.weights': weights,
+        'model.backend': backend,
+        'model.precision': precision,
+        'diagnostics_period_s': 1.0,
+        'image_reliability': 'reliable',
+    }
+    log = Path(tempfile.mkdtemp()) / 'node.log'
+    proc = start_node(params, {'image': '/bench/image'}, log)
+    probe = Probe('/bench', raw=False, reliable_images=True)
+    try:
+        if not probe.wait_for_node(120.0):
+            raise SystemExit(f'node did not start; see {log}')
+        frames, _ = synthetic_sequence(2, (1088, 1920))
+        for frame in (frames[0], np.tile(frames[1], (2, 2, 1))):
+            if not probe.send(image_msg(np.ascontiguousarray(frame), time.time_ns()), None, 300.0):
+                raise SystemExit(f'the node did not answer a {frame.shape} frame; see {log}')
+        spin_until(probe.node, lambda: False, 1.5)  # a fresh /diagnostics message
+        return diagnostic_values(probe.received['diag'][-1]).get('peak_rss_mib', 'n/a')
+    finally:
+        probe.node.destroy_node()
+        stop_node(proc)
+
+
 def report(name: str, result: dict, alone: float, chosen: str) -> None:
     before, after = result['before'], result['after']
 
@@ -179,6 +208,8 @@ def main() -> None:
             backend, precision = chosen.split(':')
             result = run_setting(args, weights, backend, precision, resize, frames)
             report(name, result, alone, chosen)
+        peak = largest_frame_memory(weights, backend, precision)
+        print(f'\nnode peak memory after a 1088x1920 and a 2176x3840 frame (RSS, MiB): {peak}')
     finally:
         rclpy.shutdown()
 
