@@ -73,9 +73,6 @@ def kp2d_methods(args: argparse.Namespace) -> tuple[dict[str, Extractor], dict[s
             runner = create_backend(backend, precision or 'fp32', model, path, sha)
             method = name if choice.strip() == 'torch:fp32' else f'{name} [{label(runner)}]'
             extractors[method], backends[method] = kp2d_extractor(runner), runner
-            if args.refine_window:
-                refined = kp2d_extractor(runner, args.refine_window)
-                extractors[f'{method} +refine {args.refine_window}'] = refined
     if args.random_init:
         torch.manual_seed(args.seed)
         extractors['KP2D (random init)'] = kp2d_extractor(KeypointNet().eval().to(device))
@@ -107,9 +104,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--backends', default='torch:fp32', help='comma list of backend:precision')
     parser.add_argument('--gate', action='store_true', help='write <weights>.gate.json')
-    parser.add_argument(
-        '--refine-window', type=int, default=0, help='also evaluate with sub-pixel refinement'
-    )
     parser.add_argument('--baselines', default='orb,sift,akaze', help="comma list or ''")
     parser.add_argument('--hpatches', type=Path, help='HPatches-layout folder (default: dev set)')
     parser.add_argument('--pool', type=Path, default=DEFAULT_POOL, help='to build the dev set')

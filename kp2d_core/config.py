@@ -65,7 +65,6 @@ class ExtractorConfig:
     backend: Literal['auto', 'torch', 'onnxruntime'] = 'auto'  # 'auto': fastest gated choice
     precision: Literal['auto', 'fp32', 'bf16', 'fp16', 'int8'] = 'auto'
     max_input_pixels: int = 2_100_000  # larger inputs are shrunk to this (about 1920x1088)
-    refine_window: int = 0  # > 0: sub-pixel corner refinement in a window of this half-size (px)
 
     def __post_init__(self) -> None:
         if self.top_k is not None and self.top_k < 1:
@@ -84,8 +83,6 @@ class ExtractorConfig:
             raise ValueError(
                 f'precision must be auto, fp32, bf16, fp16 or int8, got {self.precision!r}'
             )
-        if not 0 <= self.refine_window <= 8:
-            raise ValueError(f'refine_window must be in [0, 8] px, got {self.refine_window}')
         if not self.max_input_pixels >= MIN_NETWORK_PIXELS:
             raise ValueError(
                 f'max_input_pixels must be >= {MIN_NETWORK_PIXELS}, got {self.max_input_pixels}'

@@ -223,36 +223,10 @@ class KeypointExtractor:
         padded = normalize_image(pad_to_cell_multiple(net_in), self.backend.use_color)
         out = self.backend(padded)
         features = []
-        for b, (xy, scores, desc) in enumerate(select_keypoints(out, self.cfg, net_size)):
+        for xy, scores, desc in select_keypoints(out, self.cfg, net_size):
             xy = resize_points(xy, net_size, original_size or size)
-            if self.cfg.refine_window and original_size is None:
-                xy = refine_keypoints(images[b], xy, self.cfg.refine_window)
             features.append(Features(xy, scores, desc, original_size or size))
         return features
-
-
-def refine_keypoints(image: torch.Tensor, xy: torch.Tensor, window: int) -> torch.Tensor:
-    """Move keypoints to the sub-pixel corner position within ``window`` px (cornerSubPix).
-
-    Args:
-        image: (C, H, W) float image in [0, 1] the keypoints refer to.
-        xy: (N, 2) pixel keypoints.
-        window: half-size of the search window; points that would move further stay put.
-
-    Returns:
-        (N, 2) refined keypoints (same dtype and device as ``xy``).
-    """
-    if len(xy) == 0:
-        return xy
-    gray = image.float().mean(dim=0).cpu().numpy()
-    points = np.ascontiguousarray(xy.detach().cpu().numpy(), np.float32).reshape(-1, 1, 2)
-    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.01)
-    refined = cv2.cornerSubPix(gray, points.copy(), (window, window), (-1, -1), criteria)
-    refined = refined.reshape(-1, 2)
-    moved = np.linalg.norm(refined - points.reshape(-1, 2), axis=1)
-    keep = (moved <= window) & np.isfinite(refined).all(axis=1)
-    out = np.where(keep[:, None], refined, points.reshape(-1, 2))
-    return torch.from_numpy(out).to(xy.device, xy.dtype)
 
 
 def check_image_size(image: np.ndarray) -> None:

@@ -39,10 +39,10 @@ class Keypoints:
 Extractor = Callable[[np.ndarray], Keypoints]
 
 
-def kp2d_extractor(model: KeypointNet | Backend, refine_window: int = 0) -> Extractor:
+def kp2d_extractor(model: KeypointNet | Backend) -> Extractor:
     """Every non-border cell of the KP2D model (score > 0, no NMS), as in the protocol; any
-    backend (a KeypointNet runs as eager fp32 PyTorch), optionally with sub-pixel refinement."""
-    cfg = ExtractorConfig(top_k=None, score_threshold=0.0, refine_window=refine_window)
+    backend (a KeypointNet runs as eager fp32 PyTorch)."""
+    cfg = ExtractorConfig(top_k=None, score_threshold=0.0)
     frontend = KeypointExtractor(model, cfg)
 
     def extract(image: np.ndarray) -> Keypoints:

@@ -128,23 +128,3 @@ def test_extract_tensor_batch_matches_single(extractor):
 def test_extractor_config_validation(kwargs):
     with pytest.raises(ValueError):
         ExtractorConfig(**kwargs)
-
-
-def test_corner_refinement_moves_keypoints_onto_the_corner():
-    from kp2d_core.frontend import refine_keypoints
-
-    image = torch.zeros(3, 64, 64)
-    image[:, :32, :32] = 1.0  # a checkerboard corner at the pixel edge (31.5, 31.5)
-    image[:, 32:, 32:] = 1.0
-    xy = torch.tensor([[30.2, 33.1], [10.0, 10.0]])
-    refined = refine_keypoints(image, xy, window=3)
-    assert torch.allclose(refined[0], torch.tensor([31.5, 31.5]), atol=0.05)
-    assert (refined[1] - xy[1]).norm() <= 3.0  # a flat region: never moved beyond the window
-
-
-def test_refinement_is_applied_by_extract(net):
-    image = ((np.indices((64, 96)) // 5).sum(axis=0) % 2 * 255).astype(np.uint8)  # checkerboard
-    plain = KeypointExtractor(net, ExtractorConfig(top_k=30)).extract(image)
-    refined = KeypointExtractor(net, ExtractorConfig(top_k=30, refine_window=3)).extract(image)
-    moved = (refined.keypoints - plain.keypoints).norm(dim=1)
-    assert moved.max() > 0.1 and moved.max() <= 3.0 + 1e-4
