@@ -23,7 +23,8 @@ def ros_environment(domain_id: int) -> dict[str, str]:
     return {
         'ROS_DOMAIN_ID': str(domain_id),
         'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST',
-        'FASTDDS_DEFAULT_PROFILES_FILE': str(PROFILE),
+        'FASTDDS_DEFAULT_PROFILES_FILE': str(PROFILE),  # Fast DDS 3 (Kilted and newer)
+        'FASTRTPS_DEFAULT_PROFILES_FILE': str(PROFILE),  # Fast DDS 2.x (Jazzy) reads only this
         'RMW_IMPLEMENTATION': 'rmw_fastrtps_cpp',
     }
 

@@ -355,8 +355,8 @@ def test_invalid_camera_info_never_yields_a_nan_pose(session):
 def test_large_frame_is_shrunk_not_fatal(session):
     """A frame above ``detector.max_input_pixels`` is shrunk for the network, not refused.
 
-    The budget is lowered at runtime so that the frame stays small enough for DDS to deliver
-    best effort between processes (multi-megabyte frames are mostly lost on the way).
+    The budget is lowered at runtime so that the frame stays small: best-effort messages larger
+    than the test profile's shared-memory segment would fall back to UDP and be lost.
     """
     probe, proc, _ = session
     assert _set_param(probe, 'detector.max_input_pixels', _integer(200_000))
