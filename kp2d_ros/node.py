@@ -89,6 +89,9 @@ def run(args: list[str] | None, lifecycle: bool) -> None:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException, SystemExit):
         pass
+    except RuntimeError:  # rclpy's RCLError when a signal shut the context down mid-wait
+        if rclpy.ok():
+            raise
     except START_UP_ERRORS as exc:  # missing or corrupt weights, invalid parameters
         rclpy.logging.get_logger('kp2d').fatal(f'cannot start: {exc}')
         _shutdown(rclpy, node)
