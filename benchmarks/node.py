@@ -15,6 +15,8 @@ consumer (the probe), as a SLAM front-end would. Needs rclpy; DDS stays on this 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 import os
 from pathlib import Path
 import statistics
@@ -95,6 +97,23 @@ def stream(probe: Probe, frames: list[np.ndarray], rate: float, seconds: float) 
     return {'sent': sent, 'elapsed': elapsed, 'before': before, 'after': after}
 
 
+@contextmanager
+def running_node(params: dict, raw: bool, reliable: bool) -> Iterator[tuple[Probe, Path]]:
+    """The node in its own process with ``params`` (images on /bench/image, reliable or best
+    effort) and a started probe; yields (probe, node log) and stops both afterwards."""
+    params = {**params, 'image_reliability': 'reliable' if reliable else 'best_effort'}
+    log = Path(tempfile.mkdtemp()) / 'node.log'
+    proc = start_node(params, {'image': '/bench/image'}, log)
+    probe = Probe('/bench', raw=raw, reliable_images=reliable)
+    try:
+        if not probe.wait_for_node(120.0):
+            raise SystemExit(f'node did not start; see {log}')
+        yield probe, log
+    finally:
+        probe.node.destroy_node()
+        stop_node(proc)
+
+
 def run_setting(args, weights: str, backend: str, precision: str, resize: list[int], frames):
     params = {
         'model.weights': weights,
@@ -104,20 +123,11 @@ def run_setting(args, weights: str, backend: str, precision: str, resize: list[i
         'detector.resize': resize,
         'diagnostics_period_s': 1.0,
         'diagnostics.window_s': 5.0,
-        'image_reliability': 'reliable' if args.reliable else 'best_effort',
     }
-    log = Path(tempfile.mkdtemp()) / 'node.log'
-    proc = start_node(params, {'image': '/bench/image'}, log)
-    probe = Probe('/bench', raw=True, reliable_images=args.reliable)
-    try:
-        if not probe.wait_for_node(120.0):
-            raise SystemExit(f'node did not start; see {log}')
+    with running_node(params, raw=True, reliable=args.reliable) as (probe, _):
         probe.pub_image.publish(image_msg(frames[0], time.time_ns()))  # warm-up
         spin_until(probe.node, lambda: bool(probe.received['keypoints']), 60.0)
         return stream(probe, frames, args.rate, args.seconds)
-    finally:
-        probe.node.destroy_node()
-        stop_node(proc)
 
 
 def largest_frame_memory(weights: str, backend: str, precision: str) -> str:
@@ -128,23 +138,14 @@ def largest_frame_memory(weights: str, backend: str, precision: str) -> str:
         'model.backend': backend,
         'model.precision': precision,
         'diagnostics_period_s': 1.0,
-        'image_reliability': 'reliable',
     }
-    log = Path(tempfile.mkdtemp()) / 'node.log'
-    proc = start_node(params, {'image': '/bench/image'}, log)
-    probe = Probe('/bench', raw=False, reliable_images=True)
-    try:
-        if not probe.wait_for_node(120.0):
-            raise SystemExit(f'node did not start; see {log}')
+    with running_node(params, raw=False, reliable=True) as (probe, log):
         frames, _ = synthetic_sequence(2, (1088, 1920))
         for frame in (frames[0], np.tile(frames[1], (2, 2, 1))):
             if not probe.send(image_msg(np.ascontiguousarray(frame), time.time_ns()), None, 300.0):
                 raise SystemExit(f'the node did not answer a {frame.shape} frame; see {log}')
         spin_until(probe.node, lambda: False, 1.5)  # a fresh /diagnostics message
         return diagnostic_values(probe.received['diag'][-1]).get('peak_rss_mib', 'n/a')
-    finally:
-        probe.node.destroy_node()
-        stop_node(proc)
 
 
 def report(name: str, result: dict, alone: float, chosen: str) -> None:

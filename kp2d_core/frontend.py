@@ -191,11 +191,10 @@ class KeypointExtractor:
         check_image_size(image)
         size = (int(image.shape[0]), int(image.shape[1]))
         net_hw = self.network_size(*size)
-        shrunk = net_hw[0] * net_hw[1] < size[0] * size[1] and image.dtype in SHRINKABLE
-        if shrunk:
+        if net_hw[0] * net_hw[1] < size[0] * size[1] and image.dtype in SHRINKABLE:
             image = cv2.resize(image, net_hw[::-1], interpolation=cv2.INTER_AREA)
         tensor = image_to_tensor(image, self.cfg.channel_order).to(self.device)
-        return self.extract_tensor(tensor, size if shrunk else None)[0]
+        return self.extract_tensor(tensor, size)[0]
 
     @torch.no_grad()
     def extract_tensor(
@@ -222,10 +221,10 @@ class KeypointExtractor:
             )
         padded = normalize_image(pad_to_cell_multiple(net_in), self.backend.use_color)
         out = self.backend(padded)
+        size = original_size or size
         features = []
         for xy, scores, desc in select_keypoints(out, self.cfg, net_size):
-            xy = resize_points(xy, net_size, original_size or size)
-            features.append(Features(xy, scores, desc, original_size or size))
+            features.append(Features(resize_points(xy, net_size, size), scores, desc, size))
         return features
 
 

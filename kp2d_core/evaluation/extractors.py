@@ -42,8 +42,7 @@ Extractor = Callable[[np.ndarray], Keypoints]
 def kp2d_extractor(model: KeypointNet | Backend) -> Extractor:
     """Every non-border cell of the KP2D model (score > 0, no NMS), as in the protocol; any
     backend (a KeypointNet runs as eager fp32 PyTorch)."""
-    cfg = ExtractorConfig(top_k=None, score_threshold=0.0)
-    frontend = KeypointExtractor(model, cfg)
+    frontend = KeypointExtractor(model, ExtractorConfig(top_k=None, score_threshold=0.0))
 
     def extract(image: np.ndarray) -> Keypoints:
         kpts, scores, desc = frontend.extract(image).numpy()

@@ -264,63 +264,40 @@ def test_diagnostics_account_for_superseded_frames(session):
 
 
 def _set_param(probe, name: str, value) -> bool:
-    """Set one parameter of the node over its parameter service; True when accepted."""
-    from rcl_interfaces.msg import Parameter
+    """Set one parameter of the node over its parameter service; True when accepted.
+
+    ``value`` is a Python value; its ROS type follows from it (int, float, str, list of int).
+    """
     from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
 
     client = probe.node.create_client(SetParameters, '/kp2d/set_parameters')
     try:
         assert client.wait_for_service(timeout_sec=30.0)
-        future = client.call_async(
-            SetParameters.Request(parameters=[Parameter(name=name, value=value)])
+        request = SetParameters.Request(
+            parameters=[Parameter(name, value=value).to_parameter_msg()]
         )
+        future = client.call_async(request)
         assert spin_until(probe.node, future.done, 30.0)
         return future.result().results[0].successful
     finally:
         probe.node.destroy_client(client)
 
 
-def _integer(v: int):
-    from rcl_interfaces.msg import ParameterType, ParameterValue
-
-    return ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=v)
-
-
-def _double(v: float):
-    from rcl_interfaces.msg import ParameterType, ParameterValue
-
-    return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=v)
-
-
-def _pair(h: int, w: int):
-    from rcl_interfaces.msg import ParameterType, ParameterValue
-
-    return ParameterValue(type=ParameterType.PARAMETER_INTEGER_ARRAY, integer_array_value=[h, w])
-
-
 def test_parameter_validation_and_runtime_resize(session):
-    from rcl_interfaces.msg import ParameterType, ParameterValue
-
     probe, _, _ = session
-
-    def set_param(name: str, value: ParameterValue) -> bool:
-        return _set_param(probe, name, value)
-
-    integer, double, pair = _integer, _double, _pair
-
-    assert not set_param('detector.top_k', integer(0))
-    assert not set_param('detector.score_threshold', double(1.5))
-    assert not set_param('tracker.ransac_threshold_px', double(-1.0))
-    assert not set_param('detector.resize', pair(240, 0))
-    text = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value='/x.pt')
-    assert not set_param('model.weights', text)  # read-only
-    assert set_param('detector.resize', pair(120, 160))  # one parameter: settable at runtime
-    assert set_param('detector.top_k', integer(200))
+    assert not _set_param(probe, 'detector.top_k', 0)
+    assert not _set_param(probe, 'detector.score_threshold', 1.5)
+    assert not _set_param(probe, 'tracker.ransac_threshold_px', -1.0)
+    assert not _set_param(probe, 'detector.resize', [240, 0])
+    assert not _set_param(probe, 'model.weights', '/x.pt')  # read-only
+    assert _set_param(probe, 'detector.resize', [120, 160])  # one parameter: settable at runtime
+    assert _set_param(probe, 'detector.top_k', 200)
     frames, _ = _frames(1)
     assert probe.send(image_msg(frames[0], T0 + 10**13))
     kpts, _, _ = cloud_to_arrays(probe.received['keypoints'][-1])
     assert len(kpts) == 200 and kpts[:, 0].max() > 200  # input pixels, network at 120x160
-    assert set_param('detector.resize', pair(0, 0))
+    assert _set_param(probe, 'detector.resize', [0, 0])
 
 
 def test_invalid_camera_info_never_yields_a_nan_pose(session):
@@ -359,15 +336,13 @@ def test_large_frame_is_shrunk_not_fatal(session):
     than the test profile's shared-memory segment would fall back to UDP and be lost.
     """
     probe, proc, _ = session
-    assert _set_param(probe, 'detector.max_input_pixels', _integer(200_000))
+    assert _set_param(probe, 'detector.max_input_pixels', 200_000)
     photo = read_image(sample_photo_path())[..., 1]
     big = np.ascontiguousarray(np.tile(photo, (4, 3))[:960, :960])  # 0.92 Mpx mono8
     try:
         assert probe.send(image_msg(big, T0 + 6 * 10**12), timeout=120.0), 'a large frame was lost'
     finally:
-        assert _set_param(
-            probe, 'detector.max_input_pixels', _integer(ExtractorConfig().max_input_pixels)
-        )
+        assert _set_param(probe, 'detector.max_input_pixels', ExtractorConfig().max_input_pixels)
     kpts, _, _ = cloud_to_arrays(probe.received['keypoints'][-1])
     assert kpts[:, 0].max() > 700 and kpts[:, 1].max() > 700  # in the frame's own pixels
     assert proc.poll() is None
