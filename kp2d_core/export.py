@@ -11,11 +11,13 @@ belong to the weights it is asked to run.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+import contextlib
 import hashlib
 import logging
 import os
 from pathlib import Path
+import tempfile
 import warnings
 
 import numpy as np
@@ -136,25 +138,40 @@ def quantize_int8(
             image = next(self.images, None)
             return None if image is None else {INPUT_NAME: np.asarray(image, np.float32)}
 
-    out_path = Path(out_path)
+    out_path = Path(out_path).resolve()
+    fp32_path = Path(fp32_path).resolve()
     tmp = out_path.with_name(f'.{out_path.name}.tmp')
-    quantize_static(
-        str(fp32_path),
-        str(tmp),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=['Conv'],
-        nodes_to_exclude=[location_output_conv(onnx.load(str(fp32_path)))],
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.Percentile,
-    )
+    # ONNX Runtime's shape inference writes scratch files (sym_shape_infer_temp.onnx and its
+    # external data) into the working directory: run it inside a temporary one.
+    with tempfile.TemporaryDirectory(prefix='kp2d-quantize-') as scratch, _working_dir(scratch):
+        quantize_static(
+            str(fp32_path),
+            str(tmp),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=['Conv'],
+            nodes_to_exclude=[location_output_conv(onnx.load(str(fp32_path)))],
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.Percentile,
+        )
     proto = onnx.load(str(tmp))
     set_metadata(proto, {WEIGHTS_SHA_KEY: weights_sha256, PRECISION_KEY: 'int8'})
     onnx.save(proto, str(tmp))
     os.replace(tmp, out_path)
     return out_path
+
+
+@contextlib.contextmanager
+def _working_dir(path: str) -> Iterator[None]:
+    """Run a block in ``path`` (process-wide: for offline tools, not for threads)."""
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
 
 
 def location_output_conv(proto: object) -> str:

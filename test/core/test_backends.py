@@ -15,7 +15,7 @@ from kp2d_core import ExtractorConfig, KeypointExtractor, KeypointNet, save_chec
 from kp2d_core.backends import create_backend, label, select_backend
 from kp2d_core.backends.gate import TOLERANCES, gate_path, judge, passing_choices, write_gate
 from kp2d_core.checkpoint import default_weights_path, load_model
-from kp2d_core.export import export_onnx, file_sha256, read_metadata
+from kp2d_core.export import export_onnx, file_sha256, quantize_int8, read_metadata
 from kp2d_core.geometry import normalize_image
 from kp2d_core.images import image_to_tensor, read_image
 from kp2d_core.samples import sample_photo_path
@@ -71,6 +71,20 @@ def test_shipped_int8_model_keeps_keypoints_in_place():
     assert shift.mean() < 0.25, shift.mean()
     cosine = torch.nn.functional.cosine_similarity(got.descriptors, expected.descriptors, dim=1)
     assert cosine.mean() > 0.99
+
+
+def test_int8_export_leaves_nothing_in_the_working_directory(weights, tmp_path, monkeypatch):
+    workdir, out = tmp_path / 'cwd', tmp_path / 'out'
+    workdir.mkdir()
+    out.mkdir()
+    monkeypatch.chdir(workdir)
+    fp32 = export_onnx(load_model(weights), out / 'm.fp32.onnx', 'sha', (64, 96))
+    generator = torch.Generator().manual_seed(1)
+    images = [(torch.rand(1, 3, 64, 96, generator=generator) - 0.5).numpy() for _ in range(2)]
+    int8 = quantize_int8(fp32, out / 'm.int8.onnx', images, 'sha')
+    assert read_metadata(int8)['kp2d_precision'] == 'int8'
+    assert sorted(p.name for p in workdir.iterdir()) == []
+    assert sorted(p.name for p in out.iterdir()) == ['m.fp32.onnx', 'm.int8.onnx']
 
 
 def test_onnx_model_of_other_weights_is_refused(weights, tmp_path):
