@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test lint data devset benchmark benchmark-node clean
+.PHONY: demo test lint ros-deps data devset benchmark benchmark-node clean
 
 $(VENV)/.installed: setup.py pyproject.toml requirements-ros-wheels.txt requirements-ros-build.txt \
 		kp2d_msgs/package.xml kp2d_msgs/CMakeLists.txt $(wildcard kp2d_msgs/msg/*.msg)
@@ -32,7 +32,13 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint
+# cv_bridge, sensor_msgs_py, message_filters, launch, ros2cli, tf2_ros: built into .venv from
+# the pinned sources of ros_deps.repos in KP2D_ROS_SRC (default ../shared/ros_src if present);
+# without sources it says so and the tests that need them are skipped.
+ros-deps: $(VENV)/.installed
+	$(PY) tools/build_ros_deps.py
+
+test: lint ros-deps
 	$(PY) -m pytest -q
 
 benchmark: $(VENV)/.installed

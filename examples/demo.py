@@ -24,10 +24,10 @@ from kp2d_core.checkpoint import CheckpointNotFoundError
 from kp2d_core.geometry import corner_error
 from kp2d_core.pipeline import FramePipeline, FrameResult, PipelineConfig
 from kp2d_core.samples import synthetic_sequence
-from kp2d_core.viz import draw_flow, draw_keypoints, put_text
+from kp2d_core.viz import TrackTrails, draw_flow, put_text
 
 LOG = logging.getLogger('kp2d.demo')
-FRAME_PERIOD_S = 0.1
+FRAME_PERIOD_NS = 100_000_000  # 10 Hz
 
 
 def parse_args() -> argparse.Namespace:
@@ -49,7 +49,7 @@ def run_sequence(
     results, elapsed = [], 0.0
     for index, frame in enumerate(frames):
         tick = time.perf_counter()
-        results.append(pipeline.process(frame, index * FRAME_PERIOD_S))
+        results.append(pipeline.process(frame, index * FRAME_PERIOD_NS))
         elapsed += time.perf_counter() - tick
     return results, elapsed
 
@@ -58,21 +58,29 @@ def key_errors(results: list[FrameResult], H_0to: list[np.ndarray], hw: tuple[in
     """Corner error (px) of each keyframe-to-frame homography against the exact one."""
     errors = []
     for index, result in enumerate(results[1:], start=1):
-        key = round(result.track.key_stamp / FRAME_PERIOD_S)
+        key = result.track.key_stamp_ns // FRAME_PERIOD_NS
         truth = H_0to[index] @ np.linalg.inv(H_0to[key])
         H = result.track.H_key_to_cur
         errors.append((key, corner_error(H, truth, *hw) if H is not None else np.inf))
     return errors
 
 
-def save_frame(path: Path, frame: np.ndarray, result: FrameResult, err: float) -> None:
-    track = result.track
-    canvas = draw_keypoints(frame, result.features.keypoints.cpu().numpy())
-    canvas = draw_flow(canvas, track.pts_key, track.pts_cur, track.inliers)
+def save_frame(
+    path: Path, frame: np.ndarray, result: FrameResult, err: float, trails: TrackTrails
+) -> None:
+    """The frame with its track trails (coloured by age) and its keyframe matches."""
+    track, tracks = result.track, result.tracks
+    canvas = trails.draw(frame, tracks.ages, tracks.ids)
+    canvas = draw_flow(canvas, track.pts_key, track.pts_cur, track.inliers, max_lines=100)
     status = (
         f'corner error {err:.2f} px' if np.isfinite(err) else f'no homography ({track.reason})'
     )
-    cv2.imwrite(str(path), put_text(canvas, [f'{track.num_inliers} inliers', status]))
+    lines = [
+        f'{track.num_inliers} inliers, {int(tracks.continued.sum())}/{len(tracks)} tracks '
+        'continued',
+        status,
+    ]
+    cv2.imwrite(str(path), put_text(canvas, lines))
 
 
 def main() -> None:
@@ -93,13 +101,16 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     print(f'{"frame":>5} {"key":>4} {"kpts":>5} {"matches":>7} {"inliers":>7} {"corner err":>10}')
     errors = key_errors(results, H_0to, hw)
+    trails = TrackTrails()
+    trails.update(results[0].tracks.ids, results[0].tracks.xy)
     for index, (key, err) in enumerate(errors, start=1):
         track = results[index].track
         print(
             f'{index:>5} {key:>4} {len(results[index].features):>5} {track.num_matches:>7} '
             f'{track.num_inliers:>7} {err:>10.2f}'
         )
-        save_frame(args.out / f'frame_{index:02d}.png', frames[index], results[index], err)
+        trails.update(results[index].tracks.ids, results[index].tracks.xy)
+        save_frame(args.out / f'frame_{index:02d}.png', frames[index], results[index], err, trails)
     values = np.array([e for _, e in errors])
     print(
         f'homographies found: {int(np.isfinite(values).sum())}/{len(values)}; within 3 px of '

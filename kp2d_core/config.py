@@ -15,6 +15,8 @@ T = TypeVar('T')
 CELL_SIZE = 8
 """Side of one detection cell in pixels (sigma_2 in the paper); the encoder downsamples by it."""
 MIN_NETWORK_PIXELS = (3 * CELL_SIZE) ** 2
+MAX_NETWORK_PIXELS = 40_000_000  # the network input bounds memory: ~12 GB of activations here
+MAX_NMS_RADIUS = 1000.0
 MAX_CROSS_RATIO = 8.0  # offsets beyond 8 cells would not be keypoints of their cell any more
 MAX_DESCRIPTOR_DIM = 4096
 
@@ -71,8 +73,8 @@ class ExtractorConfig:
             raise ValueError(f'top_k must be positive or None, got {self.top_k}')
         if not 0.0 <= self.score_threshold < 1.0:
             raise ValueError(f'score_threshold must be in [0, 1), got {self.score_threshold}')
-        if self.nms_radius < 0:
-            raise ValueError(f'nms_radius must be >= 0, got {self.nms_radius}')
+        if not 0.0 <= self.nms_radius <= MAX_NMS_RADIUS:
+            raise ValueError(f'nms_radius must be in [0, {MAX_NMS_RADIUS}], got {self.nms_radius}')
         if self.channel_order not in ('bgr', 'rgb'):
             raise ValueError(f"channel_order must be 'bgr' or 'rgb', got {self.channel_order!r}")
         if self.backend not in ('auto', 'torch', 'onnxruntime'):
@@ -83,14 +85,19 @@ class ExtractorConfig:
             raise ValueError(
                 f'precision must be auto, fp32, bf16, fp16 or int8, got {self.precision!r}'
             )
-        if not self.max_input_pixels >= MIN_NETWORK_PIXELS:
+        if not MIN_NETWORK_PIXELS <= self.max_input_pixels <= MAX_NETWORK_PIXELS:
             raise ValueError(
-                f'max_input_pixels must be >= {MIN_NETWORK_PIXELS}, got {self.max_input_pixels}'
+                f'max_input_pixels must be in [{MIN_NETWORK_PIXELS}, {MAX_NETWORK_PIXELS}], '
+                f'got {self.max_input_pixels}'
             )
         if self.resize is not None:
             h, w = self.resize
             if h < 3 * CELL_SIZE or w < 3 * CELL_SIZE:
                 raise ValueError(f'resize must be at least 24x24, got {self.resize}')
+            if h * w > self.max_input_pixels:
+                raise ValueError(
+                    f'resize {h}x{w} exceeds max_input_pixels ({self.max_input_pixels})'
+                )
             object.__setattr__(self, 'resize', (int(h), int(w)))
 
 

@@ -1,13 +1,17 @@
-"""Images in and out of kp2d: the one file reader and the one array-to-tensor conversion.
+"""Images in and out of kp2d: the one decoder, the one file reader and the one array-to-tensor
+conversion.
 
-Every image file (training photos, evaluation sequences, samples) is read by :func:`read_image`
-and every user array (API, node, evaluation) becomes network input through
+Every encoded image (training photos, evaluation sequences, samples, the node's and the
+replay's CompressedImage payloads) is decoded by :func:`decode_image`, which reads the size
+from the header (:func:`encoded_size`) and refuses a decompression bomb before any pixel is
+decoded. Every user array (API, node, evaluation) becomes network input through
 :func:`image_to_tensor`, so validation and colour handling are written once.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+import struct
 
 import cv2
 import numpy as np
@@ -16,34 +20,144 @@ import torch
 from kp2d_core.config import CELL_SIZE
 
 MIN_IMAGE_SIDE = 3 * CELL_SIZE  # the outer ring of cells is never a keypoint
-JPEG_SUFFIXES = ('.jpg', '.jpeg')
+MAX_DECODE_PIXELS = 64_000_000  # default budget of decode_image (a 64 Mpx frame: ~200 MB)
 JPEG_END = b'\xff\xd9'
+JPEG_FILL = 128  # libjpeg's value for the blocks of a corrupt or cut entropy stream
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
 
 class ImageFileError(ValueError):
-    """An image file exists but cannot be decoded completely."""
+    """Encoded image data (a file or a message payload) that cannot be decoded completely."""
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as (H, W, 3) uint8 BGR.
+def encoded_size(data: bytes) -> tuple[str, int, int] | None:
+    """(format, height, width) from the header of a JPEG, PNG, PNM, BMP or WebP image.
 
-    A JPEG must end with its end-of-image marker: OpenCV silently returns a half-grey image for
-    a truncated file, which must not reach training or evaluation.
+    Only the header is read, so the size of a decompression bomb is known before decoding.
+    None for data that is none of these formats or whose header is cut or malformed.
+    """
+    try:
+        if data[:8] == _PNG_SIGNATURE and data[12:16] == b'IHDR':
+            width, height = struct.unpack('>II', data[16:24])
+            return 'png', height, width
+        if data[:2] == b'\xff\xd8':
+            return _jpeg_size(data)
+        if data[:2] in (b'P5', b'P6', b'P2', b'P3'):
+            fields = data[2:64].split()
+            return 'pnm', int(fields[1]), int(fields[0])
+        if data[:2] == b'BM':
+            width, height = struct.unpack('<ii', data[18:26])
+            return 'bmp', abs(height), width
+        if data[:4] == b'RIFF' and data[8:12] == b'WEBP':
+            return _webp_size(data)
+    except (struct.error, ValueError, IndexError):
+        return None
+    return None
+
+
+def _jpeg_size(data: bytes) -> tuple[str, int, int] | None:
+    """Walk the JPEG markers to the first start-of-frame segment."""
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            pos += 2
+            continue
+        (length,) = struct.unpack('>H', data[pos + 2 : pos + 4])
+        if marker in _JPEG_SOF:
+            height, width = struct.unpack('>HH', data[pos + 5 : pos + 9])
+            return 'jpeg', height, width
+        if marker == 0xDA or length < 2:  # scan data before any frame header
+            return None
+        pos += 2 + length
+    return None
+
+
+def _webp_size(data: bytes) -> tuple[str, int, int] | None:
+    chunk = data[12:16]
+    if chunk == b'VP8X':
+        width = int.from_bytes(data[24:27], 'little') + 1
+        return 'webp', int.from_bytes(data[27:30], 'little') + 1, width
+    if chunk == b'VP8L':
+        bits = int.from_bytes(data[21:25], 'little')
+        return 'webp', ((bits >> 14) & 0x3FFF) + 1, (bits & 0x3FFF) + 1
+    if chunk == b'VP8 ':
+        width, height = struct.unpack('<HH', data[26:30])
+        return 'webp', height & 0x3FFF, width & 0x3FFF
+    return None
+
+
+def decode_image(
+    data: bytes,
+    max_pixels: int = MAX_DECODE_PIXELS,
+    flags: int = cv2.IMREAD_COLOR,
+    name: str = 'image',
+) -> np.ndarray:
+    """Decode an encoded image after checking its header against a pixel budget.
+
+    Args:
+        data: the encoded bytes (JPEG, PNG, PNM, BMP or WebP).
+        max_pixels: refuse images whose header claims more pixels than this.
+        flags: OpenCV imread flags (IMREAD_COLOR: (H, W, 3) uint8 BGR; IMREAD_UNCHANGED keeps
+            gray, 16-bit and alpha).
+        name: what the data is, for error messages (a path, 'CompressedImage').
+
+    Raises:
+        ImageFileError: empty, unknown format, over the budget, truncated or corrupt (a JPEG
+            that lacks its end marker, or whose bottom rows are libjpeg's grey fill of a cut
+            entropy stream), or OpenCV could not decode it.
+        MemoryError: the decoder ran out of memory.
+    """
+    if not data:
+        raise ImageFileError(f'{name}: empty')
+    header = encoded_size(data)
+    if header is None:
+        raise ImageFileError(
+            f'{name}: not a JPEG, PNG, PNM, BMP or WebP image, or a broken header'
+        )
+    kind, height, width = header
+    if height <= 0 or width <= 0 or height * width > max_pixels:
+        raise ImageFileError(
+            f'{name}: its header claims {width}x{height} pixels; the limit is {max_pixels}'
+        )
+    if kind == 'jpeg' and not data.rstrip(b'\0').endswith(JPEG_END):
+        raise ImageFileError(f'{name}: truncated JPEG (no end-of-image marker)')
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    except cv2.error as exc:
+        if 'memory' in str(exc).lower():
+            raise MemoryError(f'{name}: decoding {width}x{height} ran out of memory') from exc
+        raise ImageFileError(f'{name}: OpenCV cannot decode it ({exc.err})') from exc
+    if image is None or image.size == 0:
+        raise ImageFileError(f'{name}: not a decodable {kind} image')
+    if kind == 'jpeg' and _grey_filled(image):
+        raise ImageFileError(f"{name}: corrupt JPEG (its last rows are the decoder's grey fill)")
+    return image
+
+
+def _grey_filled(image: np.ndarray) -> bool:
+    """The last block row (8 rows) is libjpeg's flat grey: the entropy data ended early."""
+    tail = image[-CELL_SIZE:]
+    return image.shape[0] >= 2 * CELL_SIZE and bool((tail == JPEG_FILL).all())
+
+
+def read_image(path: str | Path, max_pixels: int = MAX_DECODE_PIXELS) -> np.ndarray:
+    """Read an image file as (H, W, 3) uint8 BGR (see :func:`decode_image`).
 
     Raises:
         FileNotFoundError: no such file.
-        ImageFileError: the file is empty, truncated or not a decodable image.
+        ImageFileError: the file is empty, too large, truncated, corrupt or not an image.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'image not found: {path}')
-    data = path.read_bytes()
-    if path.suffix.lower() in JPEG_SUFFIXES and not data.rstrip(b'\0').endswith(JPEG_END):
-        raise ImageFileError(f'{path}: truncated JPEG (no end-of-image marker)')
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
-    if image is None or image.size == 0:
-        raise ImageFileError(f'{path}: not a decodable image')
-    return image
+    return decode_image(path.read_bytes(), max_pixels, cv2.IMREAD_COLOR, str(path))
 
 
 def cover_crop(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -76,21 +76,28 @@ def match_descriptors(
     empty = Matches(torch.zeros(0, 2, dtype=torch.long, device=desc0.device), desc0.new_zeros(0))
     if len(desc0) == 0 or len(desc1) == 0:
         return empty
-    dist = descriptor_distances(desc0.float(), desc1.float())
-    best, nn01 = dist.min(dim=1)
+    # Distance is monotonic in the cosine: search on the cosines, take distances of the pairs.
+    cosine = desc0.float() @ desc1.float().T
+    best_cosine, nn01 = cosine.max(dim=1)
+    best = _distance(best_cosine)
     keep = torch.ones_like(best, dtype=torch.bool)
     if mutual:
-        nn10 = dist.argmin(dim=0)
-        keep &= nn10[nn01] == torch.arange(len(desc0), device=dist.device)
+        nn10 = cosine.argmax(dim=0)
+        keep &= nn10[nn01] == torch.arange(len(desc0), device=cosine.device)
     if max_distance is not None:
         keep &= best <= max_distance
     if ratio is not None:
-        if dist.shape[1] < 2:
+        if cosine.shape[1] < 2:
             return empty
-        two = dist.topk(2, dim=1, largest=False).values
+        two = _distance(cosine.topk(2, dim=1).values)
         keep &= two[:, 0] < ratio * two[:, 1]
     idx0 = torch.nonzero(keep).squeeze(1)
     return Matches(torch.stack([idx0, nn01[idx0]], dim=1), best[idx0])
+
+
+def _distance(cosine: torch.Tensor) -> torch.Tensor:
+    """Distance of unit vectors from their cosine (as :func:`descriptor_distances`)."""
+    return torch.sqrt((2.0 - 2.0 * cosine.clamp(-1.0, 1.0)).clamp(min=0.0))
 
 
 def match(

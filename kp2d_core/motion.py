@@ -15,7 +15,6 @@ import cv2
 import numpy as np
 
 MIN_POSE_POINTS = 8
-MAX_SKEW = 0.1  # |K[0, 1]| / fx
 PURE_ROTATION_T = 1e-6  # translation / plane distance below which motion is a rotation
 
 
@@ -48,72 +47,41 @@ def invert_pose(T: np.ndarray) -> np.ndarray:
     return make_pose(R.T, -R.T @ t)
 
 
-def camera_matrix(
-    k: np.ndarray | list[float], image_hw: tuple[int, int] | None = None
-) -> np.ndarray:
-    """(3, 3) intrinsics from a 9-element row-major list (CameraInfo.k), validated as a camera.
-
-    A camera matrix is upper triangular with K[2] = (0, 0, 1), finite, positive focal lengths
-    of similar size, and a bounded skew; with the image size, the focal lengths must be within
-    [1/20, 100] times the image's longer side and the principal point near the image.
-
-    Raises:
-        ValueError: naming what is wrong.
-    """
-    K = np.asarray(k, np.float64).reshape(3, 3)
-    if not np.isfinite(K).all():
-        raise ValueError(f'camera matrix has non-finite values: {K.ravel().tolist()}')
-    if not np.allclose(K[2], [0.0, 0.0, 1.0], atol=1e-9) or abs(K[1, 0]) > 1e-9:
-        raise ValueError(f'camera matrix must be upper triangular with K[2] = (0, 0, 1): {K[2]}')
-    fx, fy = K[0, 0], K[1, 1]
-    if not (fx > 0 and fy > 0 and 0.2 <= fx / fy <= 5.0):
-        raise ValueError(f'focal lengths must be positive and similar, got fx={fx:g}, fy={fy:g}')
-    if abs(K[0, 1]) > MAX_SKEW * fx:
-        raise ValueError(f'skew {K[0, 1]:g} exceeds {MAX_SKEW:g} * fx')
-    if image_hw is not None and image_hw[0] > 0 and image_hw[1] > 0:
-        _check_against_image(K, image_hw)
-    return K
-
-
-def _check_against_image(K: np.ndarray, image_hw: tuple[int, int]) -> None:
-    height, width = image_hw
-    side = max(height, width)
-    if not (side / 20 <= min(K[0, 0], K[1, 1]) and max(K[0, 0], K[1, 1]) <= 100 * side):
-        raise ValueError(
-            f'focal lengths {K[0, 0]:g}, {K[1, 1]:g} px are implausible for a '
-            f'{width}x{height} image'
-        )
-    cx, cy = K[0, 2], K[1, 2]
-    if not (-0.5 * width <= cx <= 1.5 * width and -0.5 * height <= cy <= 1.5 * height):
-        raise ValueError(
-            f'principal point ({cx:g}, {cy:g}) is far outside the {width}x{height} image'
-        )
-
-
 def pose_from_homography(
-    H: np.ndarray, K: np.ndarray, pts_ref: np.ndarray, pts_cur: np.ndarray
+    H: np.ndarray,
+    K: np.ndarray,
+    pts_ref: np.ndarray,
+    pts_cur: np.ndarray,
+    prior_normal: np.ndarray | None = None,
 ) -> RelativePose | None:
     """The physically valid decomposition of ``H_ref_to_cur`` (pixels) given intrinsics.
 
     Of OpenCV's up to four solutions, keeps those for which the inlier points lie in front of
-    both cameras, then the one whose plane faces the reference camera most directly.
+    both cameras, then the one whose plane normal is closest to ``prior_normal`` (the plane
+    seen so far, in the reference camera), or without a prior the one facing the reference
+    camera most directly. The translation is in units of the reference camera's distance to
+    the plane.
 
     Args:
         H: (3, 3) homography from reference to current pixels.
         K: (3, 3) intrinsics (same camera for both views).
         pts_ref, pts_cur: (N, 2) inlier correspondences used to reject solutions.
+        prior_normal: (3,) unit normal of the plane in the reference camera, or None.
     """
     _, rotations, translations, normals = cv2.decomposeHomographyMat(H, K)
     if max(float(np.linalg.norm(t)) for t in translations) < PURE_ROTATION_T:
         # No translation (e.g. a still camera): every solution is the same rotation and the
         # plane normal is undefined, so the visibility test below cannot choose.
-        return RelativePose(make_pose(rotations[0], np.zeros(3)), 'homography')
+        return RelativePose(make_pose(rotations[0], np.zeros(3)), 'homography', prior_normal)
     ref, cur = _normalized(pts_ref, K), _normalized(pts_cur, K)
     valid = cv2.filterHomographyDecompByVisibleRefpoints(rotations, normals, ref, cur)
     if valid is None or len(valid) == 0:
         return None
     candidates = [int(i) for i in np.asarray(valid).ravel()]
-    best = max(candidates, key=lambda i: abs(float(normals[i][2, 0])))
+    if prior_normal is not None:
+        best = max(candidates, key=lambda i: float(normals[i].ravel() @ prior_normal))
+    else:
+        best = max(candidates, key=lambda i: abs(float(normals[i][2, 0])))
     T = make_pose(rotations[best], translations[best].ravel())
     return RelativePose(T, 'homography', normals[best].ravel())
 

@@ -1,12 +1,13 @@
-"""The per-frame pipeline: image + stamp (+ intrinsics) -> keypoints, homography, camera pose.
+"""The per-frame pipeline: image + stamp (+ camera) -> keypoints, homography, pose, tracks.
 
-One class serves the ROS node, the offline replay tool and the demo, so they compute the same
-thing from the same defaults (the dataclass defaults of :class:`PipelineConfig`)::
+One class serves the ROS node, the offline replay tool, the demo and the sequence benchmark,
+so they compute the same thing from the same defaults (the dataclass defaults of
+:class:`PipelineConfig`)::
 
     pipeline = FramePipeline.from_config(PipelineConfig())
-    for stamp, image in frames:
-        result = pipeline.process(image, stamp, K)   # K: (3, 3) intrinsics or None
-        result.features, result.track.H_key_to_cur, result.track.T_world_cur
+    for stamp_ns, image in frames:
+        result = pipeline.process(image, stamp_ns, camera)   # camera: CameraModel or None
+        result.features, result.track.H_key_to_cur, result.track.T_world_cur, result.tracks
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ import os
 
 import numpy as np
 
+from kp2d_core.camera import CameraModel
 from kp2d_core.config import ExtractorConfig
 from kp2d_core.frontend import Features, KeypointExtractor
+from kp2d_core.points import ImagePoints
 from kp2d_core.tracking import HomographyTracker, TrackerConfig, TrackResult
+from kp2d_core.tracks import FeatureTracker, TrackConfig, Tracks
 
 
 @dataclass(frozen=True)
@@ -27,23 +31,40 @@ class PipelineConfig:
 
     extractor: ExtractorConfig = field(default_factory=ExtractorConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    tracks: TrackConfig = field(default_factory=TrackConfig)
 
 
 @dataclass(frozen=True)
 class FrameResult:
-    """What one frame produced: its keypoints and the tracker's result (see TrackResult)."""
+    """What one frame produced.
 
-    stamp: float
+    Attributes:
+        stamp_ns: the frame's stamp (integer nanoseconds, as it came).
+        features: its keypoints (raw pixels).
+        points: the keypoints in the geometry frame and normalised (see ImagePoints).
+        track: the keyframe homography and pose (see TrackResult).
+        tracks: the persistent feature tracks (see Tracks).
+    """
+
+    stamp_ns: int
     features: Features
+    points: ImagePoints
     track: TrackResult
+    tracks: Tracks
 
 
 class FramePipeline:
     """Extract keypoints, track them against the keyframe, and estimate the camera motion."""
 
-    def __init__(self, extractor: KeypointExtractor, tracker: TrackerConfig | None = None) -> None:
+    def __init__(
+        self,
+        extractor: KeypointExtractor,
+        tracker: TrackerConfig | None = None,
+        tracks: TrackConfig | None = None,
+    ) -> None:
         self.extractor = extractor
         self.tracker = HomographyTracker(tracker)
+        self.feature_tracker = FeatureTracker(tracks)
 
     @classmethod
     def from_config(
@@ -55,39 +76,49 @@ class FramePipeline:
         """Load ``weights`` (None: the bundled model) on ``device`` with the given settings."""
         cfg = cfg or PipelineConfig()
         extractor = KeypointExtractor.from_checkpoint(weights, device, cfg.extractor)
-        return cls(extractor, cfg.tracker)
+        return cls(extractor, cfg.tracker, cfg.tracks)
 
     @property
     def config(self) -> PipelineConfig:
-        return PipelineConfig(self.extractor.cfg, self.tracker.cfg)
+        return PipelineConfig(self.extractor.cfg, self.tracker.cfg, self.feature_tracker.cfg)
 
     def configure(self, cfg: PipelineConfig) -> None:
         """Apply new settings from the next frame on (the keyframe is kept)."""
         self.extractor.configure(cfg.extractor)
         self.tracker.cfg = cfg.tracker
+        self.feature_tracker.cfg = cfg.tracks
 
     def extract(self, image: np.ndarray) -> Features:
         """Keypoints of one image (raises ValueError for images it cannot take)."""
         return self.extractor.extract(image)
 
-    def track(self, features: Features, stamp: float, K: np.ndarray | None) -> FrameResult:
+    def track(
+        self, features: Features, stamp_ns: int, camera: CameraModel | None = None
+    ) -> FrameResult:
         """Track already-extracted ``features`` (the second half of :meth:`process`)."""
-        return FrameResult(stamp, features, self.tracker.update(features, stamp, K))
+        points = ImagePoints.of(features.keypoints.cpu().numpy(), camera)
+        track = self.tracker.update(features, points, stamp_ns)
+        tracks = self.feature_tracker.update(features, points, stamp_ns)
+        return FrameResult(int(stamp_ns), features, points, track, tracks)
 
-    def process(self, image: np.ndarray, stamp: float, K: np.ndarray | None = None) -> FrameResult:
+    def process(
+        self, image: np.ndarray, stamp_ns: int, camera: CameraModel | None = None
+    ) -> FrameResult:
         """Run one frame.
 
         Args:
             image: (H, W[, C]) uint8/uint16/float image (see ``KeypointExtractor.extract``).
-            stamp: capture time in seconds; frames must come in increasing order (call
-                :meth:`reset` when time jumps back).
-            K: (3, 3) camera intrinsics, or None for keypoints and homographies only.
+            stamp_ns: capture time in integer nanoseconds; frames must come in increasing
+                order (call :meth:`reset` when time jumps back).
+            camera: the camera model (intrinsics, distortion), or None for keypoints,
+                homographies in raw pixels and tracks without normalised coordinates.
 
         Raises:
             ValueError: the image cannot be processed (the pipeline state is unchanged).
         """
-        return self.track(self.extract(image), stamp, K)
+        return self.track(self.extract(image), stamp_ns, camera)
 
     def reset(self) -> None:
-        """Forget the keyframe and restart the trajectory at the identity."""
+        """Forget the keyframe and the tracks; restart the trajectory at the identity."""
         self.tracker.reset()
+        self.feature_tracker.reset()

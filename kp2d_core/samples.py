@@ -11,9 +11,12 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from kp2d_core import views
+from kp2d_core.camera import CameraModel
+from kp2d_core.geometry import warp_points
 from kp2d_core.images import read_image
 
 SAMPLE_PHOTO = 'coffee.jpg'
@@ -85,3 +88,35 @@ def synthetic_pair(
     image0, H0 = render_view(photo, out_hw, t0)
     image1, H1 = render_view(photo, out_hw, t1)
     return image0, image1, views.relative_homography(H0, H1)
+
+
+def lens_grid(camera: CameraModel, out_hw: tuple[int, int]) -> np.ndarray:
+    """(H, W, 2) float32: the rectified pixel (``camera.P``) each raw pixel sees."""
+    height, width = out_hw
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
+    raw = np.stack([xs.ravel(), ys.ravel()], axis=1)
+    return camera.rectify(raw).reshape(height, width, 2).astype(np.float32)
+
+
+def render_through_lens(
+    photo: np.ndarray, H_photo_to_rect: np.ndarray, grid: np.ndarray
+) -> np.ndarray:
+    """The raw (distorted) image of a planar photo.
+
+    Args:
+        photo: (Hp, Wp[, C]) image of the plane.
+        H_photo_to_rect: (3, 3) homography from photo pixels to the rectified view's pixels.
+        grid: (H, W, 2) from :func:`lens_grid` for the camera.
+
+    Returns:
+        (H, W[, C]) image; pixels that see outside the photo are 0.
+    """
+    height, width = grid.shape[:2]
+    src = warp_points(np.linalg.inv(H_photo_to_rect), grid.reshape(-1, 2).astype(np.float64))
+    maps = src.reshape(height, width, 2).astype(np.float32)
+    shrink = np.sqrt(abs(np.linalg.det(H_photo_to_rect[:2, :2]))) / max(
+        H_photo_to_rect[2, 2], 1e-9
+    )
+    if shrink < 1.0:
+        photo = cv2.GaussianBlur(photo, (0, 0), sigmaX=0.5 / shrink)
+    return cv2.remap(photo, maps[..., 0], maps[..., 1], cv2.INTER_LINEAR, borderValue=0)

@@ -2,9 +2,14 @@
 
 Every frame is matched against the current *keyframe*, not the previous frame, so a still
 camera does not drift. The keyframe is replaced by the current frame when the homography
-inliers fall below ``min_keyframe_inliers`` or the estimation fails. With intrinsics, the
-homography (or, for non-planar scenes, an essential matrix) gives the camera motion, chained
-through keyframes into a pose ``T_world_cur`` (the first keyframe's camera is the world).
+inliers fall below ``min_keyframe_inliers``, the estimation fails or the camera calibration
+changes. Geometry runs on :class:`~kp2d_core.camera.ImagePoints`: rectified pixels when the
+camera has lens distortion, raw pixels otherwise. With intrinsics, the homography (or, for
+non-planar scenes, an essential matrix) gives the camera motion, chained through keyframes
+into a pose ``T_world_cur`` (the first keyframe's camera is the world). For a plane, its
+normal and distance are carried from keyframe to keyframe (d' = d + n'.t), so translations
+keep one scale along the trajectory: the first keyframe's distance to the plane. Stamps are
+integer nanoseconds.
 """
 
 from __future__ import annotations
@@ -13,15 +18,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kp2d_core.checks import check_shape
+from kp2d_core.camera import same_camera
 from kp2d_core.frontend import Features
 from kp2d_core.geometry import warp_points
 from kp2d_core.homography import METHODS, estimate_homography
 from kp2d_core.matching import match
 from kp2d_core.motion import invert_pose, is_pose, pose_from_essential, pose_from_homography
+from kp2d_core.points import ImagePoints
 
 MIN_NOISE_PX = 0.3  # keypoints are not localised better than this, whatever the fit says
 TRANSLATION_FACTOR = 3.0  # translation from a homography is less certain than rotation
+ORIGIN_VARIANCE = 1e-9  # the first keyframe is the world origin: known, but never exactly 0
 
 
 @dataclass(frozen=True)
@@ -39,10 +46,22 @@ class TrackerConfig:
     def __post_init__(self) -> None:
         if self.ransac_method not in METHODS:
             raise ValueError(f'ransac_method must be one of {sorted(METHODS)}')
-        if self.ransac_threshold_px <= 0 or self.min_keyframe_inliers < 4:
-            raise ValueError('ransac_threshold_px must be > 0 and min_keyframe_inliers >= 4')
+        if not 0.0 < self.ransac_threshold_px <= 100.0:
+            raise ValueError(
+                f'ransac_threshold_px must be in (0, 100], got {self.ransac_threshold_px}'
+            )
+        if not 4 <= self.min_keyframe_inliers <= 100_000:
+            raise ValueError(
+                f'min_keyframe_inliers must be in [4, 100000], got {self.min_keyframe_inliers}'
+            )
         if self.ratio is not None and not 0 < self.ratio <= 1:
             raise ValueError(f'ratio must be in (0, 1], got {self.ratio}')
+        if self.max_distance is not None and not 0 < self.max_distance <= 2:
+            raise ValueError(f'max_distance must be in (0, 2], got {self.max_distance}')
+        if not 0.0 <= self.planar_inlier_ratio <= 1.0:
+            raise ValueError(
+                f'planar_inlier_ratio must be in [0, 1], got {self.planar_inlier_ratio}'
+            )
 
 
 @dataclass(frozen=True)
@@ -50,24 +69,27 @@ class TrackResult:
     """What one frame produced.
 
     Attributes:
-        H_key_to_cur: (3, 3) keyframe-to-current homography (pixels), or None.
-        reason: why there is no homography ('first_frame', 'too_few_matches', ...), or None.
+        H_key_to_cur: (3, 3) keyframe-to-current homography, or None. In rectified pixels
+            (``camera.P``) when ``rectified``, else in raw image pixels.
+        reason: why there is no homography ('first_frame', 'too_few_matches',
+            'camera_changed', ...), or None.
         num_matches, num_inliers: matching statistics against the keyframe.
-        key_stamp: timestamp (s) of the keyframe the homography starts from.
+        key_stamp_ns: stamp (ns) of the keyframe the homography starts from.
         new_keyframe: this frame became the keyframe (after computing the result).
         T_world_cur: (4, 4) camera pose, or None without intrinsics or when tracking failed.
         pose_method: 'homography', 'essential' or None.
-        pts_key, pts_cur: (M, 2) matched points; inliers: (M,) bool.
+        pts_key, pts_cur: (M, 2) matched points in raw pixels; inliers: (M,) bool.
         residual_px: RMS distance of the inliers to the homography's prediction (px).
         covariance: (6, 6) covariance of T_world_cur (x, y, z, roll, pitch, yaw), see
             :func:`relative_pose_variance`; None without a pose.
+        rectified: the homography is between rectified images.
     """
 
     H_key_to_cur: np.ndarray | None
     reason: str | None
     num_matches: int
     num_inliers: int
-    key_stamp: float
+    key_stamp_ns: int
     new_keyframe: bool
     T_world_cur: np.ndarray | None
     pose_method: str | None
@@ -76,6 +98,18 @@ class TrackResult:
     inliers: np.ndarray
     residual_px: float = float('nan')
     covariance: np.ndarray | None = None
+    rectified: bool = False
+
+
+@dataclass
+class _Keyframe:
+    features: Features
+    points: ImagePoints
+    stamp_ns: int
+    T_world: np.ndarray
+    variance: np.ndarray  # (6,) accumulated along the trajectory
+    plane_distance: float = 1.0  # in world units (the first keyframe's plane distance is 1)
+    plane_normal: np.ndarray | None = None  # (3,) in this keyframe's camera
 
 
 class HomographyTracker:
@@ -87,80 +121,124 @@ class HomographyTracker:
 
     def reset(self) -> None:
         """Forget the keyframe and restart the trajectory at the identity."""
-        self.key: Features | None = None
-        self.key_stamp = 0.0
-        self.T_world_key = np.eye(4)
-        self.key_variance = np.zeros(6)  # accumulated over the keyframes of the trajectory
+        self.key: _Keyframe | None = None
 
-    def update(self, features: Features, stamp: float, K: np.ndarray | None) -> TrackResult:
+    @property
+    def key_stamp_ns(self) -> int | None:
+        return None if self.key is None else self.key.stamp_ns
+
+    def update(self, features: Features, points: ImagePoints, stamp_ns: int) -> TrackResult:
         """Track one frame.
 
         Args:
             features: the frame's keypoints.
-            stamp: its timestamp in seconds.
-            K: (3, 3) intrinsics, or None (homography only).
+            points: the same keypoints with their camera (``ImagePoints.of``).
+            stamp_ns: the frame's stamp in nanoseconds.
         """
-        if K is not None:
-            check_shape(K, '3,3', 'K')
-        if self.key is None:
-            self._set_keyframe(features, stamp, self.T_world_key)
-            empty = np.zeros((0, 2))
-            pose = self.T_world_key.copy() if K is not None else None
-            return TrackResult(
-                None, 'first_frame', 0, 0, stamp, True, pose, None, empty, empty, np.zeros(0, bool)
+        stamp_ns = int(stamp_ns)
+        key = self.key
+        if key is None or not same_camera(key.points.camera, points.camera):
+            reason = 'first_frame' if key is None else 'camera_changed'
+            origin = np.full(6, ORIGIN_VARIANCE)
+            T = np.eye(4) if key is None else key.T_world
+            self.key = _Keyframe(
+                features, points, stamp_ns, T, origin if key is None else key.variance
             )
-        matches = match(self.key, features, self.cfg.mutual, self.cfg.max_distance, self.cfg.ratio)
-        pts_key = self.key.keypoints[matches.indices[:, 0]].cpu().numpy().astype(np.float64)
-        pts_cur = features.keypoints[matches.indices[:, 1]].cpu().numpy().astype(np.float64)
+            pose = self.key.T_world.copy() if points.camera is not None else None
+            covariance = np.diag(self.key.variance) if pose is not None else None
+            empty = np.zeros((0, 2))
+            return TrackResult(
+                None,
+                reason,
+                0,
+                0,
+                stamp_ns,
+                True,
+                pose,
+                None,
+                empty,
+                empty,
+                np.zeros(0, bool),
+                covariance=covariance,
+                rectified=points.rectified,
+            )
+        return self._track(key, features, points, stamp_ns)
+
+    def _track(
+        self, key: _Keyframe, features: Features, points: ImagePoints, stamp_ns: int
+    ) -> TrackResult:
+        cfg = self.cfg
+        matches = match(key.features, features, cfg.mutual, cfg.max_distance, cfg.ratio)
+        idx_key, idx_cur = (matches.indices[:, i].cpu().numpy() for i in (0, 1))
+        geo_key, geo_cur = key.points.pixels[idx_key], points.pixels[idx_cur]
         result = estimate_homography(
-            pts_key, pts_cur, None, self.cfg.ransac_method, self.cfg.ransac_threshold_px
+            geo_key, geo_cur, None, cfg.ransac_method, cfg.ransac_threshold_px
         )
+        residual = reprojection_rms(result.H, geo_key, geo_cur, result.inliers)
         T_world_cur, method, covariance, reason = None, None, None, result.reason
-        key_stamp = self.key_stamp
-        residual = reprojection_rms(result.H, pts_key, pts_cur, result.inliers)
-        if result.ok and K is not None:
-            T_world_cur, method = self._pose(result.H, result.inliers, pts_key, pts_cur, K)
+        relative = None
+        if result.ok and points.intrinsics is not None:
+            relative = self._relative_pose(
+                key, result.H, result.inliers, geo_key, geo_cur, points.intrinsics
+            )
+        if relative is not None:
+            T_world_cur, method = key.T_world @ invert_pose(relative[0]), relative[1]
         if T_world_cur is not None and not is_pose(T_world_cur):
             self.reset()  # never chain a broken pose into the trajectory
-            T_world_cur, method, reason = None, None, 'non_finite_pose'
+            T_world_cur, method, reason, relative = None, None, 'non_finite_pose', None
         if T_world_cur is not None:
-            variance = relative_pose_variance(residual, result.num_inliers, K, method)
-            covariance = np.diag(self.key_variance + variance)
+            variance = key.variance + relative_pose_variance(
+                residual, result.num_inliers, points.intrinsics, method
+            )
+            covariance = np.diag(variance)
         renew = self.key is None or not result.ok
-        renew = renew or result.num_inliers < self.cfg.min_keyframe_inliers
-        if renew:
-            if T_world_cur is not None:
-                self.key_variance = np.diag(covariance).copy()
-            self._set_keyframe(features, stamp, T_world_cur)
+        renew = renew or result.num_inliers < cfg.min_keyframe_inliers
+        if renew and self.key is not None:
+            self._renew(key, features, points, stamp_ns, T_world_cur, covariance, relative)
         return TrackResult(
             result.H if reason != 'non_finite_pose' else None,
             reason,
             len(matches),
             result.num_inliers,
-            key_stamp,
+            key.stamp_ns,
             renew,
             T_world_cur,
             method,
-            pts_key,
-            pts_cur,
+            key.points.raw[idx_key],
+            points.raw[idx_cur],
             result.inliers,
             residual,
             covariance,
+            points.rectified,
         )
 
-    def _pose(self, H, inliers, pts_key, pts_cur, K) -> tuple[np.ndarray | None, str | None]:
+    def _relative_pose(self, key, H, inliers, geo_key, geo_cur, K):
+        """(T_cur_key with the trajectory's scale, method, plane normal) or None."""
         if inliers.mean() >= self.cfg.planar_inlier_ratio:
-            relative = pose_from_homography(H, K, pts_key[inliers], pts_cur[inliers])
+            pose = pose_from_homography(H, K, geo_key[inliers], geo_cur[inliers], key.plane_normal)
         else:
-            relative = pose_from_essential(pts_key, pts_cur, K)
-        if relative is None:
-            return None, None
-        return self.T_world_key @ invert_pose(relative.T_cur_ref), relative.method
+            pose = pose_from_essential(geo_key, geo_cur, K)
+        if pose is None:
+            return None
+        T = pose.T_cur_ref.copy()
+        if pose.method == 'homography':
+            T[:3, 3] *= key.plane_distance  # plane-distance units -> trajectory units
+        return T, pose.method, pose.normal
 
-    def _set_keyframe(self, features: Features, stamp: float, T_world: np.ndarray | None) -> None:
-        self.key, self.key_stamp = features, stamp
-        if T_world is not None:
-            self.T_world_key = T_world
+    def _renew(self, key, features, points, stamp_ns, T_world_cur, covariance, relative):
+        """The current frame becomes the keyframe, carrying the plane (d' = d + n'.t)."""
+        if T_world_cur is None:
+            self.key = _Keyframe(features, points, stamp_ns, key.T_world, key.variance)
+            return
+        distance, normal = key.plane_distance, None
+        T_cur_key, method, normal_key = relative
+        if method == 'homography' and normal_key is not None:
+            normal = T_cur_key[:3, :3] @ normal_key
+            moved = distance + float(normal @ T_cur_key[:3, 3])
+            distance = moved if moved > 1e-3 * distance else distance
+        self.key = _Keyframe(
+            features, points, stamp_ns, T_world_cur, np.diag(covariance).copy(), distance, normal
+        )
 
 
 def reprojection_rms(

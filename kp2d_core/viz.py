@@ -100,3 +100,43 @@ def put_text(image: np.ndarray, lines: list[str]) -> np.ndarray:
         cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
         cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1)
     return image
+
+
+def age_colour(age: int, full_age: int = 30) -> tuple[int, int, int]:
+    """BGR colour of a track of ``age`` frames: blue when new, through green, red at
+    ``full_age`` frames and beyond."""
+    level = np.uint8(round(255 * min(max(age, 0), full_age) / full_age))
+    bgr = cv2.applyColorMap(np.array([[level]], np.uint8), cv2.COLORMAP_JET)[0, 0]
+    return int(bgr[0]), int(bgr[1]), int(bgr[2])
+
+
+class TrackTrails:
+    """The last ``length`` positions of each live track, to draw as trails."""
+
+    def __init__(self, length: int = 12) -> None:
+        self.length = length
+        self.trails: dict[int, list[tuple[float, float]]] = {}
+
+    def update(self, ids: np.ndarray, xy: np.ndarray) -> None:
+        """Record one frame's tracks: (N,) ids and (N, 2) pixel positions; ended tracks go."""
+        trails = {}
+        for track_id, point in zip(ids.tolist(), np.asarray(xy, np.float64).reshape(-1, 2)):
+            trail = self.trails.get(track_id, [])
+            trails[track_id] = ([*trail, (float(point[0]), float(point[1]))])[-self.length :]
+        self.trails = trails
+
+    def reset(self) -> None:
+        self.trails = {}
+
+    def draw(self, image: np.ndarray, ages: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Copy of ``image`` with each track's trail coloured by its age (see age_colour)."""
+        canvas = to_bgr_uint8(image)
+        for track_id, age in zip(ids.tolist(), np.asarray(ages).tolist()):
+            trail = self.trails.get(track_id)
+            if not trail:
+                continue
+            colour = age_colour(age)
+            points = np.rint(np.asarray(trail)).astype(np.int32).reshape(-1, 1, 2)
+            cv2.polylines(canvas, [points], False, colour, 1, lineType=cv2.LINE_AA)
+            cv2.circle(canvas, _pt(trail[-1]), 2, colour, -1, lineType=cv2.LINE_AA)
+        return canvas

@@ -1,6 +1,7 @@
-"""Stateful helpers of the node, free of rclpy: CameraInfo pairing, stamp policy, statistics.
+"""Stateful helpers of the node, free of rclpy: stamp policy, frame statistics, health.
 
-Shared by the node and the offline replay tool, so both treat cameras and time alike.
+Shared by the node and the offline replay tool, so both treat time alike. Stamps are integer
+nanoseconds wherever they are compared or stored.
 """
 
 from __future__ import annotations
@@ -8,51 +9,10 @@ from __future__ import annotations
 from collections import Counter, deque
 from dataclasses import dataclass
 import threading
-from typing import Any
 
 import numpy as np
 
-from kp2d_core.motion import camera_matrix
-
 NANOSECONDS = 1_000_000_000
-
-
-class CameraInfoCache:
-    """Recent intrinsics by stamp; pairs an image with the CameraInfo nearest in time.
-
-    This is what an approximate-time synchroniser does for a depth-1 image queue, without
-    holding images back while their CameraInfo is late: with no CameraInfo close enough the
-    image is processed without intrinsics (homography only).
-    """
-
-    def __init__(self, size: int = 10) -> None:
-        self._items: deque[tuple[float, np.ndarray]] = deque(maxlen=size)
-        self._lock = threading.Lock()  # filled by the executor, read by the worker thread
-
-    def add(self, stamp: float, k: Any, image_hw: tuple[int, int] | None = None) -> None:
-        """Store a CameraInfo's (3, 3) matrix ``k``, validated as a camera (see
-        :func:`kp2d_core.motion.camera_matrix`) against its image size when given.
-
-        Raises:
-            ValueError: the stamp or the intrinsics are invalid (nothing is stored).
-        """
-        if not np.isfinite(stamp):
-            raise ValueError(f'invalid CameraInfo stamp {stamp}')
-        K = camera_matrix(k, image_hw)
-        with self._lock:
-            self._items.append((stamp, K))
-
-    def lookup(self, stamp: float, max_age_s: float) -> np.ndarray | None:
-        """Intrinsics whose stamp is nearest to ``stamp`` and within ``max_age_s``, or None."""
-        with self._lock:
-            if not self._items:
-                return None
-            best_stamp, K = min(self._items, key=lambda item: abs(item[0] - stamp))
-        return K if abs(best_stamp - stamp) <= max_age_s else None
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
 
 
 @dataclass(frozen=True)
@@ -65,26 +25,29 @@ class Verdict:
 
 
 class StampPolicy:
-    """Decides what a frame's stamp means for tracking.
+    """Decides what a frame's stamp means for tracking (stamps in integer nanoseconds).
 
-    * ``nanosec`` >= 1e9 is not a time: dropped ('invalid_stamp').
+    * ``nanosec`` outside [0, 1e9), or a stamp at or before the epoch (0 or negative, what an
+      unset header carries): not a time, dropped ('invalid_stamp').
     * More than ``max_future_s`` ahead of the node's clock: dropped ('stamp_in_future') and
       it does not become the reference, so one bogus stamp cannot block later frames. A clock
       at zero (simulated time before the first /clock) is not compared.
-    * The same stamp again: dropped ('duplicate_stamp').
+    * The same stamp again: dropped ('duplicate_stamp'); 1 ns later is a new frame.
     * Earlier than the last accepted frame (a looped bag, a simulator reset): 'reset' -- the
       caller resets the tracker and carries on from this frame.
     """
 
     def __init__(self, max_future_s: float = 10.0) -> None:
         self.max_future_s = max_future_s
-        self.last: float | None = None
+        self.last: int | None = None
 
-    def check(self, sec: int, nanosec: int, now: float) -> Verdict:
+    def check(self, sec: int, nanosec: int, now_ns: int) -> Verdict:
         if not 0 <= nanosec < NANOSECONDS:
             return Verdict('drop', 'invalid_stamp')
-        stamp = sec + nanosec * 1e-9
-        if now > 0 and stamp > now + self.max_future_s:
+        stamp = int(sec) * NANOSECONDS + int(nanosec)
+        if stamp <= 0:
+            return Verdict('drop', 'invalid_stamp')
+        if now_ns > 0 and stamp > now_ns + int(self.max_future_s * NANOSECONDS):
             return Verdict('drop', 'stamp_in_future')
         last, self.last = self.last, stamp
         if last is None or stamp > last:

@@ -3,9 +3,12 @@
     kp2d_replay BAG --image-topic /camera/image_raw [--camera-info-topic /camera/camera_info]
         --out outputs/replay [--checkpoint model.pt] [--video] [--png-every 10]
 
-Writes ``trajectory.csv`` (one row per image: stamps, matches, inliers, the keyframe-to-frame
-homography and, with intrinsics, the camera pose) and an annotated ``replay.mp4`` and/or PNGs.
-Reading uses the ``rosbags`` package (``pip install rosbags``); no ROS install is needed.
+Writes ``trajectory.csv`` (one row per image: stamps in integer nanoseconds, matches,
+inliers, the keyframe-to-frame homography and, with intrinsics, the camera pose),
+``tracks.csv`` (one row per track and frame: stamp, id, age, pixel and normalised position,
+velocities) and an annotated ``replay.mp4`` and/or PNGs. Images are converted with cv_bridge
+and CameraInfo paired through message_filters, exactly as in the node; reading uses the
+``rosbags`` package (``pip install rosbags``), so no running ROS graph is needed.
 """
 
 from __future__ import annotations
@@ -20,27 +23,38 @@ from typing import Any
 
 import cv2
 import numpy as np
+from sensor_msgs.msg import CompressedImage
 
 from kp2d_core.motion import rotation_to_quaternion
-from kp2d_core.pipeline import FramePipeline
+from kp2d_core.pipeline import FramePipeline, FrameResult
 from kp2d_core.tracking import TrackResult
-from kp2d_core.viz import draw_flow, put_text
-from kp2d_ros.bookkeeping import CameraInfoCache, StampPolicy
-from kp2d_ros.conversions import ImageError, image_msg_to_array
-from kp2d_ros.params import options_from_values, params_file_values
+from kp2d_core.tracks import Tracks
+from kp2d_core.viz import TrackTrails, draw_flow, put_text
+from kp2d_ros.bookkeeping import NANOSECONDS, StampPolicy
+from kp2d_ros.cameras import CameraInfoPairing
+from kp2d_ros.conversions import ImageError, compressed_msg_to_array, image_msg_to_array
+from kp2d_ros.messages import stamp_ns
+from kp2d_ros.options import options_from_values, params_file_values
 
 LOG = logging.getLogger('kp2d.replay')
 COLUMNS = (
-    ['stamp', 'key_stamp', 'matches', 'inliers', 'new_keyframe', 'reason']
+    ['stamp_ns', 'key_stamp_ns', 'matches', 'inliers', 'new_keyframe', 'reason', 'rectified']
     + [f'h{r}{c}' for r in range(3) for c in range(3)]
     + ['x', 'y', 'z', 'qx', 'qy', 'qz', 'qw', 'pose_method']
 )
+TRACK_COLUMNS = ('stamp_ns', 'id', 'age', 'u', 'v', 'x_n', 'y_n', 'vu', 'vv', 'vx_n', 'vy_n')
 
 
 def read_messages(bag: Path, topics: list[str]) -> Any:
-    """Yield (topic, stamp_s, message) in log-time order from a rosbag2 folder or file."""
+    """Yield (topic, message) in log-time order from a rosbag2 folder or file.
+
+    ``rosbags`` reads the recording; each message is deserialised by rclpy from its CDR bytes
+    into the ROS message class, as the node's subscriptions do.
+    """
+    from rclpy.serialization import deserialize_message
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import Stores, get_typestore
+    from rosidl_runtime_py.utilities import get_message
 
     try:
         reader = AnyReader([bag], default_typestore=get_typestore(Stores.ROS2_JAZZY))
@@ -54,23 +68,23 @@ def read_messages(bag: Path, topics: list[str]) -> Any:
         if missing:
             available = sorted({c.topic for c in reader.connections})
             raise ValueError(f'topics {sorted(missing)} not in {bag}; it has {available}')
+        classes = {c.msgtype: get_message(c.msgtype) for c in connections}
         for connection, _, raw in reader.messages(connections=connections):
-            msg = reader.deserialize(raw, connection.msgtype)
-            stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
-            yield connection.topic, stamp, msg
+            yield connection.topic, deserialize_message(raw, classes[connection.msgtype])
     finally:
         reader.close()
 
 
-def csv_row(stamp: float, result: TrackResult) -> list[Any]:
+def csv_row(stamp: int, result: TrackResult) -> list[Any]:
     H = result.H_key_to_cur if result.H_key_to_cur is not None else np.full((3, 3), np.nan)
     row = [
-        f'{stamp:.9f}',
-        f'{result.key_stamp:.9f}',
+        stamp,
+        result.key_stamp_ns,
         result.num_matches,
         result.num_inliers,
         int(result.new_keyframe),
         result.reason or '',
+        int(result.rectified),
     ]
     row += [f'{v:.9g}' for v in H.ravel()]
     if result.T_world_cur is None:
@@ -80,90 +94,115 @@ def csv_row(stamp: float, result: TrackResult) -> list[Any]:
     return row + [f'{v:.9g}' for v in (*t, *q)] + [result.pose_method]
 
 
-def annotate(image: np.ndarray, result: TrackResult) -> np.ndarray:
-    """The frame with its matches against the keyframe (green inliers, red outliers)."""
-    canvas = draw_flow(image, result.pts_key, result.pts_cur, result.inliers)
+def track_rows(stamp: int, tracks: Tracks) -> list[list[Any]]:
+    """Rows of ``tracks.csv`` (TRACK_COLUMNS); normalised columns empty without intrinsics."""
+    count = len(tracks)
+    empty = np.full((count, 2), np.nan)
+    normalized = tracks.normalized if tracks.normalized is not None else empty
+    velocity_n = tracks.velocity_normalized if tracks.velocity_normalized is not None else empty
+    rows = []
+    for i in range(count):
+        values = [*tracks.xy[i], *normalized[i], *tracks.velocity[i], *velocity_n[i]]
+        text = ['' if not np.isfinite(v) else f'{v:.6g}' for v in values]
+        rows.append([stamp, int(tracks.ids[i]), int(tracks.ages[i]), *text])
+    return rows
+
+
+def annotate(image: np.ndarray, frame: FrameResult, trails: TrackTrails) -> np.ndarray:
+    """The frame with its track trails and its matches against the keyframe."""
+    result, tracks = frame.track, frame.tracks
+    canvas = trails.draw(image, tracks.ages, tracks.ids)
+    canvas = draw_flow(canvas, result.pts_key, result.pts_cur, result.inliers, 100)
     status = 'no homography: ' + result.reason if result.reason else 'ok'
-    return put_text(
-        canvas, [f'{result.num_matches} matches, {result.num_inliers} inliers', status]
-    )
+    lines = [f'{result.num_matches} matches, {result.num_inliers} inliers, {len(tracks)} tracks']
+    return put_text(canvas, [*lines, status])
 
 
 class Outputs:
-    """CSV, optional video and optional PNGs of a replay."""
+    """CSV files, optional video and optional PNGs of a replay."""
 
     def __init__(self, out: Path, video: bool, png_every: int) -> None:
         out.mkdir(parents=True, exist_ok=True)
         self.out, self.video_enabled, self.png_every = out, video, png_every
-        self.final, self.partial = out / 'trajectory.csv', out / 'trajectory.partial.csv'
-        self.final.unlink(missing_ok=True)  # never leave an old result beside a new run
-        self.handle = open(self.partial, 'w', newline='')  # noqa: SIM115
-        self.csv = csv.writer(self.handle)
-        self.csv.writerow(COLUMNS)
+        self.files = {}
+        for name, columns in (('trajectory', COLUMNS), ('tracks', TRACK_COLUMNS)):
+            (out / f'{name}.csv').unlink(missing_ok=True)  # never an old result beside a new one
+            handle = open(out / f'{name}.partial.csv', 'w', newline='')  # noqa: SIM115
+            writer = csv.writer(handle)
+            writer.writerow(columns)
+            self.files[name] = (handle, writer)
+        self.partial = out / 'trajectory.partial.csv'
+        self.trails = TrackTrails()
         self.video: cv2.VideoWriter | None = None
         self.count = 0
 
-    def add(self, stamp: float, image: np.ndarray, result: TrackResult) -> None:
-        self.csv.writerow(csv_row(stamp, result))
-        self.handle.flush()  # rows written so far survive a crash
+    def add(self, image: np.ndarray, frame: FrameResult) -> None:
+        self.files['trajectory'][1].writerow(csv_row(frame.stamp_ns, frame.track))
+        self.files['tracks'][1].writerows(track_rows(frame.stamp_ns, frame.tracks))
+        for handle, _ in self.files.values():
+            handle.flush()  # rows written so far survive a crash
+        self.trails.update(frame.tracks.ids, frame.tracks.xy)
         if not (self.video_enabled or self.png_every):
             return
-        frame = annotate(image, result)
+        canvas = annotate(image, frame, self.trails)
         if self.video_enabled:
             if self.video is None:
                 fourcc = cv2.VideoWriter_fourcc(*'mp4v')
-                size = (frame.shape[1], frame.shape[0])
+                size = (canvas.shape[1], canvas.shape[0])
                 self.video = cv2.VideoWriter(str(self.out / 'replay.mp4'), fourcc, 10.0, size)
-            self.video.write(frame)
+            self.video.write(canvas)
         if self.png_every and self.count % self.png_every == 0:
-            cv2.imwrite(str(self.out / f'frame_{self.count:06d}.png'), frame)
+            cv2.imwrite(str(self.out / f'frame_{self.count:06d}.png'), canvas)
         self.count += 1
 
+    def reset(self) -> None:
+        self.trails.reset()
+
     def close(self, complete: bool) -> None:
-        """Finish the files; an incomplete run keeps ``trajectory.partial.csv`` only."""
-        self.handle.close()
+        """Finish the files; an incomplete run keeps the ``*.partial.csv`` files only."""
+        for handle, _ in self.files.values():
+            handle.close()
         if self.video is not None:
             self.video.release()
         if complete:
-            self.partial.replace(self.final)
+            for name in self.files:
+                (self.out / f'{name}.partial.csv').replace(self.out / f'{name}.csv')
 
 
 def replay(args: argparse.Namespace) -> int:
     """Process the bag; returns the number of images processed.
 
     Frames and CameraInfo are treated as the node treats them: bad images and invalid
-    intrinsics are skipped and counted, a stamp going back resets the tracker.
+    camera models are skipped and counted, a stamp going back resets the tracker.
     """
-    values = params_file_values(args.params_file) if args.params_file else {}
+    values, unknown = params_file_values(args.params_file) if args.params_file else ({}, [])
+    if unknown:
+        LOG.warning('ignoring unknown parameters (misspelled?): %s', ', '.join(unknown))
     options = options_from_values(values)
     weights = args.checkpoint or values.get('model.weights') or None
     pipeline = FramePipeline.from_config(options.pipeline, weights, args.device)
-    cameras, stamps = CameraInfoCache(), StampPolicy(options.max_future_stamp_s)
+    cameras, stamps = CameraInfoPairing(), StampPolicy(options.max_future_stamp_s)
+    max_age = int(options.camera_info_max_age_s * NANOSECONDS)
     outputs = Outputs(args.out, args.video, args.png_every)
     topics = [args.image_topic] + ([args.camera_info_topic] if args.camera_info_topic else [])
     counts, start, complete = Counter(), time.perf_counter(), False
     try:
-        for topic, stamp, msg in read_messages(args.bag, topics):
+        for topic, msg in read_messages(args.bag, topics):
             if topic != args.image_topic:
-                _add_camera(cameras, stamp, msg, counts)
+                _add_camera(cameras, msg, counts)
                 continue
-            verdict = stamps.check(msg.header.stamp.sec, msg.header.stamp.nanosec, now=0.0)
-            if verdict.action == 'drop':
-                counts[verdict.reason] += 1
+            frame_ns = _checked_stamp(stamps, msg, counts, pipeline, outputs)
+            if frame_ns is None:
                 continue
-            if verdict.action == 'reset':
-                LOG.warning('time jumped back at %.3f: tracker reset', stamp)
-                pipeline.reset()
             try:
-                image = image_msg_to_array(msg)
+                image = _decode(msg)
                 features = pipeline.extract(image)
             except (ImageError, ValueError) as exc:
                 counts['bad_image'] += 1
-                LOG.warning('skipping image at %.3f: %s', stamp, exc)
+                LOG.warning('skipping image at %d ns: %s', frame_ns, exc)
                 continue
-            K = cameras.lookup(stamp, options.camera_info_max_age_s)
-            result = pipeline.track(features, stamp, K).track
-            outputs.add(stamp, image if image.ndim == 3 else image[..., None].repeat(3, 2), result)
+            frame = pipeline.track(features, frame_ns, cameras.lookup(frame_ns, max_age))
+            outputs.add(image if image.ndim == 3 else image[..., None].repeat(3, 2), frame)
             counts['processed'] += 1
         complete = True
     finally:
@@ -181,12 +220,32 @@ def replay(args: argparse.Namespace) -> int:
     return counts['processed']
 
 
-def _add_camera(cameras: CameraInfoCache, stamp: float, msg: Any, counts: Counter) -> None:
+def _checked_stamp(stamps, msg, counts, pipeline, outputs) -> int | None:
+    """The frame's stamp (ns) when it is to be processed (the node's stamp policy)."""
+    verdict = stamps.check(msg.header.stamp.sec, msg.header.stamp.nanosec, now_ns=0)
+    if verdict.action == 'drop':
+        counts[verdict.reason] += 1
+        return None
+    frame_ns = stamp_ns(msg.header.stamp)
+    if verdict.action == 'reset':
+        LOG.warning('time jumped back at %d ns: tracker reset', frame_ns)
+        pipeline.reset()
+        outputs.reset()
+    return frame_ns
+
+
+def _decode(msg: Any) -> np.ndarray:
+    if isinstance(msg, CompressedImage):
+        return compressed_msg_to_array(msg)
+    return image_msg_to_array(msg)
+
+
+def _add_camera(cameras: CameraInfoPairing, msg: Any, counts: Counter) -> None:
     try:
-        cameras.add(stamp, msg.k, (int(msg.height), int(msg.width)))
+        cameras.add(msg)
     except ValueError as exc:
         counts['camera_info_rejected'] += 1
-        LOG.warning('ignoring CameraInfo at %.3f: %s', stamp, exc)
+        LOG.warning('ignoring CameraInfo at %d ns: %s', stamp_ns(msg.header.stamp), exc)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,9 +1,10 @@
 """What the kp2d node does, shared by the plain node and the lifecycle (managed) node.
 
 Images arrive on the executor's thread and go into a newest-frame slot; a worker thread
-decodes, runs the frame pipeline and publishes. Every frame is accounted for on /diagnostics:
-processed, or dropped with a reason ('superseded', 'invalid_stamp', 'stamp_in_future',
-'duplicate_stamp', 'ImageError', 'ValueError', 'out_of_memory', 'internal_error').
+decodes (cv_bridge), pairs the frame with its CameraInfo (message_filters), runs the frame
+pipeline and publishes. Every frame is accounted for on /diagnostics: processed, or dropped
+with a reason ('superseded', 'invalid_stamp', 'stamp_in_future', 'duplicate_stamp',
+'ImageError', 'ValueError', 'out_of_memory', 'internal_error').
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import time
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+import message_filters
+import rclpy
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -21,14 +23,18 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from kp2d_core.checkpoint import default_weights_path
 from kp2d_core.frontend import KeypointExtractor
 from kp2d_core.pipeline import FramePipeline
-from kp2d_ros.bookkeeping import CameraInfoCache, FrameStats, StampPolicy, health
+from kp2d_ros.bookkeeping import FrameStats, StampPolicy, health
+from kp2d_ros.cameras import CameraInfoPairing
 from kp2d_ros.conversions import ImageError, compressed_msg_to_array, image_msg_to_array, quote
-from kp2d_ros.messages import stamp_seconds
+from kp2d_ros.declare import declare_parameters, warn_unknown_overrides
+from kp2d_ros.messages import stamp_ns
+from kp2d_ros.options import NodeOptions, options_from_values
 from kp2d_ros.outputs import Outputs
-from kp2d_ros.params import PARAMETERS, NodeOptions, options_from_values
+from kp2d_ros.params import PARAMETERS
 from kp2d_ros.worker import LatestSlotWorker
 
 THROTTLE_S = 5.0
+NANOSECONDS = 1_000_000_000
 RELIABILITY = {
     'best_effort': ReliabilityPolicy.BEST_EFFORT,
     'reliable': ReliabilityPolicy.RELIABLE,
@@ -46,15 +52,14 @@ class Kp2dRuntime:
         self.worker: LatestSlotWorker | None = None
         self.subscriptions: list[Any] = []
         self.timer = None
-        self.cameras = CameraInfoCache()
+        self.cameras = CameraInfoPairing()
         self.stamps = StampPolicy()
         self.stats = FrameStats()
-        for param in PARAMETERS:
-            descriptor = ParameterDescriptor(
-                description=param.description, read_only=param.read_only
-            )
-            node.declare_parameter(param.name, param.default, descriptor)
+        self.idle_reported = False
+        declare_parameters(node)  # raises ValueError with one line for a bad value
+        warn_unknown_overrides(node)
         self.options: NodeOptions = options_from_values(self._values())
+        self.stamps.max_future_s = self.options.max_future_stamp_s
         self.diagnostics = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
         node.add_on_set_parameters_callback(self._validate)
         node.add_post_set_parameters_callback(self._apply)
@@ -63,12 +68,14 @@ class Kp2dRuntime:
     def _values(self) -> dict[str, Any]:
         return {p.name: self.node.get_parameter(p.name).value for p in PARAMETERS}
 
-    def _validate(self, params: list[Any]) -> SetParametersResult:
+    def _validate(self, params: list[Any]) -> Any:
+        from rcl_interfaces.msg import SetParametersResult
+
         values = self._values()
         values.update({p.name: p.value for p in params if p.name in values})
         try:
             options_from_values(values)
-        except (ValueError, TypeError) as exc:
+        except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
 
@@ -84,12 +91,13 @@ class Kp2dRuntime:
     def configure(self) -> None:
         """Load the model (the slow part), create the publishers and the worker."""
         weights = self.options_value('model.weights') or default_weights_path()
-        device = self.options_value('model.device')
-        self.log.info(f'loading {weights} on {device}')
+        self.log.info(f'loading {weights} on {self.options.device}')
         extractor = KeypointExtractor.from_checkpoint(
-            weights, device, self.options.pipeline.extractor
+            weights, self.options.device, self.options.pipeline.extractor
         )
-        self.pipeline = FramePipeline(extractor, self.options.pipeline.tracker)
+        self.pipeline = FramePipeline(
+            extractor, self.options.pipeline.tracker, self.options.pipeline.tracks
+        )
         self.outputs = Outputs(self.node, self.options, self.lifecycle)
         self.stats = FrameStats(float(self.options_value('diagnostics.window_s')))
         self.worker = LatestSlotWorker(self._process)
@@ -104,7 +112,7 @@ class Kp2dRuntime:
         return self.node.get_parameter(name).value
 
     def activate(self) -> None:
-        """Subscribe to the camera."""
+        """Subscribe to the camera: images (raw bytes, see below) and CameraInfo."""
         qos = QoSProfile(
             depth=1,
             history=HistoryPolicy.KEEP_LAST,
@@ -119,10 +127,11 @@ class Kp2dRuntime:
         image = self.node.create_subscription(
             self.image_type, topic, self._on_image, qos, raw=True
         )
-        info = self.node.create_subscription(
-            CameraInfo, 'camera_info', self._on_camera_info, qos_profile_sensor_data
+        info = message_filters.Subscriber(
+            self.node, CameraInfo, 'camera_info', qos_profile=qos_profile_sensor_data
         )
-        self.subscriptions = [image, info]
+        info.registerCallback(self._on_camera_info)
+        self.subscriptions = [image, info.sub]
 
     def deactivate(self) -> None:
         for subscription in self.subscriptions:
@@ -143,7 +152,7 @@ class Kp2dRuntime:
     # ---------------------------------------------------------------- executor thread
     def _on_camera_info(self, msg: CameraInfo) -> None:
         try:
-            self.cameras.add(stamp_seconds(msg.header.stamp), msg.k, (msg.height, msg.width))
+            self.cameras.add(msg)
         except ValueError as exc:
             self.stats.note('camera_info_rejected')
             self._warn(f'ignoring CameraInfo: {exc}')
@@ -161,7 +170,7 @@ class Kp2dRuntime:
         except Exception as exc:  # noqa: BLE001 - a malformed payload is a bad frame
             return self._drop('ImageError', f'cannot deserialize the image message: {exc}')
         stamp = msg.header.stamp
-        verdict = self.stamps.check(stamp.sec, stamp.nanosec, self._now())
+        verdict = self.stamps.check(stamp.sec, stamp.nanosec, self._now_ns())
         if verdict.action == 'drop':
             self.stats.drop(verdict.reason)
             self._warn(f'frame dropped ({verdict.reason}): stamp {stamp.sec}.{stamp.nanosec:09d}')
@@ -171,41 +180,47 @@ class Kp2dRuntime:
             self.pipeline.reset()
             self.outputs.reset()
         image = self._decode(msg)
-        if image is None:
-            return
+        if image is not None:
+            self._run(msg, image, received)
+
+    def _run(self, msg: Any, image: Any, received: float) -> None:
+        frame_ns = stamp_ns(msg.header.stamp)
         try:
             features = self.pipeline.extract(image)
-            K = self.cameras.lookup(stamp_seconds(stamp), self.options.camera_info_max_age_s)
-            frame = self.pipeline.track(features, stamp_seconds(stamp), K)
+            max_age = int(self.options.camera_info_max_age_s * NANOSECONDS)
+            camera = self.cameras.lookup(frame_ns, max_age)
+            frame = self.pipeline.track(features, frame_ns, camera)
             self.outputs.publish(msg.header, image, frame)
         except ValueError as exc:
             return self._drop('ValueError', f'frame {image.shape}: {exc}')
         except (MemoryError, RuntimeError) as exc:  # allocator failures must not end the node
-            reason = (
-                'out_of_memory'
-                if 'alloc' in str(exc) or isinstance(exc, MemoryError)
-                else 'internal_error'
-            )
+            if not rclpy.ok():  # shutting down (Ctrl-C): the publishers are gone, say nothing
+                return None
+            reason = 'out_of_memory' if _out_of_memory(exc) else 'internal_error'
             return self._drop(
                 reason, f'frame {image.shape} failed: {type(exc).__name__}: {str(exc)[:200]}'
             )
         except Exception as exc:  # noqa: BLE001 - a bug must not take the robot's node down
             return self._drop('internal_error', f'frame failed: {type(exc).__name__}: {exc}')
-        latency = self._now() - stamp_seconds(stamp)
+        latency = (self._now_ns() - frame_ns) / NANOSECONDS
         self.stats.done(time.monotonic(), time.perf_counter() - received, latency)
+        return None
 
     def _decode(self, msg: Any) -> Any:
         try:
             if isinstance(msg, CompressedImage):
-                return compressed_msg_to_array(msg)
+                budget = 4 * self.options.pipeline.extractor.max_input_pixels
+                return compressed_msg_to_array(msg, budget)
             return image_msg_to_array(msg)
         except ImageError as exc:
             encoding = msg.format if isinstance(msg, CompressedImage) else msg.encoding
             self._drop('ImageError', f'bad image ({quote(encoding)}): {exc}')
-            return None
+        except MemoryError as exc:
+            self._drop('out_of_memory', f'decoding the image ran out of memory: {exc}')
+        return None
 
-    def _now(self) -> float:
-        return self.node.get_clock().now().nanoseconds * 1e-9
+    def _now_ns(self) -> int:
+        return self.node.get_clock().now().nanoseconds
 
     # ---------------------------------------------------------------- reporting
     def _drop(self, reason: str, text: str) -> None:
@@ -229,4 +244,23 @@ class Kp2dRuntime:
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.node.get_clock().now().to_msg()
         self.diagnostics.publish(array)
+        self._status_line(figures, message, summary)
+
+    def _status_line(self, figures: dict[str, float], message: str, summary: dict) -> None:
+        """INFO while frames come in; one line when they stop, then quiet until they resume."""
+        if figures['input_hz'] == 0:
+            if not self.idle_reported:
+                self.log.info(f'{message}: waiting for images on {self._image_topic()}')
+                self.idle_reported = True
+            return
+        self.idle_reported = False
         self.log.info(f'{message}; ' + ', '.join(f'{k} {v}' for k, v in summary.items()))
+
+    def _image_topic(self) -> str:
+        suffix = '/compressed' if self.options.image_transport == 'compressed' else ''
+        return self.node.resolve_topic_name('image') + suffix
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or 'alloc' in text or 'memory' in text

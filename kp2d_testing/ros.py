@@ -16,6 +16,28 @@ import numpy as np
 PARAMS_FILE = Path(__file__).resolve().parents[1] / 'config' / 'kp2d.yaml'
 PROFILE = Path(__file__).resolve().parent / 'fastdds_shm.xml'
 RESEND_S = 5.0
+ROS_LIBRARIES = ('rclpy', 'cv_bridge', 'sensor_msgs_py', 'message_filters', 'tf2_ros')
+ROS_TOOLS = ('launch', 'launch_ros', 'ros2cli')
+SKIP_REASON = (
+    'needs the ROS 2 libraries (cv_bridge, sensor_msgs_py, message_filters, tf2_ros, launch, '
+    'ros2cli): tools/build_ros_deps.py builds them from the sources in $KP2D_ROS_SRC '
+    '(see ros_deps.repos), or source a ROS 2 Jazzy install'
+)
+
+
+def missing_ros_libraries(names: tuple[str, ...] = ROS_LIBRARIES + ROS_TOOLS) -> list[str]:
+    """The ROS libraries of ``names`` that this interpreter cannot find."""
+    import importlib.util
+
+    return [name for name in names if importlib.util.find_spec(name) is None]
+
+
+def require_ros_libraries() -> None:
+    """Skip the calling test module, with one reason naming KP2D_ROS_SRC, when they are missing."""
+    import pytest
+
+    if missing_ros_libraries():
+        pytest.skip(SKIP_REASON, allow_module_level=True)
 
 
 def ros_environment(domain_id: int) -> dict[str, str]:
@@ -74,21 +96,27 @@ def stop_node(proc: subprocess.Popen, timeout: float = 20.0) -> int:
 
 
 def image_msg(image: np.ndarray, stamp_ns: int, frame_id: str = 'camera_optical_frame') -> Any:
-    """sensor_msgs/Image (bgr8 or mono8) from a uint8 array."""
-    from sensor_msgs.msg import Image
+    """sensor_msgs/Image (bgr8 or mono8) from a uint8 array, made by cv_bridge."""
+    from cv_bridge import CvBridge
 
-    from kp2d_ros.conversions import array_to_image_fields
-
-    msg = Image(**array_to_image_fields(image))
+    msg = CvBridge().cv2_to_imgmsg(image, 'mono8' if image.ndim == 2 else 'bgr8')
     msg.header.frame_id = frame_id
     msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(stamp_ns), 1_000_000_000)
     return msg
 
 
-def camera_info_msg(K: np.ndarray, hw: tuple[int, int], stamp_ns: int) -> Any:
+def camera_info_msg(
+    K: np.ndarray,
+    hw: tuple[int, int],
+    stamp_ns: int,
+    d: tuple[float, ...] = (),
+    model: str = '',
+) -> Any:
     from sensor_msgs.msg import CameraInfo
 
     msg = CameraInfo(height=hw[0], width=hw[1], k=[float(v) for v in K.ravel()])
+    msg.d = [float(v) for v in d]
+    msg.distortion_model = model
     msg.header.frame_id = 'camera_optical_frame'
     msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(stamp_ns), 1_000_000_000)
     return msg
@@ -105,16 +133,29 @@ def homography_type() -> Any:
     return HomographyStamped
 
 
-def homography_of(msg: Any) -> tuple[np.ndarray, float, float, int, int]:
-    """(H (3, 3), frame stamp s, keyframe stamp s, inliers, matches) of either type."""
-    stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
+def homography_of(msg: Any) -> tuple[np.ndarray, int, int, int, int]:
+    """(H (3, 3), frame stamp ns, keyframe stamp ns, inliers, matches) of either type.
+
+    The JointState fallback carries the keyframe stamp as float seconds (rounded to 1 us here).
+    """
+    stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
     if hasattr(msg, 'homography'):
-        key = msg.keyframe_stamp.sec + 1e-9 * msg.keyframe_stamp.nanosec
+        key = msg.keyframe_stamp.sec * 1_000_000_000 + msg.keyframe_stamp.nanosec
         H = np.asarray(msg.homography, np.float64).reshape(3, 3)
         return H, stamp, key, int(msg.inliers), int(msg.matches)
     values = dict(zip(msg.name, msg.position))
     H = np.array([values[f'h{r}{c}'] for r in range(3) for c in range(3)]).reshape(3, 3)
-    return H, stamp, values['keyframe_stamp'], int(values['inliers']), int(values['matches'])
+    key = int(round(values['keyframe_stamp'] * 1e6)) * 1000
+    return H, stamp, key, int(values['inliers']), int(values['matches'])
+
+
+def tracks_type() -> Any:
+    """kp2d_msgs/FeatureTracks where kp2d_msgs is built, else None (no ~/tracks topic)."""
+    try:
+        from kp2d_msgs.msg import FeatureTracks
+    except ImportError:
+        return None
+    return FeatureTracks
 
 
 def diagnostic_values(msg: Any) -> dict[str, str]:
@@ -150,7 +191,7 @@ class Probe:
         from nav_msgs.msg import Odometry
         from rclpy.node import Node
         from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-        from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+        from sensor_msgs.msg import CameraInfo, Image, PointCloud, PointCloud2
 
         self.node = Node('kp2d_probe')
         self.prefix = node
@@ -161,14 +202,17 @@ class Probe:
         self.pub_info = self.node.create_publisher(
             CameraInfo, f'{namespace}/camera_info', qos_profile_sensor_data
         )
-        self.received: dict[str, list[Any]] = {
-            k: [] for k in ('keypoints', 'homography', 'odometry', 'diag')
-        }
-        topics = (
+        topics = [
             ('keypoints', PointCloud2),
             ('homography', homography_type()),
             ('odometry', Odometry),
-        )
+            ('feature_cloud', PointCloud),
+        ]
+        tracks = tracks_type()
+        if tracks is not None:
+            topics.append(('tracks', tracks))
+        self.received: dict[str, list[Any]] = {k: [] for k, _ in topics}
+        self.received['diag'] = []
         for key, msg_type in topics:
             self.node.create_subscription(
                 msg_type,
@@ -212,3 +256,24 @@ class Probe:
             if spin_until(self.node, arrived, min(RESEND_S, deadline - time.monotonic())):
                 return True
         return arrived()
+
+
+def shifted_frames(
+    n: int, hw: tuple[int, int], start: int = 0
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """A camera sliding over the bundled photo by whole 8-px cells, with exact homographies.
+
+    Shifts by the network stride make even a random network equivariant, so the node's
+    homography must match the truth to a fraction of a pixel: node tests check the plumbing
+    and the geometry with them, not the quality of the weights.
+    """
+    from kp2d_core.images import read_image
+    from kp2d_core.samples import sample_photo_path
+
+    photo = read_image(sample_photo_path())
+    frames, H_0to = [], []
+    for k in range(start, start + n):
+        x, y = 60 + 8 * k, 40 + 8 * k
+        frames.append(np.ascontiguousarray(photo[y : y + hw[0], x : x + hw[1]]))
+        H_0to.append(np.array([[1.0, 0.0, -8.0 * k], [0.0, 1.0, -8.0 * k], [0.0, 0.0, 1.0]]))
+    return frames, H_0to

@@ -3,53 +3,74 @@
     ros2 launch kp2d_ros kp2d.launch.py image_topic:=/camera/image_raw \
         camera_info_topic:=/camera/camera_info [namespace:=front] [image_transport:=compressed]
 
-Every argument has a description (``ros2 launch kp2d_ros kp2d.launch.py --show-args``).
+Every argument has a description (``ros2 launch kp2d_ros kp2d.launch.py --show-args``);
+arguments with a fixed set of values declare it, so a wrong value stops the launch. The
+node settings ``image_transport``, ``image_reliability`` and ``use_sim_time`` are passed to
+the node only when given on the command line: left empty, the params file decides.
 """
 
 from pathlib import Path
 
 from ament_index_python.packages import get_package_share_directory
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import IfCondition, UnlessCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
-from launch_ros.parameter_descriptions import ParameterValue
 
 from launch import LaunchDescription
 
+FROM_PARAMS = 'empty: the params file (or the node default) decides'
+# (name, default, description, choices or None)
 ARGUMENTS = (
-    ('image_topic', '/camera/image_raw', 'camera image topic (for compressed: its base topic)'),
-    ('camera_info_topic', '/camera/camera_info', 'CameraInfo topic (optional input)'),
-    ('namespace', '', 'namespace of the node (parameters apply under any namespace)'),
-    ('node_name', 'kp2d', 'name of the node'),
-    ('image_transport', 'raw', "'raw' (sensor_msgs/Image) or 'compressed' (CompressedImage)"),
-    ('image_reliability', 'best_effort', "'best_effort' for cameras, 'reliable' for bags"),
-    ('use_sim_time', 'false', 'use /clock (ros2 bag play --clock, simulators)'),
-    ('lifecycle', 'false', 'start the managed (lifecycle) node, to be configured and activated'),
-    ('log_level', 'info', 'logging level of the node'),
+    ('image_topic', '/camera/image_raw', 'camera image topic (for compressed: its base topic)', None),
+    ('camera_info_topic', '/camera/camera_info', 'CameraInfo topic (optional input)', None),
+    ('namespace', '', 'namespace of the node (parameters apply under any namespace)', None),
+    ('node_name', 'kp2d', 'name of the node', None),
+    (
+        'image_transport',
+        '',
+        f'sensor_msgs/Image (raw) or CompressedImage (compressed) input; {FROM_PARAMS}',
+        ['', 'raw', 'compressed'],
+    ),
+    (
+        'image_reliability',
+        '',
+        f'image QoS, best_effort for cameras, reliable for bags; {FROM_PARAMS}',
+        ['', 'best_effort', 'reliable'],
+    ),
+    (
+        'use_sim_time',
+        '',
+        f'use /clock (ros2 bag play --clock, simulators); {FROM_PARAMS}',
+        ['', 'true', 'false'],
+    ),
+    (
+        'lifecycle',
+        'false',
+        'start the managed (lifecycle) node, to be configured and activated',
+        ['true', 'false'],
+    ),
+    (
+        'log_level',
+        'info',
+        'logging level of the node',
+        ['debug', 'info', 'warn', 'error', 'fatal'],
+    ),
 )
+OPTIONAL_SETTINGS = ('image_transport', 'image_reliability', 'use_sim_time')
 
 
-def generate_launch_description() -> LaunchDescription:
-    installed = Path(get_package_share_directory('kp2d_ros')) / 'config' / 'kp2d.yaml'
-    params = ('params_file', str(installed), 'parameters file (keys under /** or the node name)')
-    declared = [
-        DeclareLaunchArgument(name, default_value=default, description=description)
-        for name, default, description in (params, *ARGUMENTS)
-    ]
+def _nodes(context, params_file: LaunchConfiguration):
+    """The node, with the optional settings that were given on the command line."""
+    given = {}
+    for name in OPTIONAL_SETTINGS:
+        value = LaunchConfiguration(name).perform(context)
+        if value:
+            given[name] = value == 'true' if name == 'use_sim_time' else value
     common = {
         'name': LaunchConfiguration('node_name'),
         'namespace': LaunchConfiguration('namespace'),
-        'parameters': [
-            LaunchConfiguration('params_file'),
-            {
-                'use_sim_time': ParameterValue(
-                    LaunchConfiguration('use_sim_time'), value_type=bool
-                ),
-                'image_transport': LaunchConfiguration('image_transport'),
-                'image_reliability': LaunchConfiguration('image_reliability'),
-            },
-        ],
+        'parameters': [params_file, given] if given else [params_file],
         'remappings': [
             ('image', LaunchConfiguration('image_topic')),
             ('image/compressed', [LaunchConfiguration('image_topic'), '/compressed']),
@@ -70,4 +91,25 @@ def generate_launch_description() -> LaunchDescription:
         condition=IfCondition(lifecycle),
         **common,
     )
-    return LaunchDescription([*declared, plain, managed])
+    return [plain, managed]
+
+
+def generate_launch_description() -> LaunchDescription:
+    installed = Path(get_package_share_directory('kp2d_ros')) / 'config' / 'kp2d.yaml'
+    declared = [
+        DeclareLaunchArgument(
+            'params_file',
+            default_value=str(installed),
+            description='parameters file (keys under /** or the node name)',
+        )
+    ]
+    for name, default, description, choices in ARGUMENTS:
+        declared.append(
+            DeclareLaunchArgument(
+                name, default_value=default, description=description, choices=choices
+            )
+        )
+    params_file = LaunchConfiguration('params_file')
+    return LaunchDescription(
+        [*declared, OpaqueFunction(function=_nodes, args=[params_file])]
+    )

@@ -42,18 +42,23 @@ def fix_cmake_exports(prefix: Path) -> int:
     return changed
 
 
+def colcon_environment(prefix: Path) -> dict[str, str]:
+    """Variables under which colcon builds against the wheels installed at ``prefix``."""
+    return {
+        **os.environ,
+        'CMAKE_PREFIX_PATH': str(prefix),
+        'AMENT_PREFIX_PATH': str(prefix),
+        'PATH': f'{Path(sys.executable).parent}{os.pathsep}{os.environ.get("PATH", "")}',
+    }
+
+
 def main() -> None:
     prefix = Path(sys.prefix)
     colcon = Path(sys.executable).parent / 'colcon'
     if not (prefix / 'share' / 'rosidl_default_generators').is_dir() or not colcon.exists():
         raise SystemExit('needs the ROS build wheels and colcon: see requirements-ros-build.txt')
     print(f'fixed {fix_cmake_exports(prefix)} CMake export files under {prefix}/share')
-    env = {
-        **os.environ,
-        'CMAKE_PREFIX_PATH': str(prefix),
-        'AMENT_PREFIX_PATH': str(prefix),
-        'PATH': f'{Path(sys.executable).parent}{os.pathsep}{os.environ.get("PATH", "")}',
-    }
+    env = colcon_environment(prefix)
     command = [
         str(colcon),
         'build',

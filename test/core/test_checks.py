@@ -10,7 +10,7 @@ from kp2d_core.checks import check_shape
 from kp2d_core.geometry import corner_error, normalize_coords, sample_map, warp_points
 from kp2d_core.losses import LossConfig, kp2d_losses
 from kp2d_core.networks import KeypointOutput
-from kp2d_core.tracking import HomographyTracker
+from kp2d_core.points import ImagePoints
 
 
 def test_check_shape_spec():
@@ -36,8 +36,8 @@ def test_public_functions_name_the_wrong_argument():
         sample_map(torch.zeros(2, 4, 3, 3), torch.zeros(1, 5, 2), 24, 24)
     with pytest.raises(ValueError, match='H_est'):
         corner_error(np.eye(4), np.eye(3), 10, 10)
-    with pytest.raises(ValueError, match='K must have shape'):
-        HomographyTracker().update(None, 0.0, np.eye(4))
+    with pytest.raises(ValueError, match='points must have shape'):
+        ImagePoints.of(np.zeros((4, 3)), None)
     out = KeypointOutput(torch.rand(2, 1, 3, 3), torch.rand(2, 2, 3, 3), torch.rand(2, 8, 6, 6))
     with pytest.raises(ValueError, match='H must have shape'):
         kp2d_losses(out, out, torch.eye(3).expand(3, 3, 3), LossConfig(use_io_loss=False))

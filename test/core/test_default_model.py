@@ -54,16 +54,18 @@ def test_bundled_model_tracks_the_bundled_sequence():
     """Frame-to-frame homographies of a perspective camera sweep, within 3 px of the truth."""
     from kp2d_core import ExtractorConfig, HomographyTracker, KeypointExtractor
     from kp2d_core.geometry import corner_error
+    from kp2d_core.points import ImagePoints
     from kp2d_core.samples import synthetic_sequence
 
     extractor = KeypointExtractor(load_model(), ExtractorConfig(top_k=1000))
     frames, H_0to = synthetic_sequence(8, SHAPE)
     tracker = HomographyTracker()
     for k, frame in enumerate(frames):
-        result = tracker.update(extractor.extract(frame), float(k), None)
+        features = extractor.extract(frame)
+        result = tracker.update(features, ImagePoints.of(features.keypoints.numpy(), None), k)
         if k == 0:
             continue
         assert result.H_key_to_cur is not None, result.reason
-        key = int(result.key_stamp)
+        key = result.key_stamp_ns
         truth = H_0to[k] @ np.linalg.inv(H_0to[key])
         assert corner_error(result.H_key_to_cur, truth, *SHAPE) < 3.0, k

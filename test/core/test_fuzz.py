@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from kp2d_core import ExtractorConfig, KeypointExtractor, KeypointNet, save_checkpoint
+from kp2d_core.camera import camera_matrix
 from kp2d_core.checkpoint import CheckpointError, load_model
-from kp2d_core.motion import camera_matrix
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 

@@ -8,14 +8,15 @@ import pytest
 import torch
 
 from kp2d_core import Features
+from kp2d_core.camera import CameraModel, camera_matrix
 from kp2d_core.motion import (
-    camera_matrix,
     invert_pose,
     make_pose,
     pose_from_essential,
     pose_from_homography,
     rotation_to_quaternion,
 )
+from kp2d_core.points import ImagePoints
 from kp2d_core.tracking import HomographyTracker, TrackerConfig
 
 K = np.array([[500.0, 0.0, 320.0], [0.0, 500.0, 240.0], [0.0, 0.0, 1.0]])
@@ -74,27 +75,37 @@ def test_pose_helpers():
     assert np.allclose(camera_matrix(K.ravel().tolist()), K)
 
 
+CAMERA = CameraModel.create(K.ravel(), image_hw=(480, 640))
+MS = 1_000_000  # ns
+
+
 def _features(pts: np.ndarray, desc: torch.Tensor) -> Features:
     return Features(
         torch.as_tensor(pts, dtype=torch.float32), torch.ones(len(pts)), desc, (480, 640)
     )
 
 
+def _update(tracker, features: Features, stamp_ns: int, camera=CAMERA):
+    points = ImagePoints.of(features.keypoints.numpy().astype(np.float64), camera)
+    return tracker.update(features, points, stamp_ns)
+
+
 def test_tracker_pose_and_no_drift_when_still():
     pts_ref, pts_cur = _scene(planar=True)
     desc = torch.nn.functional.normalize(torch.randn(len(pts_ref), 64), dim=1)
     tracker = HomographyTracker(TrackerConfig(min_keyframe_inliers=20))
-    first = tracker.update(_features(pts_ref, desc), 0.0, K)
+    first = _update(tracker, _features(pts_ref, desc), 0)
     assert first.reason == 'first_frame' and first.new_keyframe
     assert np.allclose(first.T_world_cur, np.eye(4))
-    for stamp in (0.1, 0.2, 0.3):  # a still camera: same view again and again
-        still = tracker.update(_features(pts_ref, desc), stamp, K)
+    assert (np.diag(first.covariance) > 0).all()  # the origin, but never a zero covariance
+    for stamp in (100 * MS, 200 * MS, 300 * MS):  # a still camera: same view again and again
+        still = _update(tracker, _features(pts_ref, desc), stamp)
         assert still.num_inliers == len(pts_ref) and not still.new_keyframe
         assert np.allclose(still.H_key_to_cur, np.eye(3), atol=1e-6)
         assert np.allclose(still.T_world_cur, np.eye(4), atol=1e-6)
-    moved = tracker.update(_features(pts_cur, desc), 0.4, K)
+    moved = _update(tracker, _features(pts_cur, desc), 400 * MS)
     expected = invert_pose(make_pose(R_TRUE, T_TRUE / PLANE_DEPTH))
-    assert moved.pose_method == 'homography' and moved.key_stamp == 0.0
+    assert moved.pose_method == 'homography' and moved.key_stamp_ns == 0
     assert np.allclose(moved.T_world_cur, expected, atol=1e-4)
 
 
@@ -102,15 +113,15 @@ def test_tracker_without_intrinsics_and_keyframe_renewal():
     pts_ref, pts_cur = _scene(planar=True)
     desc = torch.nn.functional.normalize(torch.randn(len(pts_ref), 64), dim=1)
     tracker = HomographyTracker(TrackerConfig(min_keyframe_inliers=250))
-    tracker.update(_features(pts_ref, desc), 1.0, None)
-    result = tracker.update(_features(pts_cur, desc), 2.0, None)
+    _update(tracker, _features(pts_ref, desc), 1_000 * MS, None)
+    result = _update(tracker, _features(pts_cur, desc), 2_000 * MS, None)
     H_true, _ = cv2.findHomography(pts_ref, pts_cur, 0)
     assert result.T_world_cur is None and result.H_key_to_cur is not None
     assert np.allclose(result.H_key_to_cur, H_true, atol=1e-5)
     assert result.new_keyframe  # 200 inliers < 250: the frame becomes the keyframe
-    assert tracker.key_stamp == 2.0
+    assert tracker.key_stamp_ns == 2_000 * MS
     shuffled = desc[torch.randperm(len(desc), generator=torch.Generator().manual_seed(0))]
-    lost = tracker.update(_features(pts_ref, shuffled), 3.0, None)
+    lost = _update(tracker, _features(pts_ref, shuffled), 3_000 * MS, None)
     assert lost.H_key_to_cur is None and lost.new_keyframe and lost.reason is not None
 
 
@@ -122,16 +133,17 @@ def test_non_finite_pose_resets_the_tracker(monkeypatch):
     xy = torch.rand(60, 2, generator=generator) * 300
     desc = torch.nn.functional.normalize(torch.randn(60, 16, generator=generator), dim=1)
     features = Features(xy, torch.linspace(1, 0.1, 60), desc, (240, 320))
-    K = np.array([[300.0, 0, 160], [0, 300.0, 120], [0, 0, 1]])
-    tracker.update(features, 0.0, K)
-    monkeypatch.setattr(tracker, '_pose', lambda *args: (np.full((4, 4), np.nan), 'homography'))
-    result = tracker.update(features, 0.1, K)
+    camera = CameraModel.create([300.0, 0, 160, 0, 300.0, 120, 0, 0, 1], image_hw=(240, 320))
+    _update(tracker, features, 0, camera)
+    broken = (np.full((4, 4), np.nan), 'homography', None)
+    monkeypatch.setattr(tracker, '_relative_pose', lambda *args: broken)
+    result = _update(tracker, features, 100 * MS, camera)
     assert result.T_world_cur is None and result.reason == 'non_finite_pose'
-    assert result.key_stamp == 0.0  # the keyframe it was measured against
+    assert result.key_stamp_ns == 0  # the keyframe it was measured against
     monkeypatch.undo()
-    result = tracker.update(features, 0.2, K)  # a fresh trajectory, finite again
+    result = _update(tracker, features, 200 * MS, camera)  # a fresh trajectory, finite again
     assert result.reason == 'first_frame' or np.isfinite(result.T_world_cur).all()
-    result = tracker.update(features, 0.3, K)
+    result = _update(tracker, features, 300 * MS, camera)
     assert np.isfinite(result.T_world_cur).all() and np.isfinite(result.covariance).all()
     assert (np.diag(result.covariance) > 0).all()
 

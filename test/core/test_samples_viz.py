@@ -46,8 +46,16 @@ def test_read_image_errors(tmp_path):
         read_image(tmp_path / 'missing.jpg')
     corrupt = tmp_path / 'corrupt.jpg'
     corrupt.write_bytes(b'\xff\xd8 not really a jpeg')
-    with pytest.raises(ValueError, match='truncated JPEG'):
+    with pytest.raises(ValueError, match='broken header'):
         read_image(corrupt)
+    whole = sample_photo_path().read_bytes()
+    cut = tmp_path / 'cut.jpg'
+    cut.write_bytes(whole[: len(whole) // 3])
+    with pytest.raises(ValueError, match='truncated JPEG'):
+        read_image(cut)
+    cut.write_bytes(whole[: len(whole) // 3] + b'\xff\xd9')  # a cut file with its marker
+    with pytest.raises(ValueError, match='corrupt JPEG'):
+        read_image(cut)
 
 
 def test_drawing_shapes_and_colours():
@@ -73,3 +81,26 @@ def test_flow_lines_join_the_two_positions_in_one_image():
     flow = draw_flow(image, np.array([[5.0, 20.0]]), np.array([[50.0, 20.0]]))
     assert flow.shape == (40, 60, 3) and image.max() == 0
     assert (flow[20, 5:51, 1] > 0).all()  # a green line along the whole displacement
+
+
+def test_encoded_sizes_come_from_the_header_before_decoding():
+    import cv2
+
+    from kp2d_core.images import decode_image, encoded_size
+
+    image = np.zeros((30, 40, 3), np.uint8)
+    for ext, kind in (
+        ('.jpg', 'jpeg'),
+        ('.png', 'png'),
+        ('.ppm', 'pnm'),
+        ('.bmp', 'bmp'),
+        ('.webp', 'webp'),
+    ):
+        data = cv2.imencode(ext, image)[1].tobytes()
+        assert encoded_size(data) == (kind, 30, 40), ext
+        assert decode_image(data).shape == (30, 40, 3)
+    png = bytearray(cv2.imencode('.png', image)[1].tobytes())
+    png[16:24] = (20000).to_bytes(4, 'big') * 2  # a 389 KB-style bomb: 20000 x 20000
+    with pytest.raises(ValueError, match='header claims 20000x20000'):
+        decode_image(bytes(png), max_pixels=64_000_000)
+    assert encoded_size(b'GIF89a....') is None and encoded_size(b'\x89PNG') is None

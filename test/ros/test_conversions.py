@@ -1,13 +1,26 @@
-"""Image message <-> array conversion (pure NumPy; no ROS needed)."""
+"""Image message <-> array conversion: cv_bridge, and the checks the node adds to it."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import pytest
 
-from kp2d_ros.conversions import ImageError, array_to_image_fields, image_msg_to_array
+from kp2d_testing.ros import require_ros_libraries
+
+require_ros_libraries()
+
+from cv_bridge import CvBridge  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+
+from kp2d_ros.conversions import (  # noqa: E402
+    ImageError,
+    array_to_image_msg,
+    compressed_msg_to_array,
+    image_msg_to_array,
+)
 
 
 def _msg(array: np.ndarray, encoding: str, pad: int = 0, bigendian: bool = False):
@@ -59,14 +72,34 @@ def test_mono16_and_float_honour_endianness(bigendian):
     assert out.dtype == np.float32 and np.array_equal(out, depth)
 
 
-def test_mono8_round_trip_through_fields():
+def test_debug_images_round_trip_through_cv_bridge():
     gray = RNG.integers(0, 256, (3, 4), dtype=np.uint8)
-    fields = array_to_image_fields(gray)
-    assert fields['encoding'] == 'mono8' and fields['step'] == 4
-    assert np.array_equal(image_msg_to_array(SimpleNamespace(**fields)), gray)
-    assert array_to_image_fields(BGR)['encoding'] == 'bgr8'
+    header = Header(frame_id='cam')
+    msg = array_to_image_msg(gray, header)
+    assert (msg.encoding, msg.step, msg.header.frame_id) == ('mono8', 4, 'cam')
+    assert np.array_equal(image_msg_to_array(msg), gray)
+    assert array_to_image_msg(BGR, header).encoding == 'bgr8'
     with pytest.raises(ImageError):
-        array_to_image_fields(BGR.astype(np.float32))
+        array_to_image_msg(BGR.astype(np.float32), header)
+
+
+@pytest.mark.parametrize(
+    ('encoding', 'array', 'expected'),
+    [
+        ('bgr8', BGR, BGR),
+        ('rgb8', BGR[..., ::-1].copy(), BGR),
+        ('mono8', BGR[..., 1].copy(), BGR[..., 1]),
+        ('bgr16', BGR.astype(np.uint16) * 257, BGR.astype(np.uint16) * 257),
+        ('rgb16', BGR[..., ::-1].astype(np.uint16) * 257, BGR.astype(np.uint16) * 257),
+        ('mono16', BGR[..., 0].astype(np.uint16) * 3, BGR[..., 0].astype(np.uint16) * 3),
+        ('32FC1', BGR[..., 0].astype(np.float32) / 255, BGR[..., 0].astype(np.float32) / 255),
+    ],
+)
+def test_every_cv_bridge_encoding_decodes_for_the_extractor(encoding, array, expected):
+    """Messages made by cv_bridge itself (as camera drivers do) come back as BGR/gray."""
+    msg = CvBridge().cv2_to_imgmsg(np.ascontiguousarray(array), encoding)
+    out = image_msg_to_array(msg)
+    assert out.dtype == expected.dtype and np.array_equal(out, expected)
 
 
 @pytest.mark.parametrize(
@@ -88,8 +121,6 @@ def test_malformed_messages_raise(change, message):
 
 
 def test_yuv422_variants_decode_to_bgr():
-    import cv2
-
     smooth = np.dstack(np.meshgrid(np.linspace(40, 200, 16), np.linspace(60, 180, 8)))
     bgr = np.concatenate([smooth, smooth[..., :1]], axis=2).astype(np.uint8)
     uyvy = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_UYVY)
@@ -126,10 +157,6 @@ def test_bayer_patterns_decode_to_the_right_colours(encoding, offsets):
 
 
 def test_compressed_jpeg_and_png():
-    import cv2
-
-    from kp2d_ros.conversions import compressed_msg_to_array
-
     smooth = np.linspace(0, 255, 32 * 24 * 3).reshape(24, 32, 3).astype(np.uint8)
     for fmt, ext in (('bgr8; jpeg compressed bgr8', '.jpg'), ('png', '.png')):
         data = cv2.imencode(ext, smooth)[1].tobytes()
@@ -157,3 +184,40 @@ def test_big_endian_uint16_arrays_are_images():
     mono16 = RNG.integers(0, 65536, (4, 6), dtype=np.uint16)
     swapped = mono16.astype('>u2')
     assert np.array_equal(to_unit_float(swapped), to_unit_float(mono16))
+
+
+def _bomb_jpeg(height: int, width: int) -> bytes:
+    """A small valid JPEG whose frame header is rewritten to claim ``height`` x ``width``."""
+    data = bytearray(cv2.imencode('.jpg', BGR)[1].tobytes())
+    sof = data.index(b'\xff\xc0')
+    data[sof + 5 : sof + 9] = height.to_bytes(2, 'big') + width.to_bytes(2, 'big')
+    return bytes(data)
+
+
+def _bomb_png(height: int, width: int) -> bytes:
+    data = bytearray(cv2.imencode('.png', BGR)[1].tobytes())
+    data[16:24] = width.to_bytes(4, 'big') + height.to_bytes(4, 'big')
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    'payload', [_bomb_jpeg(65500, 65500), _bomb_jpeg(30000, 30000), _bomb_png(20000, 20000)]
+)
+def test_decompression_bombs_are_refused_from_the_header(payload):
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(ImageError, match='header claims'):
+        compressed_msg_to_array(
+            SimpleNamespace(format='jpeg' if payload[:2] == b'\xff\xd8' else 'png', data=payload),
+            8192 * 8192 // 4,
+        )
+    assert time.perf_counter() - start < 0.5  # nothing was decoded
+
+
+def test_cut_and_corrupt_jpegs_are_refused():
+    smooth = cv2.resize(BGR, (320, 240), interpolation=cv2.INTER_CUBIC)
+    data = cv2.imencode('.jpg', smooth)[1].tobytes()
+    for bad in (data[: len(data) // 3], data[: len(data) // 3] + b'\xff\xd9'):
+        with pytest.raises(ImageError):
+            compressed_msg_to_array(SimpleNamespace(format='jpeg', data=bad))

@@ -8,8 +8,11 @@ import time
 import numpy as np
 import pytest
 
-rclpy = pytest.importorskip('rclpy', reason='needs rclpy (make test installs the ROS wheels)')
+from kp2d_testing.ros import require_ros_libraries
 
+require_ros_libraries()
+
+import rclpy  # noqa: E402
 import torch  # noqa: E402
 
 from kp2d_core import ExtractorConfig, KeypointNet, save_checkpoint  # noqa: E402
@@ -24,6 +27,7 @@ from kp2d_testing.ros import (  # noqa: E402
     homography_of,
     image_msg,
     ros_environment,
+    shifted_frames,
     spin_until,
     start_node,
     stop_node,
@@ -33,7 +37,7 @@ from kp2d_testing.ros import (  # noqa: E402
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 HW = (240, 320)
 K = np.array([[300.0, 0.0, 159.5], [0.0, 300.0, 119.5], [0.0, 0.0, 1.0]])
-T0 = 1_700_000_000 * 10**9  # a plausible sensor stamp (ns), in the node clock's past
+T0 = 1_700_000_000_319_492_509  # a wall-clock sensor stamp (ns) in the node clock's past
 FRAME_NS = 100_000_000
 
 
@@ -72,19 +76,7 @@ def session(tmp_path_factory):
 
 
 def _frames(n: int = 6, start: int = 0):
-    """A camera sliding over the bundled photo by whole 8-px cells, with exact homographies.
-
-    Shifts by the network stride make even a random network equivariant, so the node's
-    homography must match the truth to a fraction of a pixel: this checks the plumbing and
-    the geometry, not the quality of the weights.
-    """
-    photo = read_image(sample_photo_path())
-    frames, H_0to = [], []
-    for k in range(start, start + n):
-        x, y = 60 + 8 * k, 40 + 8 * k
-        frames.append(np.ascontiguousarray(photo[y : y + HW[0], x : x + HW[1]]))
-        H_0to.append(np.array([[1.0, 0.0, -8.0 * k], [0.0, 1.0, -8.0 * k], [0.0, 0.0, 1.0]]))
-    return frames, H_0to
+    return shifted_frames(n, HW, start)
 
 
 def _diag(probe) -> dict[str, str]:
@@ -121,8 +113,8 @@ def test_homography_odometry_and_headers(session):
     for msg in homographies:
         H, cur, key, inliers, matches = homography_of(msg)
         assert msg.header.frame_id == 'camera_optical_frame'  # pairable by stamp
-        k = int(round((cur - T0 / 1e9) * 10))
-        key_index = int(round((key - T0 / 1e9) * 10))
+        assert cur in stamps and key in stamps  # exact nanoseconds: a lookup by stamp works
+        k, key_index = (cur - T0) // FRAME_NS, (key - T0) // FRAME_NS
         truth = H_0to[k] @ np.linalg.inv(H_0to[key_index])
         assert inliers >= 4 and matches >= inliers
         assert corner_error(H, truth, *HW) < 0.5, (k, key_index)

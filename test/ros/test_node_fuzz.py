@@ -8,8 +8,11 @@ import time
 import numpy as np
 import pytest
 
-rclpy = pytest.importorskip('rclpy', reason='needs rclpy (make test installs the ROS wheels)')
+from kp2d_testing.ros import require_ros_libraries
 
+require_ros_libraries()
+
+import rclpy  # noqa: E402
 import torch  # noqa: E402
 
 from kp2d_core import KeypointNet, save_checkpoint  # noqa: E402

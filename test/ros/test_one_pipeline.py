@@ -8,7 +8,12 @@ import os
 import numpy as np
 import pytest
 
-rclpy = pytest.importorskip('rclpy', reason='needs rclpy (make test installs the ROS wheels)')
+from kp2d_testing.ros import require_ros_libraries
+
+require_ros_libraries()
+
+import rclpy  # noqa: E402
+
 pytest.importorskip('rosbags', reason='pip install rosbags')
 
 from rosbags.rosbag2 import StoragePlugin  # noqa: E402
@@ -16,7 +21,8 @@ from rosbags.rosbag2 import StoragePlugin  # noqa: E402
 from examples.demo import run_sequence  # noqa: E402
 from kp2d_core.pipeline import FramePipeline  # noqa: E402
 from kp2d_core.samples import synthetic_sequence  # noqa: E402
-from kp2d_ros.params import options_from_values, params_file_values, yaml_text  # noqa: E402
+from kp2d_ros.options import options_from_values, params_file_values  # noqa: E402
+from kp2d_ros.params import yaml_text  # noqa: E402
 from kp2d_ros.replay import parse_args, replay  # noqa: E402
 from kp2d_testing.bags import write_bag  # noqa: E402
 from kp2d_testing.ros import (  # noqa: E402
@@ -34,6 +40,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 HW = (240, 320)
 FRAMES = 8
 PERIOD_NS = 100_000_000  # the demo's frame period
+T0 = 1_700_000_000_000_000_123  # node and replay stamps (0 is no time for them)
 
 
 def _params(tmp_path):
@@ -55,9 +62,9 @@ def _node_homographies(frames, params, tmp_path, monkeypatch) -> dict[int, np.nd
     try:
         assert probe.wait_for_node(90.0), log.read_text()[-2000:]
         for index, frame in enumerate(frames):
-            assert probe.send(image_msg(frame, index * PERIOD_NS), timeout=60.0)
+            assert probe.send(image_msg(frame, T0 + index * PERIOD_NS), timeout=60.0)
             if index:
-                stamp = image_msg(frame, index * PERIOD_NS).header.stamp
+                stamp = image_msg(frame, T0 + index * PERIOD_NS).header.stamp
                 assert spin_until(
                     probe.node,
                     lambda s=stamp: any(m.header.stamp == s for m in probe.received['homography']),
@@ -65,7 +72,7 @@ def _node_homographies(frames, params, tmp_path, monkeypatch) -> dict[int, np.nd
                 )
         for msg in probe.received['homography']:
             H, stamp, _, _, _ = homography_of(msg)
-            found[round(stamp * 1e9 / PERIOD_NS)] = H
+            found[(stamp - T0) // PERIOD_NS] = H
     finally:
         probe.node.destroy_node()
         rclpy.shutdown()
@@ -76,13 +83,13 @@ def _node_homographies(frames, params, tmp_path, monkeypatch) -> dict[int, np.nd
 def test_node_replay_and_demo_agree(tmp_path, monkeypatch):
     params = _params(tmp_path)
     frames, _ = synthetic_sequence(FRAMES, HW)
-    options = options_from_values(params_file_values(str(params)))
+    options = options_from_values(params_file_values(str(params))[0])
     demo_results, _ = run_sequence(FramePipeline.from_config(options.pipeline), frames)
     demo = {i: r.track.H_key_to_cur for i, r in enumerate(demo_results) if i}
     assert all(H is not None for H in demo.values())
 
     bag = tmp_path / 'bag'
-    write_bag(bag, StoragePlugin.MCAP, frames, stamp0=0, period=PERIOD_NS, hw=HW)
+    write_bag(bag, StoragePlugin.MCAP, frames, stamp0=T0, period=PERIOD_NS, hw=HW)
     out = tmp_path / 'replay'
     replay(
         parse_args(

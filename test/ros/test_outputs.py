@@ -8,15 +8,20 @@ import numpy as np
 import pytest
 import torch
 
-rclpy = pytest.importorskip('rclpy', reason='needs rclpy (make test installs the ROS wheels)')
+from kp2d_testing.ros import require_ros_libraries, ros_environment, unique_domain_id
 
+require_ros_libraries()
+
+import rclpy  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
 from kp2d_core.frontend import Features  # noqa: E402
 from kp2d_core.pipeline import FrameResult  # noqa: E402
+from kp2d_core.points import ImagePoints  # noqa: E402
 from kp2d_core.tracking import TrackResult  # noqa: E402
-from kp2d_ros.params import DEFAULTS, options_from_values  # noqa: E402
-from kp2d_testing.ros import ros_environment, unique_domain_id  # noqa: E402
+from kp2d_core.tracks import FeatureTracker  # noqa: E402
+from kp2d_ros.options import options_from_values  # noqa: E402
+from kp2d_ros.params import DEFAULTS  # noqa: E402
 
 
 @pytest.fixture
@@ -39,7 +44,7 @@ def _frame(stamp: float) -> FrameResult:
         None,
         10,
         10,
-        0.0,
+        0,
         False,
         T,
         'homography',
@@ -50,18 +55,25 @@ def _frame(stamp: float) -> FrameResult:
         np.diag(np.full(6, 1e-4)),
     )
     features = Features(torch.zeros(0, 2), torch.zeros(0), torch.zeros(0, 256), (240, 320))
-    return FrameResult(stamp, features, track)
+    points = ImagePoints.of(np.zeros((0, 2)), None)
+    tracks = FeatureTracker().update(features, points, int(stamp * 1e9))
+    return FrameResult(int(stamp * 1e9), features, points, track, tracks)
 
 
 def test_tf_never_gives_the_camera_frame_a_second_parent(node):
     from kp2d_ros.outputs import Outputs
 
-    options = options_from_values({**DEFAULTS, 'publish.tf': True})
-    outputs = Outputs(node, options, lifecycle=False)
+    outputs = Outputs(node, options_from_values(DEFAULTS), lifecycle=False)
     sent, odometry = [], []
-    outputs.tf = SimpleNamespace(sendTransform=sent.append)  # tf2_ros is not on PyPI
     outputs.odometry = SimpleNamespace(publish=odometry.append)
     header = Header(frame_id='camera_optical_frame')
+    header.stamp.sec = 1
+    outputs._publish_pose(header, _frame(1.0))
+    assert outputs.tf is None  # publish.tf off: no broadcaster
+    outputs.options = options_from_values({**DEFAULTS, 'publish.tf': True})  # set at runtime
+    outputs._publish_pose(header, _frame(1.5))
+    assert outputs.tf is not None  # created when the parameter turned on
+    outputs.tf.sendTransform = sent.append
     for stamp in (1.0, 2.0):
         header.stamp.sec = int(stamp)
         outputs._publish_pose(header, _frame(stamp))
@@ -69,7 +81,9 @@ def test_tf_never_gives_the_camera_frame_a_second_parent(node):
     assert sent[0].header.frame_id == 'kp2d_odom'
     assert odometry[-1].twist.twist.linear.x == pytest.approx(1.0)  # from consecutive poses
     assert odometry[0].twist.covariance[0] == -1.0  # no previous pose: twist unknown
-    outputs.options = options_from_values({**DEFAULTS, 'pose_frame': 'camera_optical_frame'})
+    outputs.options = options_from_values(
+        {**DEFAULTS, 'publish.tf': True, 'pose_frame': 'camera_optical_frame'}
+    )
     outputs._publish_pose(header, _frame(3.0))
     assert len(sent) == 2  # the camera frame has a parent already: no TF for it
     outputs.destroy()

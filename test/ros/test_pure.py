@@ -1,23 +1,23 @@
-"""kp2d_ros pieces that need no ROS graph: parameters, CameraInfo pairing, message layouts."""
+"""kp2d_ros pieces that need no ROS graph: parameters, stamps, CameraInfo pairing, layouts."""
 
 from __future__ import annotations
 
 import time
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from kp2d_ros.bookkeeping import (
-    CameraInfoCache,
-    FrameStats,
-    HealthThresholds,
-    StampPolicy,
-    Verdict,
-    health,
-)
-from kp2d_ros.params import DEFAULTS, options_from_values
+from kp2d_ros.bookkeeping import FrameStats, HealthThresholds, StampPolicy, Verdict, health
+from kp2d_ros.options import options_from_values
+from kp2d_ros.params import DEFAULTS
 from kp2d_ros.worker import LatestSlotWorker
+from kp2d_testing.ros import missing_ros_libraries
+
+NEEDS_ROS = pytest.mark.skipif(
+    bool(missing_ros_libraries(('rclpy', 'message_filters', 'sensor_msgs_py'))),
+    reason='needs rclpy, message_filters and sensor_msgs_py (tools/build_ros_deps.py, '
+    'KP2D_ROS_SRC)',
+)
 
 K = [300.0, 0.0, 160.0, 0.0, 300.0, 120.0, 0.0, 0.0, 1.0]
 
@@ -31,26 +31,42 @@ def test_defaults_are_valid_and_map_to_core_configs():
         'keypoints': True,
         'homography': True,
         'odometry': True,
+        'tracks': True,
+        'vins_features': False,
         'tf': False,
         'debug_image': True,
     }
+    assert options.pipeline.tracks.max_tracks == 300
 
 
 @pytest.mark.parametrize(
     ('name', 'value', 'message'),
     [
-        ('detector.top_k', 0, 'top_k'),
+        ('detector.top_k', 0, r'detector.top_k must be in \[1, 100000\], got 0'),
+        ('detector.top_k', 1.5, 'detector.top_k must be integer, got double 1.5'),
+        ('detector.top_k', 'many', "detector.top_k must be integer, got string 'many'"),
         ('detector.score_threshold', 1.0, 'score_threshold'),
+        ('detector.score_threshold', float('nan'), 'must be finite'),
         ('detector.nms_radius', -2.0, 'nms_radius'),
+        ('detector.nms_radius', float('inf'), 'must be finite'),
         ('detector.resize', [240], 'detector.resize'),
         ('detector.resize', [240, 0], 'detector.resize'),
-        ('detector.resize', [8, 8], 'resize must be at least'),
+        ('detector.resize', [8, 8], 'detector.resize'),
+        ('detector.resize', 5, 'detector.resize must be integer array, got integer 5'),
+        ('detector.resize', [8000, 8000], 'exceeds detector.max_input_pixels'),
         ('no.such.parameter', 1, 'unknown parameters'),
         ('matcher.ratio', 1.5, 'ratio'),
         ('matcher.max_distance', 3.0, 'max_distance'),
         ('tracker.ransac_method', 'fancy', 'ransac_method'),
+        ('tracker.ransac_threshold_px', float('nan'), 'ransac_threshold_px must be finite'),
         ('tracker.min_keyframe_inliers', 2, 'min_keyframe_inliers'),
         ('diagnostics_period_s', 0.0, 'diagnostics_period_s'),
+        ('diagnostics_period_s', 1e-9, r'diagnostics_period_s must be in \[0.1, 3600\]'),
+        ('diagnostics_period_s', 1e300, 'diagnostics_period_s must be in'),
+        ('diagnostics_period_s', 5, 'must be double, got integer 5 .write it with a decimal'),
+        ('publish.odometry', 'yes', "publish.odometry must be bool, got string 'yes'"),
+        ('publish.odometry', 1, 'publish.odometry must be bool, got integer 1'),
+        ('model.device', 'x', 'model.device must be'),
         ('odom_frame', '', 'odom_frame'),
     ],
 )
@@ -64,21 +80,56 @@ def test_resize_pair():
     assert options.pipeline.extractor.resize == (240, 320)
 
 
-def test_camera_info_cache_pairs_by_stamp():
-    cache = CameraInfoCache(size=3)
-    assert cache.lookup(1.0, 0.5) is None
-    cache.add(1.0, K)
+def _camera_info(stamp_ns: int, k=K, d=(), model=''):
+    from sensor_msgs.msg import CameraInfo
+
+    msg = CameraInfo(height=240, width=320, k=[float(v) for v in k], d=list(d))
+    msg.distortion_model = model
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 10**9)
+    return msg
+
+
+@NEEDS_ROS
+def test_camera_info_pairs_by_stamp_through_message_filters():
+    from kp2d_ros.cameras import CameraInfoPairing
+
+    pairing = CameraInfoPairing(size=3)
+    second = 10**9
+    assert pairing.lookup(second, second // 2) is None
+    pairing.add(_camera_info(second))
     K2 = list(K)
     K2[0] = 310.0
-    cache.add(2.0, K2)
-    assert cache.lookup(1.1, 0.5)[0, 0] == 300.0
-    assert cache.lookup(1.9, 0.5)[0, 0] == 310.0
-    assert cache.lookup(5.0, 0.5) is None  # too old
+    pairing.add(_camera_info(2 * second, K2))
+    assert pairing.lookup(second + second // 10, second // 2).K[0, 0] == 300.0
+    assert pairing.lookup(2 * second - second // 10, second // 2).K[0, 0] == 310.0
+    assert pairing.lookup(2 * second + 1, 1).K[0, 0] == 310.0  # 1 ns apart: exact integers
+    assert pairing.lookup(5 * second, second // 2) is None  # too old
     with pytest.raises(ValueError):
-        cache.add(3.0, [0.0] * 9)
-    for stamp in (3.0, 4.0, 5.0):
-        cache.add(stamp, K)
-    assert cache.lookup(2.0, 0.1) is None  # evicted
+        pairing.add(_camera_info(3 * second, [0.0] * 9))
+    for stamp in (3, 4, 5):
+        pairing.add(_camera_info(stamp * second))
+    assert pairing.lookup(2 * second, second // 10) is None  # evicted from the Cache
+
+
+@NEEDS_ROS
+@pytest.mark.parametrize(
+    ('d', 'model', 'message'),
+    [
+        ((0.1, 0.0, 0.0), 'plumb_bob', 'takes'),
+        ((float('nan'),) * 5, 'plumb_bob', 'not finite'),
+        ((1e30, 0, 0, 0, 0), 'plumb_bob', 'exceed'),
+        ((0.1, 0, 0, 0, 0), 'no_such_model', 'unknown distortion_model'),
+    ],
+)
+def test_bad_distortion_is_refused_like_bad_intrinsics(d, model, message):
+    from kp2d_ros.cameras import CameraInfoPairing
+
+    pairing = CameraInfoPairing()
+    with pytest.raises(ValueError, match=message):
+        pairing.add(_camera_info(10**9, d=d, model=model))
+    assert pairing.lookup(10**9, 10**9) is None
+    good = pairing.add(_camera_info(10**9, d=(-0.2, 0.05, 0, 0, 0), model='plumb_bob'))
+    assert good.distorted and pairing.lookup(10**9, 1) is good
 
 
 def test_frame_stats_window_and_health():
@@ -109,17 +160,21 @@ def test_frame_stats_window_and_health():
 
 
 def test_stamp_policy():
+    second = 10**9
     policy = StampPolicy(max_future_s=10.0)
-    now = 1000.0
+    now = 1000 * second
     assert policy.check(990, 0, now).action == 'ok'
     assert policy.check(991, 0, now).action == 'ok'
     assert policy.check(991, 0, now) == Verdict('drop', 'duplicate_stamp')
+    assert policy.check(991, 1, now).action == 'ok'  # 1 ns later is a new frame
     assert policy.check(991, 1_000_000_000, now) == Verdict('drop', 'invalid_stamp')
+    assert policy.check(0, 0, now) == Verdict('drop', 'invalid_stamp')  # an unset header
+    assert policy.check(-5, 0, now) == Verdict('drop', 'invalid_stamp')
     assert policy.check(5000, 0, now) == Verdict('drop', 'stamp_in_future')
     assert policy.check(992, 0, now).action == 'ok'  # the bogus stamp did not become the reference
     assert policy.check(10, 0, now) == Verdict('reset', 'time_jumped_back')
     assert policy.check(11, 0, now).action == 'ok'
-    assert policy.check(10**9, 0, 0.0).action == 'ok'  # a clock at zero is not compared
+    assert policy.check(10**9, 0, 0).action == 'ok'  # a clock at zero is not compared
 
 
 def test_worker_keeps_only_the_newest_item():
@@ -153,57 +208,33 @@ def test_worker_keeps_only_the_newest_item():
     worker.stop()
 
 
+@NEEDS_ROS
 def test_cloud_and_homography_layouts():
-    pytest.importorskip('sensor_msgs')
-    from sensor_msgs.msg import PointCloud2, PointField
+    from sensor_msgs.msg import JointState
     from std_msgs.msg import Header
 
-    from kp2d_ros.messages import cloud_to_arrays, features_to_cloud
+    from kp2d_core.tracking import TrackResult
+    from kp2d_ros.messages import (
+        HOMOGRAPHY_NAMES,
+        cloud_to_arrays,
+        features_to_cloud,
+        homography_joint_state,
+    )
 
     rng = np.random.default_rng(0)
     kpts, scores = rng.random((7, 2)) * 100, np.linspace(1, 0.1, 7)
     desc = rng.random((7, 256))
     header = Header(frame_id='cam')
-    cloud = features_to_cloud(PointCloud2, PointField, header, kpts, scores, desc)
+    cloud = features_to_cloud(header, kpts, scores, desc)
     assert cloud.width == 7 and cloud.point_step == 1036 and cloud.header.frame_id == 'cam'
     assert [f.name for f in cloud.fields] == ['x', 'y', 'score', 'descriptor']
-    back = cloud_to_arrays(
-        SimpleNamespace(point_step=cloud.point_step, width=cloud.width, data=cloud.data)
-    )
+    assert cloud.fields[3].count == 256 and cloud.is_dense
+    back = cloud_to_arrays(cloud)
     assert np.allclose(back[0], kpts, atol=1e-4) and np.allclose(back[2], desc, atol=1e-6)
-    from sensor_msgs.msg import JointState
-
-    from kp2d_core.tracking import TrackResult
-    from kp2d_ros.messages import HOMOGRAPHY_NAMES, homography_joint_state
-
     empty = np.zeros((0, 2))
     track = TrackResult(
-        np.eye(3) * 2, None, 50, 30, 1.0, False, None, None, empty, empty, np.zeros(0, bool), 0.4
+        np.eye(3) * 2, None, 50, 30, 10**9, False, None, None, empty, empty, np.zeros(0, bool), 0.4
     )
     msg = homography_joint_state(JointState, header, track)
     assert msg.header.frame_id == 'cam' and list(msg.name) == HOMOGRAPHY_NAMES
-    assert list(msg.position) == pytest.approx([2, 0, 0, 0, 2, 0, 0, 0, 2, 30, 50, 1.0, 0.4])
-
-
-@pytest.mark.parametrize(
-    ('k', 'message'),
-    [
-        ([1e300, 0, 160, 0, 1e300, 120, 0, 0, 1], 'implausible'),
-        ([1e-300, 0, 160, 0, 1e-300, 120, 0, 0, 1], 'implausible'),
-        ([300, 1e9, 160, 0, 300, 120, 0, 0, 1], 'skew'),
-        ([300, 0, 160, 0, 300, 120, 0, 0, -1], 'K\\[2\\]'),
-        ([300, 0, 160, 0, 300, 120, 0, 0, 2], 'K\\[2\\]'),
-        ([300, 0, 160, 0, 3, 120, 0, 0, 1], 'similar'),
-        ([300, 0, 9000, 0, 300, 120, 0, 0, 1], 'principal point'),
-        ([float('nan'), 0, 160, 0, 300, 120, 0, 0, 1], 'non-finite'),
-        ([-300, 0, 160, 0, -300, 120, 0, 0, 1], 'positive'),
-    ],
-)
-def test_camera_info_is_validated_as_a_camera(k, message):
-    cache = CameraInfoCache()
-    with pytest.raises(ValueError, match=message):
-        cache.add(1.0, k, (240, 320))
-    assert cache.lookup(1.0, 1.0) is None  # nothing was stored
-    cache.add(1.0, K, (240, 320))
-    cache.add(2.0, K, (0, 0))  # CameraInfo without an image size: the generic checks only
-    assert cache.lookup(1.0, 1.0) is not None
+    assert list(msg.position) == pytest.approx([2, 0, 0, 0, 2, 0, 0, 0, 2, 30, 50, 1.0, 0.4, 0])

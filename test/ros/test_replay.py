@@ -63,7 +63,11 @@ def test_replay_writes_trajectory_and_images(tmp_path, checkpoint, plugin):
     rows = list(csv.DictReader((out / 'trajectory.csv').open()))
     assert len(rows) == 4
     assert rows[0]['reason'] == 'first_frame' and rows[0]['qw'] != ''
-    assert float(rows[1]['stamp']) == pytest.approx(1e9 + 0.1)
+    assert int(rows[1]['stamp_ns']) == 10**18 + 10**8  # exact integer nanoseconds
+    tracks = list(csv.DictReader((out / 'tracks.csv').open()))
+    assert tracks and {r['stamp_ns'] for r in tracks} <= {r['stamp_ns'] for r in rows}
+    continued = [r for r in tracks if int(r['age']) > 0]
+    assert continued and all(r['x_n'] != '' for r in continued)  # CameraInfo in the bag
     homographies = [r for r in rows[1:] if r['h00'] != 'nan']
     assert homographies and all(int(r['inliers']) >= 4 for r in homographies)
     assert all(int(r['matches']) <= 300 for r in rows)  # detector.top_k from the params file

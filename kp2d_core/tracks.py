@@ -1,0 +1,295 @@
+"""Persistent feature tracks: the same physical point under the same id from frame to frame.
+
+What VIO and SLAM back-ends consume (VINS-Fusion, OpenVINS-style filters, bundle adjusters).
+Each frame's keypoints are matched against the previous frame's *tracked* points: mutual
+nearest neighbours in descriptor space, a descriptor-distance gate, then geometric
+verification against the frame-to-frame motion (a fundamental matrix fitted with MAGSAC++ on
+the geometry frame's pixels; a homography when fewer than 8 matches remain). A verified
+match continues its track (same id, age + 1); unmatched tracks end. New tracks start from
+the best-scored remaining keypoints that keep ``min_distance_px`` from every live track
+(longer tracks keep their place first, as VIO front-ends do), up to ``max_tracks``. Ids are
+uint64, increasing, and never reused by one tracker, across resets included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from kp2d_core.frontend import Features
+from kp2d_core.geometry import warp_points
+from kp2d_core.matching import match_descriptors
+from kp2d_core.points import ImagePoints
+
+MIN_FUNDAMENTAL_MATCHES = 8
+MIN_HOMOGRAPHY_MATCHES = 4
+PLANAR_SHARE = 0.8  # a homography explaining this share of the epipolar inliers wins
+
+
+@dataclass(frozen=True)
+class TrackConfig:
+    """Track matching and spreading settings."""
+
+    max_tracks: int = 300  # live tracks at most (0: tracking off)
+    min_distance_px: float = 12.0  # no two tracks closer than this (raw pixels); 0 = off
+    max_descriptor_distance: float = 1.0  # descriptor gate in (0, 2]
+    max_epipolar_px: float = 2.0  # geometric verification threshold (geometry-frame px)
+    max_parallax_px: float = 16.0  # off-homography motion allowed between two frames (px)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_tracks <= 100_000:
+            raise ValueError(f'max_tracks must be in [0, 100000], got {self.max_tracks}')
+        if not 0.0 <= self.min_distance_px <= 1000.0:
+            raise ValueError(f'min_distance_px must be in [0, 1000], got {self.min_distance_px}')
+        if not 0.0 < self.max_descriptor_distance <= 2.0:
+            raise ValueError(
+                f'max_descriptor_distance must be in (0, 2], got {self.max_descriptor_distance}'
+            )
+        if not 0.0 < self.max_epipolar_px <= 100.0:
+            raise ValueError(f'max_epipolar_px must be in (0, 100], got {self.max_epipolar_px}')
+        if not 0.0 <= self.max_parallax_px <= 1000.0:
+            raise ValueError(f'max_parallax_px must be in [0, 1000], got {self.max_parallax_px}')
+
+
+@dataclass(frozen=True)
+class Tracks:
+    """The live tracks of one frame (N tracks, continued ones first, then new ones).
+
+    Attributes:
+        ids: (N,) uint64 track ids.
+        ages: (N,) int64 frames since the track started (0 for a new track).
+        xy: (N, 2) float64 positions in raw image pixels.
+        normalized: (N, 2) float64 undistorted normalised coordinates, or None without a camera.
+        velocity: (N, 2) float64 image velocity in raw pixels per second (0 for new tracks).
+        velocity_normalized: (N, 2) float64 velocity of ``normalized`` per second, or None.
+        scores: (N,) float32 keypoint scores.
+        indices: (N,) int64 index of each track's keypoint in the frame's Features.
+    """
+
+    ids: np.ndarray
+    ages: np.ndarray
+    xy: np.ndarray
+    normalized: np.ndarray | None
+    velocity: np.ndarray
+    velocity_normalized: np.ndarray | None
+    scores: np.ndarray
+    indices: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    @property
+    def continued(self) -> np.ndarray:
+        """(N,) bool: the track existed in the previous frame."""
+        return self.ages > 0
+
+
+@dataclass
+class _State:
+    tracks: Tracks
+    descriptors: torch.Tensor  # (N, D)
+    pixels: np.ndarray  # (N, 2) geometry-frame pixels
+    stamp_ns: int
+
+
+class FeatureTracker:
+    """Feed :meth:`update` one frame at a time; see the module docstring."""
+
+    def __init__(self, cfg: TrackConfig | None = None) -> None:
+        self.cfg = cfg or TrackConfig()
+        self.next_id = 0
+        self.state: _State | None = None
+
+    def reset(self) -> None:
+        """End every track (ids keep increasing: a reset never reuses one)."""
+        self.state = None
+
+    def update(self, features: Features, points: ImagePoints, stamp_ns: int) -> Tracks:
+        """Continue, end and start tracks with one frame's keypoints.
+
+        Args:
+            features: the frame's keypoints (descriptors used for matching).
+            points: the same keypoints with their camera (``ImagePoints.of``).
+            stamp_ns: the frame's stamp (ns); velocities need increasing stamps.
+        """
+        previous = self.state
+        prev_idx = cur_idx = np.zeros(0, np.int64)
+        if previous is not None and len(previous.tracks) and len(features):
+            prev_idx, cur_idx = self._continue(previous, features, points)
+            ages = previous.tracks.ages[prev_idx]
+            keep = _spread(
+                points.raw[cur_idx], ages, features.image_size, self.cfg.min_distance_px
+            )
+            prev_idx, cur_idx = prev_idx[keep], cur_idx[keep]
+        new_idx = self._new_points(features, points, cur_idx)
+        tracks = self._assemble(previous, features, points, stamp_ns, prev_idx, cur_idx, new_idx)
+        chosen = torch.as_tensor(tracks.indices, device=features.descriptors.device)
+        self.state = _State(
+            tracks, features.descriptors[chosen], points.pixels[tracks.indices], int(stamp_ns)
+        )
+        return tracks
+
+    def _continue(
+        self, previous: _State, features: Features, points: ImagePoints
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(previous track index, current keypoint index) of verified matches."""
+        cfg = self.cfg
+        descriptors = features.descriptors.to(previous.descriptors.device)
+        matches = match_descriptors(
+            previous.descriptors,
+            descriptors,
+            mutual=True,
+            max_distance=cfg.max_descriptor_distance,
+        )
+        prev_idx = matches.indices[:, 0].cpu().numpy()
+        cur_idx = matches.indices[:, 1].cpu().numpy()
+        prev_px, cur_px = previous.pixels[prev_idx], points.pixels[cur_idx]
+        inliers, H = verify(prev_px, cur_px, cfg.max_epipolar_px, cfg.max_parallax_px)
+        prev_idx, cur_idx = prev_idx[inliers], cur_idx[inliers]
+        if H is None:
+            return prev_idx, cur_idx
+        extra_prev, extra_cur = self._guided(previous, descriptors, points, prev_idx, cur_idx, H)
+        return np.concatenate([prev_idx, extra_prev]), np.concatenate([cur_idx, extra_cur])
+
+    def _guided(self, previous, descriptors, points, prev_idx, cur_idx, H):
+        """Second chance for tracks without a verified match (guided matching): the unclaimed
+        keypoint nearest to the frame-to-frame homography's prediction, when it is within
+        ``max_epipolar_px`` of it and passes the descriptor gate (one keypoint per track)."""
+        lost = np.setdiff1d(np.arange(len(previous.tracks)), prev_idx)
+        free = np.setdiff1d(np.arange(len(points.pixels)), cur_idx)
+        none = np.zeros(0, np.int64)
+        if len(lost) == 0 or len(free) == 0:
+            return none, none
+        predicted = warp_points(H, previous.pixels[lost])
+        gaps = np.linalg.norm(predicted[:, None] - points.pixels[free][None], axis=2)
+        nearest = gaps.argmin(axis=1)
+        close = gaps[np.arange(len(lost)), nearest] <= self.cfg.max_epipolar_px
+        lost, chosen, gap = lost[close], free[nearest[close]], gaps[close, nearest[close]]
+        if len(lost) == 0:
+            return none, none
+        cosine = (previous.descriptors[lost] * descriptors[chosen]).sum(dim=1)
+        distance = torch.sqrt((2.0 - 2.0 * cosine.clamp(-1.0, 1.0)).clamp(min=0.0))
+        good = (distance <= self.cfg.max_descriptor_distance).cpu().numpy()
+        lost, chosen, gap = lost[good], chosen[good], gap[good]
+        order = np.argsort(gap, kind='stable')  # a keypoint claimed twice goes to the closer
+        _, first = np.unique(chosen[order], return_index=True)
+        keep = order[first]
+        return lost[keep].astype(np.int64), chosen[keep].astype(np.int64)
+
+    def _new_points(
+        self, features: Features, points: ImagePoints, taken: np.ndarray
+    ) -> np.ndarray:
+        """Indices of keypoints that start new tracks (best score first, spread out)."""
+        room = self.cfg.max_tracks - len(taken)
+        if room <= 0:
+            return np.zeros(0, np.int64)
+        free = np.ones(len(features), bool)
+        free[taken] = False
+        candidates = np.flatnonzero(free)  # Features are sorted by decreasing score
+        return _fill(
+            points.raw, taken, candidates, features.image_size, self.cfg.min_distance_px, room
+        )
+
+    def _assemble(self, previous, features, points, stamp_ns, prev_idx, cur_idx, new_idx):
+        indices = np.concatenate([cur_idx, new_idx]).astype(np.int64)
+        count_new = len(new_idx)
+        new_ids = np.arange(self.next_id, self.next_id + count_new, dtype=np.uint64)
+        self.next_id += count_new
+        old = previous.tracks if previous is not None else None
+        ids = np.concatenate([old.ids[prev_idx] if old else np.zeros(0, np.uint64), new_ids])
+        ages = np.concatenate(
+            [
+                old.ages[prev_idx] + 1 if old else np.zeros(0, np.int64),
+                np.zeros(count_new, np.int64),
+            ]
+        )
+        xy = points.raw[indices]
+        dt = (int(stamp_ns) - previous.stamp_ns) * 1e-9 if previous is not None else 0.0
+        velocity = np.zeros_like(xy)
+        if dt > 0 and len(prev_idx):
+            velocity[: len(prev_idx)] = (xy[: len(prev_idx)] - old.xy[prev_idx]) / dt
+        normalized = velocity_normalized = None
+        if points.normalized is not None:
+            normalized = points.normalized[indices]
+            velocity_normalized = np.zeros_like(normalized)
+            if dt > 0 and len(prev_idx) and old.normalized is not None:
+                moved = normalized[: len(prev_idx)] - old.normalized[prev_idx]
+                velocity_normalized[: len(prev_idx)] = moved / dt
+        scores = features.scores.detach().cpu().numpy()[indices].astype(np.float32)
+        return Tracks(ids, ages, xy, normalized, velocity, velocity_normalized, scores, indices)
+
+
+def verify(
+    pts0: np.ndarray, pts1: np.ndarray, threshold_px: float, max_parallax_px: float
+) -> np.ndarray:
+    """(M,) bool: matches consistent with the motion between two views.
+
+    A homography is fitted (MAGSAC++); with at least 8 matches a fundamental matrix too. The
+    homography's inliers are used when it explains at least ``PLANAR_SHARE`` of the
+    fundamental matrix's (a plane or a rotation, where a fundamental matrix is degenerate
+    and accepts wrong matches anywhere along their epipolar lines). Otherwise a match is
+    kept when it fits the fundamental matrix and lies within ``max_parallax_px`` of the
+    homography's prediction: descriptor matching is global, and this bound keeps a match on
+    the right epipolar line but at the wrong place from passing. 4 to 7 matches: the
+    homography alone; fewer: nothing can be verified. The (3, 3) homography (None when
+    none was found) predicts where unmatched points went (see ``FeatureTracker``).
+    """
+    count = len(pts0)
+    if count < MIN_HOMOGRAPHY_MATCHES:
+        return np.zeros(count, bool), None
+    H, mask = cv2.findHomography(pts0, pts1, cv2.USAC_MAGSAC, threshold_px)
+    if H is None or mask is None:
+        return np.zeros(count, bool), None
+    planar = mask.ravel().astype(bool)
+    if count < MIN_FUNDAMENTAL_MATCHES:
+        return planar, H
+    _, mask = cv2.findFundamentalMat(pts0, pts1, cv2.USAC_MAGSAC, threshold_px, 0.999, 1000)
+    general = np.zeros(count, bool) if mask is None else mask.ravel().astype(bool)[:count]
+    if planar.sum() >= PLANAR_SHARE * general.sum():
+        return planar, H
+    near = np.linalg.norm(warp_points(H, pts0) - pts1, axis=1) <= max_parallax_px
+    return planar | (general & near), H
+
+
+def _spread(
+    xy: np.ndarray, ages: np.ndarray, image_hw: tuple[int, int], min_distance: float
+) -> np.ndarray:
+    """(M,) bool: keep continued tracks oldest first, dropping any too close to a kept one."""
+    if min_distance <= 0 or len(xy) == 0:
+        return np.ones(len(xy), bool)
+    order = np.argsort(-ages, kind='stable')
+    kept = _fill(xy, np.zeros(0, np.int64), order, image_hw, min_distance, len(xy))
+    keep = np.zeros(len(xy), bool)
+    keep[kept] = True
+    return keep
+
+
+def _fill(
+    xy: np.ndarray,
+    taken: np.ndarray,
+    candidates: np.ndarray,
+    image_hw: tuple[int, int],
+    min_distance: float,
+    room: int,
+) -> np.ndarray:
+    """Candidates, in order, that keep ``min_distance`` from ``taken`` and each other."""
+    if min_distance <= 0:
+        return candidates[:room].astype(np.int64)
+    height, width = image_hw
+    mask = np.full((height, width), 255, np.uint8)  # 255 = free
+    radius = max(int(np.ceil(min_distance)) - 1, 0)
+    for x, y in np.rint(xy[taken]).astype(int):
+        cv2.circle(mask, (int(x), int(y)), radius, 0, -1)
+    chosen = []
+    for index in candidates:
+        x, y = (int(v) for v in np.rint(xy[index]))
+        if not (0 <= x < width and 0 <= y < height) or mask[y, x] == 0:
+            continue
+        chosen.append(index)
+        if len(chosen) >= room:
+            break
+        cv2.circle(mask, (x, y), radius, 0, -1)
+    return np.asarray(chosen, np.int64)
