@@ -358,3 +358,61 @@ def test_debug_image_when_subscribed(session):
     assert debug.header.frame_id == 'camera_optical_frame'
     pixels = np.frombuffer(bytes(debug.data), np.uint8).reshape(*HW, 3)
     assert not np.array_equal(pixels, frames[-1])  # keypoints and matches are drawn
+
+
+def test_tracks_and_the_vins_feature_cloud(session):
+    from kp2d_ros.messages import VINS_CHANNELS
+
+    probe, _, _ = session
+    assert 'tracks' in probe.received, 'kp2d_msgs is not built'
+    assert _set_param(probe, 'publish.vins_features', True)
+    frames, _ = _frames(4, start=20)
+    base = T0 + 7 * 10**12
+    d = (-0.05, 0.01, 0.0, 0.0, 0.0)  # a mild plumb_bob lens
+    stamps = [base + k * FRAME_NS for k in range(len(frames))]
+    for frame, stamp in zip(frames, stamps):
+        info = camera_info_msg(K, HW, stamp, d, 'plumb_bob')
+        assert probe.send(image_msg(frame, stamp), info)
+    assert spin_until(probe.node, lambda: len(probe.received['feature_cloud']) >= 3, 10.0)
+    assert _set_param(probe, 'publish.vins_features', False)
+    by_stamp = {
+        m.header.stamp.sec * 10**9 + m.header.stamp.nanosec: m for m in probe.received['tracks']
+    }
+    last = by_stamp[stamps[-1]]
+    count = len(last.ids)
+    assert count > 50 and len(last.xy) == len(last.normalized) == len(last.velocity) == 2 * count
+    assert len(last.ages) == len(last.scores) == count and last.has_intrinsics
+    assert (np.asarray(last.ages) > 0).sum() > count // 2  # continued from earlier frames
+    earlier = set(by_stamp[stamps[-2]].ids)
+    assert {i for i, a in zip(last.ids, last.ages) if a > 0} <= earlier
+    assert np.isfinite(last.normalized).all()
+    cloud = next(m for m in probe.received['feature_cloud'] if m.header.stamp == last.header.stamp)
+    assert tuple(c.name for c in cloud.channels) == VINS_CHANNELS
+    assert len(cloud.points) == count and all(p.z == 1.0 for p in cloud.points)
+    ids = np.asarray(cloud.channels[0].values)
+    assert np.array_equal(ids, np.asarray(last.ids, np.float32))
+    uv = np.stack([cloud.channels[1].values, cloud.channels[2].values], axis=1)
+    assert np.allclose(uv, np.asarray(last.xy).reshape(-1, 2))
+    xy = np.array([[p.x, p.y] for p in cloud.points])
+    assert np.allclose(xy, np.asarray(last.normalized).reshape(-1, 2), atol=1e-6)
+
+
+def test_bad_distortion_is_refused_and_counted(session):
+    probe, _, _ = session
+    frames, _ = _frames(2, start=30)
+    base = T0 + 8 * 10**12
+    bad = [
+        ((0.1, 0.0, 0.0), 'plumb_bob'),  # wrong length
+        ((float('nan'),) * 5, 'plumb_bob'),
+        ((1e30, 0.0, 0.0, 0.0, 0.0), 'plumb_bob'),
+        ((0.1, 0.0, 0.0, 0.0, 0.0), 'kannala_brandt_v9'),  # unknown model
+    ]
+    before = _count(probe, 'camera_info_rejected')
+    for k, (d, model) in enumerate(bad):
+        stamp = base + k * FRAME_NS
+        info = camera_info_msg(K, HW, stamp, d, model)
+        assert probe.send(image_msg(frames[k % 2], stamp), info)
+    assert _wait_count(probe, 'camera_info_rejected', before + len(bad) - 1, 10.0)
+    stamp = image_msg(frames[0], base + FRAME_NS).header.stamp
+    tracks = [m for m in probe.received['tracks'] if m.header.stamp == stamp]
+    assert tracks and not tracks[0].has_intrinsics  # the node went on without intrinsics

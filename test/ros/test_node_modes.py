@@ -212,3 +212,55 @@ def test_bad_weights_stop_the_node_with_one_fatal_line(ros, tmp_path, kind):
     fatal = [line for line in text.splitlines() if 'FATAL' in line]
     assert len(fatal) == 1 and 'cannot start' in fatal[0] and str(path) in fatal[0], text
     assert 'Traceback' not in text
+
+
+@pytest.mark.parametrize(
+    ('value', 'message'),
+    [
+        ('detector.top_k:=1.5', 'detector.top_k must be integer, got double 1.5'),
+        ('detector.top_k:=many', "detector.top_k must be integer, got string 'many'"),
+        ("publish.odometry:='yes'", "publish.odometry must be bool, got string 'yes'"),
+        ('detector.resize:=5', 'detector.resize must be integer array, got integer 5'),
+        ('diagnostics_period_s:=1e300', 'diagnostics_period_s must be in [0.1, 3600]'),
+        ('diagnostics_period_s:=1e-9', 'diagnostics_period_s must be in [0.1, 3600]'),
+        ('model.device:=x', "model.device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+        ('detector.resize:=[100000,100000]', 'detector.resize must be [0, 0] or'),
+    ],
+)
+@pytest.mark.parametrize('route', ['-p', 'params file'])
+def test_bad_parameter_values_stop_the_node_with_one_fatal_line(
+    ros, weights, tmp_path, value, message, route
+):
+    name, raw = value.split(':=')
+    log = tmp_path / 'node.log'
+    if route == '-p':
+        proc = start_node({**_base_params(weights), name: raw}, {}, log, params_file=None)
+    else:
+        params = tmp_path / 'params.yaml'
+        params.write_text(f'/**:\n  ros__parameters:\n    {name}: {raw}\n')
+        proc = start_node(_base_params(weights), {}, log, params_file=params)
+    assert proc.wait(timeout=120) == 1
+    text = log.read_text()
+    fatal = [line for line in text.splitlines() if 'FATAL' in line]
+    assert len(fatal) == 1 and message in fatal[0], text
+    assert 'Traceback' not in text and len(text.splitlines()) < 10
+
+
+def test_idle_node_says_so_once_and_unknown_keys_are_named(ros, weights, tmp_path):
+    params = tmp_path / 'params.yaml'
+    params.write_text(yaml_text() + '    detector.topk: 5\n    tracker.ransac_treshold: 2.0\n')
+    log = tmp_path / 'node.log'
+    quick = {**_base_params(weights), 'diagnostics_period_s': 0.2}
+    proc = start_node(quick, {}, log, params_file=params)
+    try:
+        deadline = time.time() + 90
+        while 'kp2d ready' not in log.read_text() and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(2.0)  # ten status periods without input
+    finally:
+        _finish(proc, log)
+    text = log.read_text()
+    assert text.count('waiting for images') == 1, text
+    unknown = [line for line in text.splitlines() if 'unknown parameters' in line]
+    assert len(unknown) == 1 and 'detector.topk' in unknown[0]
+    assert 'tracker.ransac_treshold' in unknown[0]
