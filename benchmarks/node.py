@@ -6,7 +6,9 @@
 For the native 640x480 input and for ``detector.resize`` 240x320 it prints the node's output
 rate (processed frames per second, from its /diagnostics), the frames replaced before
 processing (``dropped.superseded``), the latency, extract() alone with the same backend
-measured in this process on the same frames, as a ratio, and the node's peak memory; then the
+measured in this process on the same frames, as a ratio, the per-frame cost of the
+keyframe tracker and of the feature tracks (measured in this process on the same features)
+and the node's peak memory; then the
 peak memory after the largest frame processed at full size (``detector.max_input_pixels``,
 1088x1920) and one four times larger. The node subscribes a keypoints
 consumer (the probe), as a SLAM front-end would. Needs rclpy; DDS stays on this machine.
@@ -54,6 +56,26 @@ def extract_alone(extractor: KeypointExtractor, frames: list[np.ndarray]) -> flo
         extractor.extract(frame)
         times.append(time.perf_counter() - start)
     return 1.0 / statistics.median(times)
+
+
+def tracking_cost(extractor: KeypointExtractor, frames: list[np.ndarray]) -> tuple[float, float]:
+    """Median milliseconds per frame of the keyframe homography tracker and of the feature
+    tracks, on the extractor's features of ``frames`` (a camera sweep, no intrinsics)."""
+    from kp2d_core.points import ImagePoints
+    from kp2d_core.tracking import HomographyTracker
+    from kp2d_core.tracks import FeatureTracker
+
+    features = [extractor.extract(frame) for frame in frames[:15]]
+    homography, tracks = HomographyTracker(), FeatureTracker()
+    costs: list[tuple[float, float]] = []
+    for index, feats in enumerate(features):
+        points = ImagePoints.of(feats.keypoints.numpy(), None)
+        start = time.perf_counter()
+        homography.update(feats, points, index * 33_333_333)
+        middle = time.perf_counter()
+        tracks.update(feats, points, index * 33_333_333)
+        costs.append((middle - start, time.perf_counter() - middle))
+    return tuple(1e3 * statistics.median(c[i] for c in costs[1:]) for i in (0, 1))
 
 
 def serialized_stream(frames: list[np.ndarray], count: int, start_ns: int, period_ns: int):
@@ -148,7 +170,7 @@ def largest_frame_memory(weights: str, backend: str, precision: str) -> str:
         return diagnostic_values(probe.received['diag'][-1]).get('peak_rss_mib', 'n/a')
 
 
-def report(name: str, result: dict, alone: float, chosen: str) -> None:
+def report(name: str, result: dict, alone: float, chosen: str, cost: tuple) -> None:
     before, after = result['before'], result['after']
 
     def delta(key: str) -> int:
@@ -169,6 +191,7 @@ def report(name: str, result: dict, alone: float, chosen: str) -> None:
         ('node output rate (FPS)', f'{node_fps:.2f}'),
         ('extract() alone, same backend (FPS)', f'{alone:.2f}'),
         ('node / extract()', f'{node_fps / alone:.1%}'),
+        ('keyframe tracker / feature tracks (ms per frame)', f'{cost[0]:.1f} / {cost[1]:.1f}'),
         ('node peak memory (RSS, MiB)', after.get('peak_rss_mib', 'n/a')),
     ]
     print(f'\n{name}')
@@ -206,9 +229,10 @@ def main() -> None:
             extractor = KeypointExtractor.from_checkpoint(weights, 'cpu', cfg)
             chosen = label(extractor.backend)  # the node gets exactly this backend
             alone = extract_alone(extractor, frames)
+            cost = tracking_cost(extractor, frames)
             backend, precision = chosen.split(':')
             result = run_setting(args, weights, backend, precision, resize, frames)
-            report(name, result, alone, chosen)
+            report(name, result, alone, chosen, cost)
         peak = largest_frame_memory(weights, backend, precision)
         print(f'\nnode peak memory after a 1088x1920 and a 2176x3840 frame (RSS, MiB): {peak}')
     finally:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 import os
+from typing import Protocol
 
 import numpy as np
 
@@ -23,6 +24,13 @@ from kp2d_core.frontend import Features, KeypointExtractor
 from kp2d_core.points import ImagePoints
 from kp2d_core.tracking import HomographyTracker, TrackerConfig, TrackResult
 from kp2d_core.tracks import FeatureTracker, TrackConfig, Tracks
+
+
+class FeatureExtractor(Protocol):
+    """What the pipeline needs from a front-end: :class:`KeypointExtractor`, or the classical
+    front-ends of the sequence benchmark (:mod:`kp2d_core.evaluation.frontends`)."""
+
+    def extract(self, image: np.ndarray) -> Features: ...
 
 
 @dataclass(frozen=True)
@@ -58,7 +66,7 @@ class FramePipeline:
 
     def __init__(
         self,
-        extractor: KeypointExtractor,
+        extractor: FeatureExtractor,
         tracker: TrackerConfig | None = None,
         tracks: TrackConfig | None = None,
     ) -> None:
@@ -80,11 +88,13 @@ class FramePipeline:
 
     @property
     def config(self) -> PipelineConfig:
-        return PipelineConfig(self.extractor.cfg, self.tracker.cfg, self.feature_tracker.cfg)
+        extractor = getattr(self.extractor, 'cfg', ExtractorConfig())
+        return PipelineConfig(extractor, self.tracker.cfg, self.feature_tracker.cfg)
 
     def configure(self, cfg: PipelineConfig) -> None:
         """Apply new settings from the next frame on (the keyframe is kept)."""
-        self.extractor.configure(cfg.extractor)
+        if isinstance(self.extractor, KeypointExtractor):
+            self.extractor.configure(cfg.extractor)
         self.tracker.cfg = cfg.tracker
         self.feature_tracker.cfg = cfg.tracks
 

@@ -7,8 +7,11 @@ verification against the frame-to-frame motion (a fundamental matrix fitted with
 the geometry frame's pixels; a homography when fewer than 8 matches remain). A verified
 match continues its track (same id, age + 1); unmatched tracks end. New tracks start from
 the best-scored remaining keypoints that keep ``min_distance_px`` from every live track
-(longer tracks keep their place first, as VIO front-ends do), up to ``max_tracks``. Ids are
-uint64, increasing, and never reused by one tracker, across resets included.
+(longer tracks keep their place first, as VIO front-ends do), up to ``max_tracks``. A track
+without a verified match gets a second chance at the unclaimed keypoint nearest to where the
+frame-to-frame homography predicts it (guided matching, within ``max_epipolar_px`` and the
+descriptor gate). Ids are uint64, increasing, and never reused by one tracker, across resets
+included.
 """
 
 from __future__ import annotations
@@ -164,10 +167,9 @@ class FeatureTracker:
         if len(lost) == 0 or len(free) == 0:
             return none, none
         predicted = warp_points(H, previous.pixels[lost])
-        gaps = np.linalg.norm(predicted[:, None] - points.pixels[free][None], axis=2)
-        nearest = gaps.argmin(axis=1)
-        close = gaps[np.arange(len(lost)), nearest] <= self.cfg.max_epipolar_px
-        lost, chosen, gap = lost[close], free[nearest[close]], gaps[close, nearest[close]]
+        nearest, gap = _nearest(predicted, points.pixels[free], self.cfg.max_epipolar_px)
+        close = nearest >= 0
+        lost, chosen, gap = lost[close], free[nearest[close]], gap[close]
         if len(lost) == 0:
             return none, none
         cosine = (previous.descriptors[lost] * descriptors[chosen]).sum(dim=1)
@@ -281,11 +283,11 @@ def _fill(
     height, width = image_hw
     mask = np.full((height, width), 255, np.uint8)  # 255 = free
     radius = max(int(np.ceil(min_distance)) - 1, 0)
-    for x, y in np.rint(xy[taken]).astype(int):
-        cv2.circle(mask, (int(x), int(y)), radius, 0, -1)
+    for x, y in np.rint(xy[taken]).astype(int).tolist():
+        cv2.circle(mask, (x, y), radius, 0, -1)
     chosen = []
-    for index in candidates:
-        x, y = (int(v) for v in np.rint(xy[index]))
+    spots = np.rint(xy[candidates]).astype(int).tolist()
+    for index, (x, y) in zip(candidates.tolist(), spots):
         if not (0 <= x < width and 0 <= y < height) or mask[y, x] == 0:
             continue
         chosen.append(index)
@@ -293,3 +295,33 @@ def _fill(
             break
         cv2.circle(mask, (x, y), radius, 0, -1)
     return np.asarray(chosen, np.int64)
+
+
+def _nearest(
+    queries: np.ndarray, points: np.ndarray, radius: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(index of the nearest of ``points`` within ``radius`` of each query or -1, distance).
+
+    Points are bucketed in a grid of ``radius`` cells, so only the 3 x 3 cells around each
+    query are searched.
+    """
+    cells: dict[tuple[int, int], list[int]] = {}
+    keys = np.floor(points / radius).astype(int).tolist()
+    for index, key in enumerate(keys):
+        cells.setdefault((key[0], key[1]), []).append(index)
+    nearest = np.full(len(queries), -1, np.int64)
+    gaps = np.full(len(queries), np.inf)
+    finite = np.isfinite(queries).all(axis=1)
+    for row in np.flatnonzero(finite).tolist():
+        qx, qy = queries[row]
+        cx, cy = int(np.floor(qx / radius)), int(np.floor(qy / radius))
+        near = [
+            i for dx in (-1, 0, 1) for dy in (-1, 0, 1) for i in cells.get((cx + dx, cy + dy), ())
+        ]
+        if not near:
+            continue
+        distances = np.hypot(points[near, 0] - qx, points[near, 1] - qy)
+        best = int(np.argmin(distances))
+        if distances[best] <= radius:
+            nearest[row], gaps[row] = near[best], distances[best]
+    return nearest, gaps

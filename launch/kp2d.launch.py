@@ -22,7 +22,12 @@ from launch import LaunchDescription
 FROM_PARAMS = 'empty: the params file (or the node default) decides'
 # (name, default, description, choices or None)
 ARGUMENTS = (
-    ('image_topic', '/camera/image_raw', 'camera image topic (for compressed: its base topic)', None),
+    (
+        'image_topic',
+        '/camera/image_raw',
+        'camera image topic (for compressed: its base topic)',
+        None,
+    ),
     ('camera_info_topic', '/camera/camera_info', 'CameraInfo topic (optional input)', None),
     ('namespace', '', 'namespace of the node (parameters apply under any namespace)', None),
     ('node_name', 'kp2d', 'name of the node', None),
@@ -110,6 +115,4 @@ def generate_launch_description() -> LaunchDescription:
             )
         )
     params_file = LaunchConfiguration('params_file')
-    return LaunchDescription(
-        [*declared, OpaqueFunction(function=_nodes, args=[params_file])]
-    )
+    return LaunchDescription([*declared, OpaqueFunction(function=_nodes, args=[params_file])])

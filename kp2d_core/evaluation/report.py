@@ -83,3 +83,27 @@ def plot_corner_curve(evaluations: list[Evaluation], path: Path, title: str) -> 
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+SIMD_FLAGS = ('avx2', 'avx512f', 'avx512_vnni', 'avx_vnni', 'avx512_bf16', 'amx_bf16')
+
+
+def cpu_description() -> str:
+    """The CPU model, its core count and the SIMD extensions it exposes (every reported figure
+    depends on them: int8 and bf16 speed need VNNI / AVX512-BF16)."""
+    import os
+    import platform
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            key, _, value = line.partition(':')
+            if key.strip() == 'model name':
+                model = value.strip()
+            elif key.strip() == 'flags':
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    simd = [f for f in SIMD_FLAGS if f in flags]
+    return f'{model}, {os.cpu_count()} cores, {" ".join(simd) or "no AVX2"}'

@@ -1,0 +1,167 @@
+"""The sequence benchmark: readers (TUM, EuRoC), trajectory metrics with known answers, and a
+tiny rendered sequence end to end through every front-end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from kp2d_core.evaluation.render import look_at
+from kp2d_core.evaluation.scenes import SCENES, camera_for, render_sequence, write_tum
+from kp2d_core.evaluation.sequences import SequenceError, read_sequence
+from kp2d_core.evaluation.vo import ate_rmse, rpe, umeyama
+from kp2d_core.images import read_image
+from kp2d_core.motion import make_pose
+from kp2d_core.samples import sample_photo_path
+
+ROOT = Path(__file__).resolve().parents[2]
+SECOND = 1_000_000_000
+
+
+def _trajectory(count: int = 40, rate: float = 10.0) -> dict[int, np.ndarray]:
+    """A camera circling and turning, one pose per 1/rate s."""
+    poses = {}
+    for i in range(count):
+        t = i / rate
+        position = np.array([np.cos(0.5 * t), 0.1 * t, np.sin(0.5 * t)])
+        poses[int(round(t * SECOND))] = look_at(position, np.zeros(3), np.array([0, -1.0, 0]))
+    return poses
+
+
+def test_ate_and_rpe_known_answers():
+    truth = _trajectory()
+    ate, scale, _, _ = ate_rmse(truth, truth)
+    assert ate == pytest.approx(0.0, abs=1e-9) and scale == pytest.approx(1.0)
+    assert rpe(truth, truth, 1.0) == pytest.approx((0.0, 0.0), abs=1e-6)
+    # A similarity transform of the truth (monocular: unknown scale) aligns back exactly.
+    s, R = 0.25, cv2.Rodrigues(np.array([0.2, -0.4, 0.1]))[0]
+    similar = {
+        k: make_pose(R @ T[:3, :3], s * R @ T[:3, 3] + [1.0, 2.0, 3.0]) for k, T in truth.items()
+    }
+    ate, scale, _, _ = ate_rmse(similar, truth)
+    assert ate == pytest.approx(0.0, abs=1e-9) and scale == pytest.approx(1 / s)
+    t_err, r_err = rpe(similar, truth, scale)
+    assert t_err == pytest.approx(0.0, abs=1e-9) and r_err == pytest.approx(0.0, abs=1e-6)
+    # A drift of 0.1 m per second along the camera's x axis: RPE over 1 s is 0.1 m.
+    drifted = {}
+    for k, T in truth.items():
+        moved = T.copy()
+        moved[:3, 3] += 0.1 * (k / SECOND) * np.array([1.0, 0, 0])
+        drifted[k] = moved
+    t_err, r_err = rpe(drifted, truth, 1.0)
+    assert t_err == pytest.approx(0.1, rel=1e-6) and r_err == pytest.approx(0.0, abs=1e-6)
+    points = np.random.default_rng(0).normal(size=(20, 3))
+    s, R, t = umeyama(points, 3.0 * points + 1.0)
+    assert s == pytest.approx(3.0) and np.allclose(R, np.eye(3)) and np.allclose(t, 1.0)
+
+
+def test_tum_reader_exact_stamps_association_and_skips(tmp_path):
+    camera = camera_for('plumb_bob', (120, 160))
+    folder = tmp_path / 'tum'
+    (folder / 'rgb').mkdir(parents=True)
+    names = [f'rgb/{i}.png' for i in range(4)]
+    for name in names[:3]:  # the fourth is missing
+        cv2.imwrite(str(folder / name), np.zeros((120, 160, 3), np.uint8))
+    stamps = [1305031102_175304000 + i * 33_333_333 for i in range(4)]
+    poses = [
+        look_at(np.array([0.0, 0, -1 - 0.1 * i]), np.zeros(3), np.array([0, -1.0, 0]))
+        for i in range(4)
+    ]
+    write_tum(folder, camera, stamps, names, poses, [np.eye(3)] * 4)
+    sequence = read_sequence(folder)
+    assert sequence.stamps.tolist() == stamps[:3]  # exact integer nanoseconds
+    assert sequence.skipped == ['3.png: missing']
+    assert np.allclose(sequence.poses[stamps[1]], poses[1], atol=1e-8)
+    assert np.allclose(sequence.camera.D, camera.D) and sequence.camera.model == 'plumb_bob'
+    assert set(sequence.homographies) == set(stamps[:3])
+    (folder / 'groundtruth.txt').write_text('1305031102.175304 0 0 0 0 0 0\n')
+    with pytest.raises(SequenceError, match='groundtruth.txt:1: expected 8 fields'):
+        read_sequence(folder)
+    with pytest.raises(SequenceError, match='neither'):
+        read_sequence(tmp_path)
+
+
+def test_euroc_reader_applies_the_camera_extrinsics(tmp_path):
+    cam = tmp_path / 'seq' / 'mav0' / 'cam0'
+    (cam / 'data').mkdir(parents=True)
+    truth_dir = tmp_path / 'seq' / 'mav0' / 'state_groundtruth_estimate0'
+    truth_dir.mkdir(parents=True)
+    stamps = [1403636579763555584 + i * 50_000_000 for i in range(3)]
+    lines = ['#timestamp [ns],filename']
+    for stamp in stamps:
+        cv2.imwrite(str(cam / 'data' / f'{stamp}.png'), np.zeros((48, 64), np.uint8))
+        lines.append(f'{stamp},{stamp}.png')
+    (cam / 'data.csv').write_text('\n'.join(lines) + '\n')
+    T_BS = make_pose(cv2.Rodrigues(np.array([0.0, 0.0, np.pi / 2]))[0], [0.1, 0.0, 0.0])
+    (cam / 'sensor.yaml').write_text(
+        'T_BS:\n  cols: 4\n  rows: 4\n  data: ['
+        + ', '.join(f'{v:.12g}' for v in T_BS.ravel())
+        + ']\nresolution: [64, 48]\ncamera_model: pinhole\nintrinsics: [40.0, 40.0, 31.5, 23.5]\n'
+        'distortion_model: radial-tangential\ndistortion_coefficients: [-0.2, 0.05, 0.0, 0.0]\n'
+    )
+    rows = [
+        '#timestamp, p_RS_R_x [m], p_RS_R_y [m], p_RS_R_z [m], q_RS_w [], q_RS_x [], '
+        'q_RS_y [], q_RS_z [], v_x, v_y, v_z, bw_x, bw_y, bw_z, ba_x, ba_y, ba_z'
+    ]
+    for i, stamp in enumerate(stamps):
+        rows.append(f'{stamp + 1000},{i * 1.0},0,0,1,0,0,0' + ',0' * 9)
+    (truth_dir / 'data.csv').write_text('\n'.join(rows) + '\n')
+    sequence = read_sequence(tmp_path / 'seq')
+    assert sequence.stamps.tolist() == stamps and len(sequence.paths) == 3
+    assert sequence.camera.model == 'plumb_bob' and len(sequence.camera.D) == 5
+    expected = make_pose(np.eye(3), [2.0, 0, 0]) @ T_BS  # the body pose, then T_BS
+    assert np.allclose(sequence.poses[stamps[2]], expected)
+
+
+@pytest.mark.slow
+def test_tiny_rendered_sequence_through_every_front_end(tmp_path):
+    photo = read_image(sample_photo_path())
+    spec = next(s for s in SCENES if s.name == 'poster_handheld')
+    folder = render_sequence(
+        spec, [photo] * 12, tmp_path / 'seqs', seed=3, frames=5, hw=(120, 160)
+    )
+    sequence = read_sequence(folder)
+    assert len(sequence.stamps) == 5 and len(sequence.poses) == 5
+    assert len(sequence.homographies) == 5 and sequence.camera.distorted
+    out = tmp_path / 'vo'
+    command = [
+        sys.executable,
+        str(ROOT / 'evaluation' / 'evaluate_vo.py'),
+        str(folder),
+        '--out',
+        str(out),
+        '--front-ends',
+        'kp2d,orb,akaze,sift,klt',
+        '--top-k',
+        '300',
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    results = json.loads((out / 'vo_results.json').read_text())
+    assert [r['front_end'] for r in results] == ['kp2d', 'orb', 'akaze', 'sift', 'klt']
+    keys = {
+        'sequence',
+        'front_end',
+        'frames',
+        'tracked_ratio',
+        'pose_ratio',
+        'ate_rmse',
+        'rpe_trans',
+        'rpe_rot_deg',
+        'h_corner_err_px_median',
+        'track_length_median',
+        'latency_ms_median',
+    }
+    for row in results:
+        assert keys <= set(row) and row['frames'] == 5
+        assert 0.0 <= row['tracked_ratio'] <= 1.0 and 0.0 <= row['pose_ratio'] <= 1.0
+    kp2d = results[0]
+    assert kp2d['tracked_ratio'] == 1.0 and kp2d['h_corner_err_px_median'] < 2.0
+    assert kp2d['track_length_median'] >= 2
+    assert (out / 'report.md').is_file() and (out / f'{sequence.name}.png').is_file()
