@@ -29,6 +29,7 @@ DEFAULT_WEIGHTS = 'kp2d_default.pt'
 
 
 MAX_ABS_VALUE = 1e6  # trained weights and BatchNorm statistics stay far below this
+MAX_COUNT = 1e12  # BatchNorm's num_batches_tracked (an integer step count)
 
 
 class CheckpointError(ValueError):
@@ -120,8 +121,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as exc:  # torch raises many types for truncated / foreign files
         raise CheckpointError(
-            f'{path} is not a readable torch checkpoint ({type(exc).__name__}: {exc})'
-        ) from exc
+            f'{path} is not a readable kp2d checkpoint: {_reason(exc)}'
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get('format') != FORMAT_NAME:
         raise CheckpointError(f"{path} is not a kp2d checkpoint (missing format='kp2d')")
     version = ckpt.get('format_version')
@@ -133,6 +134,17 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         if not isinstance(ckpt.get(key), dict):
             raise CheckpointError(f'{path} lacks a {key!r} dict')
     return ckpt
+
+
+def _reason(exc: Exception) -> str:
+    """Why torch could not load a file, without torch's advice to turn the safe load off."""
+    if 'weights_only' in str(exc) or 'Unsupported global' in str(exc):
+        return (
+            'it holds Python objects besides tensors and plain data, which are never loaded '
+            '(kp2d checkpoints load with weights_only=True; export the weights with '
+            'training/export_model.py from a trusted source)'
+        )
+    return f'{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ""}'
 
 
 def model_from_checkpoint(ckpt: dict[str, Any], source: str = 'checkpoint') -> KeypointNet:
@@ -148,29 +160,56 @@ def model_from_checkpoint(ckpt: dict[str, Any], source: str = 'checkpoint') -> K
 
 
 def check_state_dict(model: torch.nn.Module, state: dict[str, Any], source: str) -> None:
-    """Raise :class:`CheckpointError` listing missing, unexpected and mis-shaped tensors."""
+    """Raise :class:`CheckpointError` for anything but the model's own tensors with sane values.
+
+    Every entry must be a tensor of the model's shape and of its kind of dtype (floating
+    point for weights and statistics, integer for BatchNorm's step counter), finite, and
+    bounded (``MAX_ABS_VALUE``): a list, a complex or an integer tensor where a weight
+    belongs, NaN or absurd magnitudes are refused, whatever the file says about itself.
+    """
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = sorted(
-        f'{k}: {tuple(v.shape)} vs model {tuple(expected[k].shape)}'
+        f'{k}: {_describe(v)} vs model {expected[k].dtype} {tuple(expected[k].shape)}'
         for k, v in state.items()
-        if k in expected and (not isinstance(v, torch.Tensor) or v.shape != expected[k].shape)
+        if k in expected and not _same_kind(v, expected[k])
     )
-    problems = {'missing': missing, 'unexpected': unexpected, 'wrong shape': wrong}
+    problems = {'missing': missing, 'unexpected': unexpected, 'wrong type or shape': wrong}
     details = '; '.join(f'{name}: {items[:5]}' for name, items in problems.items() if items)
     if details:
         raise CheckpointError(f'{source} does not match the model ({details})')
-    floats = {k: v for k, v in state.items() if v.is_floating_point()}
-    nonfinite = sorted(k for k, v in floats.items() if not torch.isfinite(v).all())
+    nonfinite = sorted(
+        k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()
+    )
     if nonfinite:
         raise CheckpointError(f'{source} holds non-finite values in {nonfinite[:5]}')
-    huge = sorted(k for k, v in floats.items() if v.numel() and v.abs().max() > MAX_ABS_VALUE)
+    huge = sorted(k for k, v in state.items() if v.numel() and not _plausible(v))
     if huge:
         raise CheckpointError(
-            f'{source} holds implausible values (|x| > {MAX_ABS_VALUE:g}) in {huge[:5]}: '
-            'the file was altered or training diverged'
+            f'{source} holds implausible values (|x| > {MAX_ABS_VALUE:g}, or a count outside '
+            f'[0, {MAX_COUNT:g}]) in {huge[:5]}: the file was altered or training diverged'
         )
+
+
+def _plausible(value: torch.Tensor) -> bool:
+    if value.is_floating_point():
+        return bool(value.abs().max() <= MAX_ABS_VALUE)
+    return bool(value.min() >= 0 and value.double().max() <= MAX_COUNT)
+
+
+def _same_kind(value: Any, reference: torch.Tensor) -> bool:
+    if not isinstance(value, torch.Tensor) or value.shape != reference.shape:
+        return False
+    if reference.is_floating_point():
+        return value.is_floating_point()
+    return not value.is_floating_point() and not value.is_complex() and value.dtype != torch.bool
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f'{value.dtype} {tuple(value.shape)}'
+    return type(value).__name__
 
 
 def load_model(

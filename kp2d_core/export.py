@@ -209,8 +209,15 @@ def set_metadata(proto: object, values: dict[str, str]) -> None:
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The metadata entries of an ONNX file (without loading its weights)."""
+    """The metadata entries of an ONNX file (without loading its weights).
+
+    Raises:
+        ValueError: the file is not a readable ONNX model (truncated, random bytes).
+    """
     import onnx
 
-    proto = onnx.load(str(path), load_external_data=False)
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf DecodeError and friends: the file is not ONNX
+        raise ValueError(f'{path} is not a readable ONNX model ({type(exc).__name__})') from exc
     return {p.key: p.value for p in proto.metadata_props}

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from kp2d_core import views
 from kp2d_core.camera import CameraModel
-from kp2d_core.geometry import warp_points
-from kp2d_core.images import read_image
+from kp2d_core.geometry import normalize_image, warp_points
+from kp2d_core.images import image_to_tensor, read_image
 
 SAMPLE_PHOTO = 'coffee.jpg'
 
@@ -120,3 +121,9 @@ def render_through_lens(
     if shrink < 1.0:
         photo = cv2.GaussianBlur(photo, (0, 0), sigmaX=0.5 / shrink)
     return cv2.remap(photo, maps[..., 0], maps[..., 1], cv2.INTER_LINEAR, borderValue=0)
+
+
+def probe_image(hw: tuple[int, int]) -> torch.Tensor:
+    """The sample photo resized to ``hw``, normalised: (1, 3, H, W) network input."""
+    image = cv2.resize(read_image(sample_photo_path()), hw[::-1], interpolation=cv2.INTER_AREA)
+    return normalize_image(image_to_tensor(image))

@@ -69,9 +69,14 @@ def onnx_file(weights: Path, model: KeypointNet, precision: str, sha256: str) ->
     if stored != 'fp32':
         raise ValueError(f'no {stored} model beside {weights} (training/export_onnx.py makes it)')
     cached = cache_dir() / f'{sha256[:20]}.fp32.onnx'
-    if not cached.is_file():
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        export_onnx(model, cached, sha256)
+    if cached.is_file():
+        try:
+            onnx_backend.check_provenance(cached, sha256, 'fp32')
+            return cached
+        except ValueError as exc:
+            LOG.warning('rebuilding a broken cache entry: %s', exc)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    export_onnx(model, cached, sha256)
     return cached
 
 
@@ -95,7 +100,25 @@ def create_backend(
     if weights is None:
         raise ValueError("backend 'onnxruntime' needs the model's weights file")
     path = onnx_file(weights, model, precision, sha256)
-    return onnx_backend.OnnxRuntimeBackend(path, precision, device, model.cfg.use_color)
+    try:
+        return _checked_session(path, precision, model)
+    except ValueError as exc:
+        if path.parent != cache_dir():
+            raise
+        LOG.warning('rebuilding a broken cache entry: %s', exc)  # ours to replace
+        export_onnx(model, path, sha256)
+        return _checked_session(path, precision, model)
+
+
+def _checked_session(path: Path, precision: str, model: KeypointNet) -> Backend:
+    """An ONNX Runtime session of ``path`` that computes what ``model`` computes."""
+    device = next(model.parameters()).device
+    try:
+        session = onnx_backend.OnnxRuntimeBackend(path, precision, device, model.cfg.use_color)
+    except Exception as exc:  # onnxruntime's own exception types: an unloadable file
+        raise ValueError(f'onnxruntime cannot load {path}: {str(exc)[:200]}') from exc
+    onnx_backend.check_behaviour(session, model)
+    return session
 
 
 def select_backend(

@@ -43,12 +43,47 @@ def providers_for(device: torch.device, precision: str) -> list:
 
 
 def check_provenance(path: Path, weights_sha256: str, precision: str) -> None:
-    """Raise ValueError unless ``path`` was exported from these weights at this precision."""
+    """Raise ValueError unless ``path`` says it was exported from these weights at this
+    precision (the metadata is only a label; :func:`check_behaviour` checks what it computes)."""
     meta = read_metadata(path)
     if meta.get(WEIGHTS_SHA_KEY) != weights_sha256:
         raise ValueError(f'{path} was not exported from these weights (sha256 differs)')
     if meta.get(PRECISION_KEY) != precision:
         raise ValueError(f'{path} holds a {meta.get(PRECISION_KEY)} model, not {precision}')
+
+
+# What an ONNX model must reproduce of the PyTorch fp32 model on the probe image: keypoint
+# shift (px, mean over the 100 best cells) and descriptor cosine (mean). fp32 differs only by
+# float reassociation; int8 by quantisation (0.2-0.3 px, cosine > 0.99 on the shipped model).
+BEHAVIOUR_TOLERANCE = {'fp32': (0.01, 0.9999), 'int8': (0.5, 0.98)}
+PROBE_HW = (120, 160)
+
+
+def check_behaviour(backend: OnnxRuntimeBackend, model: torch.nn.Module) -> None:
+    """Raise ValueError unless ``backend`` computes what ``model`` computes on a probe image.
+
+    This is the provenance promise: an ONNX file is used only when, on this CPU, it gives
+    the keypoints and descriptors of the weights it is loaded for (forged metadata, another
+    model, a broken quantisation or an instruction set that saturates int8 all fail here).
+    """
+    from kp2d_core.samples import probe_image
+
+    images = probe_image(PROBE_HW)
+    with torch.no_grad():
+        expected = model(images.to(next(model.parameters()).device))
+    got = backend(images)
+    shift_limit, cosine_limit = BEHAVIOUR_TOLERANCE[backend.precision]
+    top = expected.score.flatten().argsort(descending=True)[:100]
+    shift = (got.coords - expected.coords.cpu()).flatten(2)[0, :, top].norm(dim=0).mean()
+    cosine = torch.nn.functional.cosine_similarity(
+        got.descriptors, expected.descriptors.cpu(), dim=1
+    ).mean()
+    if not (float(shift) <= shift_limit and float(cosine) >= cosine_limit):
+        raise ValueError(
+            f'{backend.path} does not compute what these weights compute (keypoints '
+            f'{float(shift):.3f} px apart, descriptor cosine {float(cosine):.4f}): it belongs '
+            'to other weights, or this CPU runs it differently'
+        )
 
 
 class OnnxRuntimeBackend:

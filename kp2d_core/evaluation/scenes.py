@@ -225,7 +225,10 @@ def render_sequence(
     poses, homographies, names = [], [], []
     for index in range(count):
         t = index * period
-        samples = [trajectory(t + s * 0.5 * period / BLUR_SAMPLES) for s in range(BLUR_SAMPLES)]
+        # The exposure (half the frame period) is centred on the stamp, so the truth at t is
+        # the pose the blurred image shows.
+        offsets = (np.arange(BLUR_SAMPLES) - (BLUR_SAMPLES - 1) / 2) * 0.5 * period / BLUR_SAMPLES
+        samples = [trajectory(t + offset) for offset in offsets]
         image = np.mean([render(planes, T, rays) for T in samples], axis=0)
         image = photometric(image, gains[index], 2.0, rng)
         name = f'rgb/{index:06d}.jpg'

@@ -9,7 +9,6 @@ and, when installed, TensorBoard.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 import time
@@ -80,6 +79,7 @@ class Trainer:
             drop_last=True,
             generator=generator,
             pin_memory=self.ctx.device.type == 'cuda',
+            worker_init_fn=state.die_with_parent,
         )
 
     # ---------------------------------------------------------------- one step
@@ -208,11 +208,19 @@ class Trainer:
             else:
                 lr = self.optimizer.param_groups[0]['lr']
                 self.monitor.log_step(self.step, self.epoch, lr, terms)
+            state.check_free_space(self.out, self.step)
             if self.step % self.cfg.checkpoint_every == 0:
                 self.save()
             if self.cfg.max_steps and self.step >= self.cfg.max_steps:
                 return True
         return False
+
+    def total_steps(self) -> int:
+        total = self.cfg.epochs * self.steps_per_epoch()
+        return min(total, self.cfg.max_steps) if self.cfg.max_steps else total
+
+    def finished(self) -> bool:
+        return self.step >= self.total_steps()
 
     def fit(self) -> None:
         """Train until ``epochs`` (or ``max_steps``) are done, checkpointing along the way."""
@@ -240,33 +248,6 @@ class Trainer:
         self.monitor.close()
 
 
-def prepare_run_dir(trainer: Trainer, resume: bool, allow_config_change: bool) -> None:
-    """Clean, check and fill the run directory before the first step."""
-    out, cfg = trainer.out, trainer.cfg
-    if not trainer.ctx.main:
-        if resume:
-            trainer.restore(out / state.LAST_CHECKPOINT, allow_config_change)
-        return
-    state.remove_stale_temp_files(out)
-    state.check_writable(out, len(json.dumps(to_dict(cfg))) + 3 * _parameter_bytes(trainer))
-    if resume:
-        last = out / state.LAST_CHECKPOINT
-        if not last.is_file():
-            raise FileNotFoundError(f'--resume: no checkpoint at {last}')
-        trainer.restore(last, allow_config_change)
-        state.truncate_metrics(out / state.METRICS, trainer.step)
-        return
-    (out / state.METRICS).unlink(missing_ok=True)
-    (out / 'skipped_images.txt').unlink(missing_ok=True)
-    (out / 'config.json').write_text(json.dumps(to_dict(cfg), indent=2))
-    if cfg.init_weights:
-        trainer.initialise_from(Path(cfg.init_weights))
-
-
-def _parameter_bytes(trainer: Trainer) -> int:
-    return sum(p.numel() * p.element_size() for p in trainer.module.parameters())
-
-
 def train(cfg: TrainConfig, resume: bool = False, allow_config_change: bool = False) -> Path:
     """Run (or resume) training; returns the path of the final model checkpoint.
 
@@ -275,10 +256,21 @@ def train(cfg: TrainConfig, resume: bool = False, allow_config_change: bool = Fa
         ValueError: ``resume`` with a changed configuration (see :meth:`Trainer.restore`).
         RunDirError: the run directory is read-only or full.
     """
+    if state.ctx_is_main():  # before anything (TensorBoard, checkpoints) creates files there
+        state.check_writable(Path(cfg.out_dir), state.MIN_FREE_BYTES)
     ctx = setup_distributed(cfg.device)
     try:
         trainer = Trainer(cfg, ctx)
-        prepare_run_dir(trainer, resume, allow_config_change)
+        state.prepare_run_dir(trainer, resume, allow_config_change)
+        if resume and trainer.finished():
+            LOG.warning(
+                'the run in %s already finished at step %d: nothing to do, nothing changed '
+                '(raise epochs or max_steps to train on)',
+                trainer.out,
+                trainer.step,
+            )
+            trainer.monitor.close()
+            return trainer.out / 'model.pt'
         start = time.time()
         trainer.fit()
         LOG.info(

@@ -15,14 +15,53 @@ from pathlib import Path
 import shutil
 from typing import Any
 
+from kp2d_core.config import to_dict
+
 LOG = logging.getLogger(__name__)
 LAST_CHECKPOINT = 'checkpoints/last.pt'
 METRICS = 'metrics.jsonl'
 TEMP_GLOB = '.*.tmp'  # what an interrupted atomic_save leaves behind
 
 
+MIN_FREE_BYTES = 64 * 2**20  # below this, the next write (log, TensorBoard, checkpoint) may fail
+
+
 class RunDirError(OSError):
     """The run directory cannot hold the run (read-only, full, or not writable)."""
+
+
+def check_free_space(out: Path, step: int) -> None:
+    """End the run with the promised message while there is still room, before a write of
+    metrics, TensorBoard events or a checkpoint fails half-way (the last checkpoint stays).
+
+    Raises:
+        RunDirError: fewer than ``MIN_FREE_BYTES`` are free in ``out``.
+    """
+    free = shutil.disk_usage(out).free
+    if free < MIN_FREE_BYTES:
+        raise RunDirError(
+            errno.ENOSPC,
+            f'{out} has {free / 2**20:.0f} MiB free at step {step}: no space left on the '
+            'device; the previous checkpoint is intact, free some space and continue with '
+            '--resume',
+        )
+
+
+def die_with_parent(worker_id: int) -> None:
+    """DataLoader worker_init_fn: the worker is killed when the trainer dies (even by
+    SIGKILL), instead of living on as an orphan (Linux; elsewhere nothing happens)."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith('linux'):
+        return
+    try:
+        libc = ctypes.CDLL('libc.so.6', use_errno=True)
+    except OSError:
+        return
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def remove_stale_temp_files(out: Path) -> list[Path]:
@@ -109,3 +148,35 @@ def truncate_metrics(path: Path, step: int) -> None:
     tmp = path.with_name(f'.{path.name}.tmp')
     tmp.write_text(''.join(json.dumps(r) + '\n' for r in keep))
     os.replace(tmp, path)
+
+
+def prepare_run_dir(trainer: Any, resume: bool, allow_config_change: bool) -> None:
+    """Clean, check and fill the run directory before the first step."""
+    out, cfg = trainer.out, trainer.cfg
+    if not trainer.ctx.main:
+        if resume:
+            trainer.restore(out / LAST_CHECKPOINT, allow_config_change)
+        return
+    remove_stale_temp_files(out)
+    check_writable(out, len(json.dumps(to_dict(cfg))) + 3 * _parameter_bytes(trainer))
+    if resume:
+        last = out / LAST_CHECKPOINT
+        if not last.is_file():
+            raise FileNotFoundError(f'--resume: no checkpoint at {last}')
+        trainer.restore(last, allow_config_change)
+        truncate_metrics(out / METRICS, trainer.step)
+        return
+    (out / METRICS).unlink(missing_ok=True)
+    (out / 'skipped_images.txt').unlink(missing_ok=True)
+    (out / 'config.json').write_text(json.dumps(to_dict(cfg), indent=2))
+    if cfg.init_weights:
+        trainer.initialise_from(Path(cfg.init_weights))
+
+
+def ctx_is_main() -> bool:
+    """Rank 0 (or no distributed run): the process that owns the run directory."""
+    return os.environ.get('RANK', '0') == '0'
+
+
+def _parameter_bytes(trainer: Any) -> int:
+    return sum(p.numel() * p.element_size() for p in trainer.module.parameters())

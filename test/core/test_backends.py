@@ -172,3 +172,44 @@ def test_shipped_onnx_and_gate_belong_to_the_bundled_weights():
     assert read_metadata(int8)['kp2d_weights_sha256'] == sha  # regenerate with export_onnx.py
     gated = passing_choices(weights, sha)
     assert 'torch:fp32' in gated and 'onnxruntime:int8' in gated  # evaluate.py --gate
+
+
+def test_broken_onnx_files_beside_the_weights_and_in_the_cache(weights, tmp_path, caplog):
+    """Random bytes beside the weights: a clear error, and the automatic choice goes on
+    without it; a truncated or foreign file in the export cache is rebuilt, not fatal."""
+    from kp2d_core.backends import cache_dir
+
+    copy = tmp_path / 'model.pt'
+    shutil.copy(weights, copy)
+    model, sha = load_model(copy), file_sha256(copy)
+    beside = copy.with_suffix('.fp32.onnx')
+    beside.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(ValueError, match='not a readable ONNX model'):
+        create_backend('onnxruntime', 'fp32', model, copy, sha)
+    assert select_backend(model, copy, 'auto', 'auto') is not None  # torch fp32 remains
+    beside.unlink()
+    cached = cache_dir() / f'{sha[:20]}.fp32.onnx'
+    create_backend('onnxruntime', 'fp32', model, copy, sha)  # exports into the cache
+    cached.write_bytes(cached.read_bytes()[:3000])  # a crash mid-write
+    with caplog.at_level(logging.WARNING, logger='kp2d_core.backends'):
+        backend = create_backend('onnxruntime', 'fp32', model, copy, sha)
+    assert 'rebuilding a broken cache entry' in caplog.text
+    assert backend.path == cached and cached.stat().st_size > 3000
+
+
+def test_forged_metadata_does_not_pass_for_other_weights(weights, tmp_path):
+    """An export of OTHER weights labelled with these weights' sha256 is refused: the model
+    must compute what the weights compute on a probe image."""
+    from kp2d_core.export import set_metadata
+
+    torch.manual_seed(99)
+    other = export_onnx(KeypointNet().eval(), tmp_path / 'other.onnx', 'x', (64, 96))
+    copy = tmp_path / 'model.pt'
+    shutil.copy(weights, copy)
+    import onnx
+
+    proto = onnx.load(str(other))
+    set_metadata(proto, {'kp2d_weights_sha256': file_sha256(copy), 'kp2d_precision': 'fp32'})
+    onnx.save(proto, str(copy.with_suffix('.fp32.onnx')))
+    with pytest.raises(ValueError, match='does not compute what these weights compute'):
+        create_backend('onnxruntime', 'fp32', load_model(copy), copy, file_sha256(copy))

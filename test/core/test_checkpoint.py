@@ -55,8 +55,10 @@ def test_corrupt_and_truncated_files(tmp_path):
 def test_pickled_code_is_refused(tmp_path):
     path = tmp_path / 'evil.pt'
     torch.save({'format': 'kp2d', 'payload': object()}, path)  # needs unpickling code
-    with pytest.raises(CheckpointError, match='not a readable'):
+    with pytest.raises(CheckpointError, match='not a readable') as info:
         load_model(path)
+    assert 'weights_only=False' not in str(info.value)  # never advise the unsafe load
+    assert 'never loaded' in str(info.value)
 
 
 def _tampered(tmp_path, edit) -> str:
@@ -71,7 +73,7 @@ def test_wrong_shape_tensor_is_named(tmp_path):
     def edit(ckpt):
         ckpt['state_dict']['score_head.body.2.weight'] = torch.zeros(1, 256, 1, 1)
 
-    with pytest.raises(CheckpointError, match=r'wrong shape.*score_head\.body\.2\.weight'):
+    with pytest.raises(CheckpointError, match=r'wrong type or shape.*score_head\.body\.2\.weight'):
         load_model(_tampered(tmp_path, edit))
 
 

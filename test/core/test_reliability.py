@@ -64,6 +64,25 @@ def _cfg(image_dir: Path, out: Path, steps: int, *extra: str) -> TrainConfig:
         (lambda c: c['model_config'].update(cross_ratio=float('nan')), 'cross_ratio'),
         (lambda c: c['model_config'].update(descriptor_dim=2_000_000), 'descriptor_dim'),
         (lambda c: c['model_config'].update(bn_momentum=-1.0), 'bn_momentum'),
+        (lambda c: c['state_dict'].update({'score_head.body.2.weight': [1.0, 2.0]}), 'list'),
+        (
+            lambda c: c['state_dict'].update(
+                {'score_head.body.2.bias': torch.full((1,), 10**15, dtype=torch.int64)}
+            ),
+            'wrong type',
+        ),
+        (
+            lambda c: c['state_dict'].update(
+                {'score_head.body.2.bias': torch.zeros(1, dtype=torch.complex64)}
+            ),
+            'wrong type',
+        ),
+        (
+            lambda c: next(
+                v.fill_(10**15) for k, v in c['state_dict'].items() if 'num_batches' in k
+            ),
+            'implausible',
+        ),
     ],
 )
 def test_tampered_values_are_refused_before_use(tmp_path, edit, message):
@@ -173,3 +192,97 @@ def test_truncated_images_are_skipped_once_per_run(tmp_path, caplog):
     assert caplog.text.count('truncated JPEG') == 1
     assert dataset.skipped_files() == [str(tmp_path / 'truncated.jpg')]
     json.dumps(dataset.skipped_files())  # listed once per run, by the trainer
+
+
+def test_a_read_only_run_directory_fails_before_anything_is_created(
+    image_dir, tmp_path, monkeypatch
+):
+    out = tmp_path / 'run'
+    real_mkdir = Path.mkdir
+
+    def read_only(self, *args, **kwargs):
+        if str(self).startswith(str(out)):
+            raise OSError(errno.EROFS, 'Read-only file system', str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, 'mkdir', read_only)
+    with pytest.raises(RunDirError, match='read-only'):
+        train(_cfg(image_dir, out, 1, 'tensorboard=true'))
+    assert not out.exists()
+
+
+def test_a_disk_filling_mid_run_ends_with_the_promised_message(image_dir, tmp_path, monkeypatch):
+    out = tmp_path / 'run'
+    usage, calls = shutil.disk_usage(tmp_path), []
+
+    def filling(path):
+        calls.append(path)
+        free = 10 * 2**30 if len(calls) < 4 else 2**20
+        return type(usage)(usage.total, usage.total - free, free)
+
+    monkeypatch.setattr(state.shutil, 'disk_usage', filling)
+    with pytest.raises(RunDirError, match='no space left.*continue with --resume'):
+        train(_cfg(image_dir, out, 10, 'tensorboard=true'))
+    monkeypatch.undo()
+    kept = torch.load(out / state.LAST_CHECKPOINT, weights_only=True)
+    assert kept['training']['step'] >= 1  # the last checkpoint is whole and loads
+
+
+def test_resuming_a_finished_run_changes_nothing(image_dir, tmp_path, caplog):
+    out = tmp_path / 'run'
+    cfg = _cfg(image_dir, out, 2)
+    model = train(cfg)
+    before = {p.name: p.read_bytes() for p in (model, out / state.METRICS)}
+    with caplog.at_level(logging.WARNING):
+        assert train(cfg, resume=True) == model
+    assert 'already finished at step 2' in caplog.text
+    assert {p.name: p.read_bytes() for p in (model, out / state.METRICS)} == before
+
+
+def test_dataloader_workers_die_with_the_trainer(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        'import multiprocessing as mp, sys, time\n'
+        'from kp2d_core.training.state import die_with_parent\n'
+        'def worker():\n'
+        '    die_with_parent(0)\n'
+        '    time.sleep(120)\n'
+        'if __name__ == "__main__":\n'
+        '    p = mp.get_context("fork").Process(target=worker); p.start()\n'
+        '    print(p.pid, flush=True); time.sleep(120)\n'
+    )
+    parent = subprocess.Popen([sys.executable, '-c', script], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    time.sleep(0.5)
+    parent.send_signal(signal.SIGKILL)  # kill -9 of the trainer
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)
+
+
+def test_bombs_and_corrupt_photos_are_skipped_in_training(tmp_path, caplog):
+    photo = read_image(sample_photo_path())
+    cv2.imwrite(str(tmp_path / 'ok.jpg'), photo)
+    data = (tmp_path / 'ok.jpg').read_bytes()
+    (tmp_path / 'grey.jpg').write_bytes(data[: len(data) // 3] + b'\xff\xd9')
+    png = bytearray(cv2.imencode('.png', photo[:40, :40])[1].tobytes())
+    png[16:24] = (20000).to_bytes(4, 'big') * 2
+    (tmp_path / 'bomb.png').write_bytes(bytes(png))
+    files = sorted(tmp_path.glob('*.*'))
+    dataset = ImageFolderPairs(DataConfig(root=str(tmp_path), image_size=(48, 64)), 0, files)
+    with caplog.at_level(logging.WARNING):
+        for i in range(len(dataset)):
+            assert dataset[i]['target'].shape == (3, 48, 64)
+    assert sorted(Path(p).name for p in dataset.skipped_files()) == ['bomb.png', 'grey.jpg']
+    assert 'corrupt JPEG' in caplog.text and 'header claims 20000x20000' in caplog.text
