@@ -98,3 +98,74 @@ def test_checkpoint_from_a_stream_of_garbage_is_refused(tmp_path):
     (tmp_path / 'm.pt').write_bytes(buffer.getvalue())
     with pytest.raises(CheckpointError):
         load_model(tmp_path / 'm.pt')
+
+
+def _encoded(kind: str) -> bytes:
+    import cv2
+
+    from kp2d_core.images import read_image
+    from kp2d_core.samples import sample_photo_path
+
+    photo = read_image(sample_photo_path())[:64, :96]
+    return cv2.imencode(f'.{kind}', photo)[1].tobytes()
+
+
+ENCODED = {kind: _encoded(kind) for kind in ('jpg', 'png')}
+
+
+@FUZZ
+@given(data=st.data())
+def test_encoded_images_decode_or_say_why(data):
+    """Compressed payloads: headers claiming any size, truncations and byte flips."""
+    from kp2d_core.images import ImageFileError, decode_image
+
+    blob = bytearray(ENCODED[data.draw(st.sampled_from(sorted(ENCODED)))])
+    if blob[:2] == b'\xff\xd8':
+        sof = blob.index(b'\xff\xc0')
+        height, width = data.draw(st.integers(0, 65535)), data.draw(st.integers(0, 65535))
+        blob[sof + 5 : sof + 9] = height.to_bytes(2, 'big') + width.to_bytes(2, 'big')
+    elif data.draw(st.booleans()):
+        blob[16:24] = data.draw(st.binary(min_size=8, max_size=8))  # PNG width and height
+    for _ in range(data.draw(st.integers(0, 4))):
+        blob[data.draw(st.integers(0, len(blob) - 1))] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        blob = blob[: data.draw(st.integers(0, len(blob)))]
+    try:
+        image = decode_image(bytes(blob), max_pixels=4_000_000)
+    except ImageFileError as exc:
+        assert str(exc)
+        return
+    assert image.ndim == 3 and image.shape[0] * image.shape[1] <= 4_000_000
+
+
+ros_values = st.one_of(
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=30),
+    st.lists(st.integers(-(2**31), 2**31), max_size=4),
+    st.lists(st.floats(allow_nan=True), max_size=3),
+    st.lists(st.booleans(), max_size=3),
+    st.lists(st.text(max_size=5), max_size=3),
+    st.binary(max_size=8),
+)
+
+
+@FUZZ
+@given(data=st.data())
+def test_parameters_of_every_ros_type_are_accepted_or_named(data):
+    """Any value of any ROS parameter type for any parameter: valid options or one line that
+    names the parameter."""
+    from kp2d_ros.options import options_from_values
+    from kp2d_ros.params import DEFAULTS
+
+    name = data.draw(st.sampled_from(sorted(DEFAULTS)))
+    value = data.draw(ros_values)
+    try:
+        options = options_from_values({**DEFAULTS, name: value})
+    except ValueError as exc:
+        message = str(exc)
+        assert '\n' not in message and (name in message or 'invalid parameter' in message)
+        return
+    assert options.pipeline.extractor.top_k >= 1
+    assert np.isfinite(options.pipeline.tracker.ransac_threshold_px)
