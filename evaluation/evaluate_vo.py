@@ -41,6 +41,7 @@ COLUMNS = (
     ('rpe_rot_deg', 'RPE r (deg/s)', '{:.2f}'),
     ('h_corner_err_px_median', 'H err (px)', '{:.2f}'),
     ('track_length_median', 'track len', '{:.0f}'),
+    ('track_length_per_observation', 'len/obs', '{:.1f}'),
     ('latency_ms_median', 'ms/frame', '{:.0f}'),
 )
 
@@ -102,7 +103,8 @@ def markdown(results: list[dict], cpu: str, plots: list[str]) -> str:
         'keypoints, keyframes, MAGSAC++ homographies, poses with intrinsics, feature tracks).',
         'tracked = frames with a keyframe homography; pose = frames with a pose; ATE after '
         'Sim(3) alignment; RPE over 1 s; H err = median corner error of keyframe-to-frame '
-        'homographies against the truth (rectified pixels); track len = median frames per track.',
+        'homographies against the truth (rectified pixels); track len = median frames per track; '
+        'len/obs = mean length of the track an observation belongs to.',
         '',
     ]
     for sequence in sorted({r['sequence'] for r in results}):

@@ -26,11 +26,14 @@ class RelativePose:
         T_cur_ref: (4, 4) transform of reference-camera points into the current camera.
         method: 'homography' or 'essential'.
         normal: (3,) plane normal in the reference camera (homography only), else None.
+        support: correspondences consistent with the motion (essential matrix: its inliers
+            in front of both cameras), 0 when not counted.
     """
 
     T_cur_ref: np.ndarray
     method: str
     normal: np.ndarray | None = None
+    support: int = 0
 
 
 def make_pose(R: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -108,7 +111,7 @@ def pose_from_essential(
     good, R, t, _ = cv2.recoverPose(E, ref, cur, K, mask=mask)
     if good < MIN_POSE_POINTS:
         return None
-    return RelativePose(make_pose(R, t.ravel()), 'essential')
+    return RelativePose(make_pose(R, t.ravel()), 'essential', support=int(good))
 
 
 def is_pose(T: np.ndarray | None) -> bool:

@@ -28,6 +28,7 @@ from kp2d_core.points import ImagePoints
 
 MIN_NOISE_PX = 0.3  # keypoints are not localised better than this, whatever the fit says
 TRANSLATION_FACTOR = 3.0  # translation from a homography is less certain than rotation
+PLANAR_SHARE = 0.8  # a homography explaining this share of the epipolar inliers wins
 ORIGIN_VARIANCE = 1e-9  # the first keyframe is the world origin: known, but never exactly 0
 
 
@@ -41,7 +42,8 @@ class TrackerConfig:
     ransac_method: str = 'magsac'  # 'magsac', 'ransac', 'usac' or 'lmeds'
     ransac_threshold_px: float = 3.0
     min_keyframe_inliers: int = 40  # fewer inliers than this: the frame becomes the keyframe
-    planar_inlier_ratio: float = 0.5  # fewer H inliers than this share: pose from E instead
+    keyframe_inlier_ratio: float = 0.5  # or fewer than this share of the first frame's inliers
+    planar_inlier_ratio: float = 0.5  # fewer H inliers than this share: try E as well
 
     def __post_init__(self) -> None:
         if self.ransac_method not in METHODS:
@@ -58,6 +60,10 @@ class TrackerConfig:
             raise ValueError(f'ratio must be in (0, 1], got {self.ratio}')
         if self.max_distance is not None and not 0 < self.max_distance <= 2:
             raise ValueError(f'max_distance must be in (0, 2], got {self.max_distance}')
+        if not 0.0 <= self.keyframe_inlier_ratio <= 1.0:
+            raise ValueError(
+                f'keyframe_inlier_ratio must be in [0, 1], got {self.keyframe_inlier_ratio}'
+            )
         if not 0.0 <= self.planar_inlier_ratio <= 1.0:
             raise ValueError(
                 f'planar_inlier_ratio must be in [0, 1], got {self.planar_inlier_ratio}'
@@ -110,6 +116,7 @@ class _Keyframe:
     variance: np.ndarray  # (6,) accumulated along the trajectory
     plane_distance: float = 1.0  # in world units (the first keyframe's plane distance is 1)
     plane_normal: np.ndarray | None = None  # (3,) in this keyframe's camera
+    reference_inliers: int | None = None  # inliers of the first frame tracked against it
 
 
 class HomographyTracker:
@@ -191,8 +198,13 @@ class HomographyTracker:
                 residual, result.num_inliers, points.intrinsics, method
             )
             covariance = np.diag(variance)
+        if key.reference_inliers is None and result.ok:
+            key.reference_inliers = result.num_inliers  # the first frame tracked against it
         renew = self.key is None or not result.ok
         renew = renew or result.num_inliers < cfg.min_keyframe_inliers
+        renew = renew or result.num_inliers < cfg.keyframe_inlier_ratio * (
+            key.reference_inliers or 0
+        )
         if renew and self.key is not None:
             self._renew(key, features, points, stamp_ns, T_world_cur, covariance, relative)
         return TrackResult(
@@ -213,11 +225,20 @@ class HomographyTracker:
         )
 
     def _relative_pose(self, key, H, inliers, geo_key, geo_cur, K):
-        """(T_cur_key with the trajectory's scale, method, plane normal) or None."""
-        if inliers.mean() >= self.cfg.planar_inlier_ratio:
+        """(T_cur_key with the trajectory's scale, method, plane normal) or None.
+
+        The homography's decomposition unless an essential matrix explains clearly more of
+        the matches (a scene with depth): a homography with few inliers is usually a plane
+        seen through bad matches, where the essential matrix is degenerate and its rotation
+        arbitrary.
+        """
+        pose = None
+        if inliers.mean() < self.cfg.planar_inlier_ratio:
+            essential = pose_from_essential(geo_key, geo_cur, K, self.cfg.ransac_threshold_px)
+            if essential is not None and inliers.sum() < PLANAR_SHARE * essential.support:
+                pose = essential
+        if pose is None:
             pose = pose_from_homography(H, K, geo_key[inliers], geo_cur[inliers], key.plane_normal)
-        else:
-            pose = pose_from_essential(geo_key, geo_cur, K)
         if pose is None:
             return None
         T = pose.T_cur_ref.copy()

@@ -7,7 +7,8 @@
   error (degrees).
 * Homographies: corner error (px) of each keyframe-to-frame homography against the truth
   ``H_0to_cur @ inv(H_0to_key)`` (rectified pixels), median over frames that have one.
-* Tracks: lengths (frames) of every track, median.
+* Tracks: lengths (frames) of every track, median, and the mean length of the track an
+  observation belongs to.
 """
 
 from __future__ import annotations
@@ -169,9 +170,17 @@ def summarise(sequence: Sequence, front_end: str, record: RunRecord) -> dict:
         if sequence.homographies
         else None,
         'track_length_median': median(record.track_lengths),
+        'track_length_per_observation': _observation_weighted(record.track_lengths),
         'latency_ms_median': median(record.latencies_ms),
         'unreadable_frames': len(record.unreadable) + len(sequence.skipped),
     }
+
+
+def _observation_weighted(lengths: list[int]) -> float | None:
+    """Mean length of the track an observation belongs to (long tracks count per frame seen:
+    what a back-end gets; the median over tracks counts every one-frame track once)."""
+    values = np.asarray(lengths, np.float64)
+    return float((values**2).sum() / values.sum()) if values.sum() else None
 
 
 def _finite(value: float) -> float | None:
