@@ -10,8 +10,11 @@ measured in this process on the same frames, as a ratio, the per-frame cost of t
 keyframe tracker and of the feature tracks (measured in this process on the same features)
 and the node's peak memory; then the
 peak memory after the largest frame processed at full size (``detector.max_input_pixels``,
-1088x1920) and one four times larger. The node subscribes a keypoints
-consumer (the probe), as a SLAM front-end would. Needs rclpy; DDS stays on this machine.
+1088x1920) and one four times larger. Memory (RSS of the node process, read from /proc): after
+start-up, after the first frame, steady state (median over the second half of the stream) with
+a breakdown by mapping (heap and anonymous memory vs shared libraries), and around a large
+frame: before, right after, and 10 s and 30 s later. The node subscribes a keypoints consumer
+(the probe), as a SLAM front-end would. Needs rclpy; DDS stays on this machine.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ from rclpy.serialization import serialize_message
 from kp2d_core import ExtractorConfig, KeypointExtractor
 from kp2d_core.backends import label
 from kp2d_core.checkpoint import default_weights_path
+from kp2d_core.evaluation.report import cpu_description
 from kp2d_core.samples import synthetic_sequence
+from kp2d_ros.memory import rss_breakdown, rss_mib
 from kp2d_testing.ros import (
     Probe,
     diagnostic_values,
@@ -87,8 +92,9 @@ def serialized_stream(frames: list[np.ndarray], count: int, start_ns: int, perio
     ]
 
 
-def stream(probe: Probe, frames: list[np.ndarray], rate: float, seconds: float) -> dict:
-    """Publish at ``rate`` Hz for ``seconds``; returns the node's counters before and after.
+def stream(probe: Probe, frames: list[np.ndarray], rate: float, seconds: float, pid: int) -> dict:
+    """Publish at ``rate`` Hz for ``seconds``; returns the node's counters before and after
+    and its RSS (MiB) sampled about every 0.5 s.
 
     Every message is stamped with the time it is scheduled to be sent.
     """
@@ -106,23 +112,34 @@ def stream(probe: Probe, frames: list[np.ndarray], rate: float, seconds: float) 
     before = counters()
     while time.time_ns() < start_ns:
         time.sleep(0.001)
-    start, sent = start_ns * 1e-9, 0
+    start, sent, memory, sampled = start_ns * 1e-9, 0, [], 0.0
     while sent < len(messages):
         probe.pub_image.publish(messages[sent])
         sent += 1
+        if time.time() - sampled > 0.5:
+            sampled = time.time()
+            memory.append(rss_mib(pid))
         next_time = start + sent / rate
         spin_until(
             probe.node, lambda t=next_time: time.time() >= t, max(0.0, next_time - time.time())
         )
     elapsed = time.time() - start
     after = counters()
-    return {'sent': sent, 'elapsed': elapsed, 'before': before, 'after': after}
+    steady = float(np.median(memory[len(memory) // 2 :])) if memory else float('nan')
+    return {
+        'sent': sent,
+        'elapsed': elapsed,
+        'before': before,
+        'after': after,
+        'steady_rss': steady,
+        'breakdown': rss_breakdown(pid),
+    }
 
 
 @contextmanager
-def running_node(params: dict, raw: bool, reliable: bool) -> Iterator[tuple[Probe, Path]]:
+def running_node(params: dict, raw: bool, reliable: bool) -> Iterator[tuple[Probe, Path, int]]:
     """The node in its own process with ``params`` (images on /bench/image, reliable or best
-    effort) and a started probe; yields (probe, node log) and stops both afterwards."""
+    effort) and a started probe; yields (probe, node log, node pid) and stops both afterwards."""
     params = {**params, 'image_reliability': 'reliable' if reliable else 'best_effort'}
     log = Path(tempfile.mkdtemp()) / 'node.log'
     proc = start_node(params, {'image': '/bench/image'}, log)
@@ -130,7 +147,7 @@ def running_node(params: dict, raw: bool, reliable: bool) -> Iterator[tuple[Prob
     try:
         if not probe.wait_for_node(120.0):
             raise SystemExit(f'node did not start; see {log}')
-        yield probe, log
+        yield probe, log, proc.pid
     finally:
         probe.node.destroy_node()
         stop_node(proc)
@@ -146,28 +163,40 @@ def run_setting(args, weights: str, backend: str, precision: str, resize: list[i
         'diagnostics_period_s': 1.0,
         'diagnostics.window_s': 5.0,
     }
-    with running_node(params, raw=True, reliable=args.reliable) as (probe, _):
+    with running_node(params, raw=True, reliable=args.reliable) as (probe, _, pid):
+        started = rss_mib(pid)
         probe.pub_image.publish(image_msg(frames[0], time.time_ns()))  # warm-up
         spin_until(probe.node, lambda: bool(probe.received['keypoints']), 60.0)
-        return stream(probe, frames, args.rate, args.seconds)
+        first = rss_mib(pid)
+        result = stream(probe, frames, args.rate, args.seconds, pid)
+        return {**result, 'startup_rss': started, 'first_frame_rss': first}
 
 
-def largest_frame_memory(weights: str, backend: str, precision: str) -> str:
-    """Peak RSS (MiB) of a node that processed a frame of ``max_input_pixels`` (1088x1920 bgr8)
-    and one four times larger (shrunk to the same budget), sent reliably."""
+def large_frame_memory(weights: str, backend: str, precision: str, frames) -> dict[str, float]:
+    """RSS (MiB) of a node streaming 640x480 frames, around a frame of ``max_input_pixels``
+    (1088x1920 bgr8) and one four times larger (shrunk to the same budget), sent reliably:
+    before, right after, 10 s and 30 s later (the node trims every diagnostics period)."""
     params = {
         'model.weights': weights,
         'model.backend': backend,
         'model.precision': precision,
         'diagnostics_period_s': 1.0,
     }
-    with running_node(params, raw=False, reliable=True) as (probe, log):
-        frames, _ = synthetic_sequence(2, (1088, 1920))
-        for frame in (frames[0], np.tile(frames[1], (2, 2, 1))):
+    with running_node(params, raw=False, reliable=True) as (probe, log, pid):
+        for k in range(20):  # a short steady stream first
+            probe.send(image_msg(frames[k % len(frames)], time.time_ns()), None, 60.0)
+        out = {'before': rss_mib(pid)}
+        big, _ = synthetic_sequence(2, (1088, 1920))
+        for frame in (big[0], np.tile(big[1], (2, 2, 1))):
             if not probe.send(image_msg(np.ascontiguousarray(frame), time.time_ns()), None, 300.0):
                 raise SystemExit(f'the node did not answer a {frame.shape} frame; see {log}')
+        out['right after'] = rss_mib(pid)
+        for wait, key in ((10.0, 'after 10 s'), (20.0, 'after 30 s')):
+            spin_until(probe.node, lambda: False, wait)
+            out[key] = rss_mib(pid)
         spin_until(probe.node, lambda: False, 1.5)  # a fresh /diagnostics message
-        return diagnostic_values(probe.received['diag'][-1]).get('peak_rss_mib', 'n/a')
+        out['peak'] = float(diagnostic_values(probe.received['diag'][-1]).get('peak_rss_mib'))
+        return out
 
 
 def report(name: str, result: dict, alone: float, chosen: str, cost: tuple) -> None:
@@ -192,7 +221,21 @@ def report(name: str, result: dict, alone: float, chosen: str, cost: tuple) -> N
         ('extract() alone, same backend (FPS)', f'{alone:.2f}'),
         ('node / extract()', f'{node_fps / alone:.1%}'),
         ('keyframe tracker / feature tracks (ms per frame)', f'{cost[0]:.1f} / {cost[1]:.1f}'),
-        ('node peak memory (RSS, MiB)', after.get('peak_rss_mib', 'n/a')),
+        (
+            'node RSS after start-up / first frame (MiB)',
+            f'{result["startup_rss"]:.0f} / {result["first_frame_rss"]:.0f}',
+        ),
+        (
+            'node RSS steady state / peak (MiB)',
+            f'{result["steady_rss"]:.0f} / {after.get("peak_rss_mib", "n/a")}',
+        ),
+        (
+            '  of which heap and anonymous / libraries (MiB)',
+            ' / '.join(
+                f'{result["breakdown"].get(k, float("nan")):.0f}'
+                for k in ('heap_and_anonymous', 'libraries')
+            ),
+        ),
     ]
     print(f'\n{name}')
     width = max(len(k) for k, _ in rows)
@@ -217,6 +260,7 @@ def main() -> None:
     weights = args.checkpoint or str(default_weights_path())
     frames, _ = synthetic_sequence(30, (480, 640))
     os.environ.update(ros_environment(unique_domain_id()))
+    print(f'CPU: {cpu_description()}')
     rclpy.init()
     try:
         for name, resize in SETTINGS:
@@ -233,8 +277,11 @@ def main() -> None:
             backend, precision = chosen.split(':')
             result = run_setting(args, weights, backend, precision, resize, frames)
             report(name, result, alone, chosen, cost)
-        peak = largest_frame_memory(weights, backend, precision)
-        print(f'\nnode peak memory after a 1088x1920 and a 2176x3840 frame (RSS, MiB): {peak}')
+        memory = large_frame_memory(weights, backend, precision, frames)
+        print(
+            '\nnode RSS (MiB) around a 1088x1920 and a 2176x3840 frame (native setting): '
+            + ', '.join(f'{k} {v:.0f}' for k, v in memory.items())
+        )
     finally:
         rclpy.shutdown()
 

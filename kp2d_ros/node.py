@@ -79,6 +79,9 @@ def make_node(lifecycle: bool, **kwargs: Any) -> Any:
 def run(args: list[str] | None, lifecycle: bool) -> None:
     signal.signal(signal.SIGINT, _quiet_exit)
     signal.signal(signal.SIGTERM, _quiet_exit)
+    from kp2d_ros.memory import configure_allocator
+
+    configure_allocator()  # before any thread exists (README, Memory)
     import rclpy
     from rclpy.executors import ExternalShutdownException
 

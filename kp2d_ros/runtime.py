@@ -27,6 +27,7 @@ from kp2d_ros.bookkeeping import FrameStats, StampPolicy, health
 from kp2d_ros.cameras import CameraInfoPairing
 from kp2d_ros.conversions import ImageError, compressed_msg_to_array, image_msg_to_array, quote
 from kp2d_ros.declare import declare_parameters, warn_unknown_overrides
+from kp2d_ros.memory import rss_mib, trim
 from kp2d_ros.messages import stamp_ns
 from kp2d_ros.options import NodeOptions, options_from_values
 from kp2d_ros.outputs import Outputs
@@ -231,12 +232,14 @@ class Kp2dRuntime:
         self.log.warning(text, throttle_duration_sec=THROTTLE_S)
 
     def _report(self) -> None:
+        trim()  # freed frame buffers go back to the system (README, Memory)
         now = time.monotonic()
         figures = self.stats.window(now)
         level, message = health(figures, self.options.health)
         status = DiagnosticStatus(name='kp2d: frames', level=bytes([level]), message=message)
         status.hardware_id = str(self.pipeline.extractor.device) if self.pipeline else ''
         summary = self.stats.summary(now)
+        summary['rss_mib'] = f'{rss_mib():.0f}'
         summary['peak_rss_mib'] = (
             f'{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}'
         )

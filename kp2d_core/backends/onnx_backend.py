@@ -109,6 +109,9 @@ class OnnxRuntimeBackend:
         options.log_severity_level = 3
         # No busy-waiting between runs: the node's other threads need the cores meanwhile.
         options.add_session_config_entry('session.intra_op.allow_spinning', '0')
+        # No CPU memory arena: ONNX Runtime's arena keeps the peak of every input size it has
+        # seen; without it, activations are allocated per run and freed (README, Memory).
+        options.enable_cpu_mem_arena = False
         if threads:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), options, providers=providers)
