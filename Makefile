@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test lint ros-deps data devset benchmark benchmark-node clean
+.PHONY: demo test lint ros-deps data devset sequences benchmark benchmark-node clean
 
 $(VENV)/.installed: setup.py pyproject.toml requirements-ros-wheels.txt requirements-ros-build.txt \
 		kp2d_msgs/package.xml kp2d_msgs/CMakeLists.txt $(wildcard kp2d_msgs/msg/*.msg)
@@ -27,6 +27,11 @@ data: $(VENV)/.installed
 
 devset: data
 	$(PY) evaluation/build_devset.py
+
+# The sequence benchmark's camera sequences (TUM layout, data/sequences/), then every front-end.
+sequences: data
+	$(PY) evaluation/build_sequences.py
+	$(PY) evaluation/evaluate_vo.py data/sequences/* --out outputs/vo
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -105,7 +105,8 @@ def estimate_homography(
     finite = np.isfinite(pts0).all(axis=1) & np.isfinite(pts1).all(axis=1)
     if finite.sum() < MIN_CORRESPONDENCES:
         return HomographyResult(None, no_inliers, 'too_few_matches')
-    H, mask = cv2.findHomography(
+    H, mask = robust_fit(
+        cv2.findHomography,
         pts0[finite],
         pts1[finite],
         METHODS[method],
@@ -125,6 +126,18 @@ def estimate_homography(
     if is_degenerate(H, pts0[inliers]):
         return HomographyResult(None, no_inliers, 'degenerate')
     return HomographyResult(H, inliers)
+
+
+def robust_fit(estimator, *args, **kwargs) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(model, inlier mask) of an OpenCV robust estimator, (None, None) where it fails.
+
+    OpenCV's USAC estimators can assert on degenerate samples (e.g. ``!model.empty()`` in
+    findFundamentalMat); that is a failed fit, not an error of the caller.
+    """
+    try:
+        return estimator(*args, **kwargs)
+    except cv2.error:
+        return None, None
 
 
 def is_degenerate(H: np.ndarray, support: np.ndarray) -> bool:

@@ -71,13 +71,19 @@ def pose_from_homography(
         pts_ref, pts_cur: (N, 2) inlier correspondences used to reject solutions.
         prior_normal: (3,) unit normal of the plane in the reference camera, or None.
     """
-    _, rotations, translations, normals = cv2.decomposeHomographyMat(H, K)
+    try:
+        _, rotations, translations, normals = cv2.decomposeHomographyMat(H, K)
+    except cv2.error:
+        return None
     if max(float(np.linalg.norm(t)) for t in translations) < PURE_ROTATION_T:
         # No translation (e.g. a still camera): every solution is the same rotation and the
         # plane normal is undefined, so the visibility test below cannot choose.
         return RelativePose(make_pose(rotations[0], np.zeros(3)), 'homography', prior_normal)
     ref, cur = _normalized(pts_ref, K), _normalized(pts_cur, K)
-    valid = cv2.filterHomographyDecompByVisibleRefpoints(rotations, normals, ref, cur)
+    try:
+        valid = cv2.filterHomographyDecompByVisibleRefpoints(rotations, normals, ref, cur)
+    except cv2.error:
+        return None
     if valid is None or len(valid) == 0:
         return None
     candidates = [int(i) for i in np.asarray(valid).ravel()]
@@ -105,10 +111,13 @@ def pose_from_essential(
         return None
     ref = np.ascontiguousarray(pts_ref, np.float64)
     cur = np.ascontiguousarray(pts_cur, np.float64)
-    E, mask = cv2.findEssentialMat(ref, cur, K, cv2.RANSAC, 0.999, threshold_px)
-    if E is None or E.shape != (3, 3):
+    try:
+        E, mask = cv2.findEssentialMat(ref, cur, K, cv2.RANSAC, 0.999, threshold_px)
+        if E is None or E.shape != (3, 3):
+            return None
+        good, R, t, _ = cv2.recoverPose(E, ref, cur, K, mask=mask)
+    except cv2.error:  # degenerate samples: no pose, not an error
         return None
-    good, R, t, _ = cv2.recoverPose(E, ref, cur, K, mask=mask)
     if good < MIN_POSE_POINTS:
         return None
     return RelativePose(make_pose(R, t.ravel()), 'essential', support=int(good))

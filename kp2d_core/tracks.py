@@ -24,6 +24,7 @@ import torch
 
 from kp2d_core.frontend import Features
 from kp2d_core.geometry import warp_points
+from kp2d_core.homography import robust_fit
 from kp2d_core.matching import match_descriptors
 from kp2d_core.points import ImagePoints
 
@@ -242,13 +243,15 @@ def verify(
     count = len(pts0)
     if count < MIN_HOMOGRAPHY_MATCHES:
         return np.zeros(count, bool), None
-    H, mask = cv2.findHomography(pts0, pts1, cv2.USAC_MAGSAC, threshold_px)
+    H, mask = robust_fit(cv2.findHomography, pts0, pts1, cv2.USAC_MAGSAC, threshold_px)
     if H is None or mask is None:
         return np.zeros(count, bool), None
     planar = mask.ravel().astype(bool)
     if count < MIN_FUNDAMENTAL_MATCHES:
         return planar, H
-    _, mask = cv2.findFundamentalMat(pts0, pts1, cv2.USAC_MAGSAC, threshold_px, 0.999, 1000)
+    _, mask = robust_fit(
+        cv2.findFundamentalMat, pts0, pts1, cv2.USAC_MAGSAC, threshold_px, 0.999, 1000
+    )
     general = np.zeros(count, bool) if mask is None else mask.ravel().astype(bool)[:count]
     if planar.sum() >= PLANAR_SHARE * general.sum():
         return planar, H

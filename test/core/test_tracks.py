@@ -120,3 +120,21 @@ def test_tracks_persist_and_follow_the_true_motion():
         previous = tracks
     assert kept / in_view >= 0.8, kept / in_view
     assert len(errors) > 3000 and max(errors) < 3.0, max(errors)
+
+
+def test_opencv_estimator_failures_are_failed_fits(monkeypatch):
+    """OpenCV's USAC can assert on degenerate samples: a failed fit, not a crash."""
+    import cv2
+
+    from kp2d_core import tracks
+
+    def asserting(*args, **kwargs):
+        raise cv2.error('(-215:Assertion failed) !model.empty()')
+
+    xy, _ = _scene(count=40)
+    monkeypatch.setattr(tracks.cv2, 'findFundamentalMat', asserting)
+    inliers, H = tracks.verify(xy, xy + [2.0, 1.0], 2.0, 16.0)
+    assert H is not None and inliers.all()  # the homography still decides
+    monkeypatch.setattr(tracks.cv2, 'findHomography', asserting)
+    inliers, H = tracks.verify(xy, xy + [2.0, 1.0], 2.0, 16.0)
+    assert H is None and not inliers.any()
