@@ -18,6 +18,8 @@ METHODS = {
     'lmeds': cv2.LMEDS,
 }
 MIN_CORRESPONDENCES = 4
+MIN_FUNDAMENTAL_MATCHES = 8
+PLANAR_SHARE = 0.8  # a homography explaining this share of the epipolar inliers wins
 MIN_SPREAD_PX = 1.0  # inliers must span at least this much in both principal directions
 
 
@@ -166,3 +168,37 @@ def is_degenerate(H: np.ndarray, support: np.ndarray) -> bool:
         - edges[:, 1] * np.roll(edges, -1, axis=0)[:, 0]
     )
     return not (turns > 0).all()
+
+
+def verify_motion(
+    pts0: np.ndarray, pts1: np.ndarray, threshold_px: float, max_parallax_px: float
+) -> np.ndarray:
+    """(M,) bool: matches consistent with the motion between two views.
+
+    A homography is fitted (MAGSAC++); with at least 8 matches a fundamental matrix too. The
+    homography's inliers are used when it explains at least ``PLANAR_SHARE`` of the
+    fundamental matrix's (a plane or a rotation, where a fundamental matrix is degenerate
+    and accepts wrong matches anywhere along their epipolar lines). Otherwise a match is
+    kept when it fits the fundamental matrix and lies within ``max_parallax_px`` of the
+    homography's prediction: descriptor matching is global, and this bound keeps a match on
+    the right epipolar line but at the wrong place from passing. 4 to 7 matches: the
+    homography alone; fewer: nothing can be verified. The (3, 3) homography (None when
+    none was found) predicts where unmatched points went (see ``FeatureTracker``).
+    """
+    count = len(pts0)
+    if count < MIN_CORRESPONDENCES:
+        return np.zeros(count, bool), None
+    H, mask = robust_fit(cv2.findHomography, pts0, pts1, cv2.USAC_MAGSAC, threshold_px)
+    if H is None or mask is None:
+        return np.zeros(count, bool), None
+    planar = mask.ravel().astype(bool)
+    if count < MIN_FUNDAMENTAL_MATCHES:
+        return planar, H
+    _, mask = robust_fit(
+        cv2.findFundamentalMat, pts0, pts1, cv2.USAC_MAGSAC, threshold_px, 0.999, 1000
+    )
+    general = np.zeros(count, bool) if mask is None else mask.ravel().astype(bool)[:count]
+    if planar.sum() >= PLANAR_SHARE * general.sum():
+        return planar, H
+    near = np.linalg.norm(warp_points(H, pts0) - pts1, axis=1) <= max_parallax_px
+    return planar | (general & near), H

@@ -21,14 +21,13 @@ import numpy as np
 from kp2d_core.camera import same_camera
 from kp2d_core.frontend import Features
 from kp2d_core.geometry import warp_points
-from kp2d_core.homography import METHODS, estimate_homography
+from kp2d_core.homography import METHODS, PLANAR_SHARE, estimate_homography
 from kp2d_core.matching import match
 from kp2d_core.motion import invert_pose, is_pose, pose_from_essential, pose_from_homography
 from kp2d_core.points import ImagePoints
 
 MIN_NOISE_PX = 0.3  # keypoints are not localised better than this, whatever the fit says
 TRANSLATION_FACTOR = 3.0  # translation from a homography is less certain than rotation
-PLANAR_SHARE = 0.8  # a homography explaining this share of the epipolar inliers wins
 ORIGIN_VARIANCE = 1e-9  # the first keyframe is the world origin: known, but never exactly 0
 
 

@@ -24,13 +24,9 @@ import torch
 
 from kp2d_core.frontend import Features
 from kp2d_core.geometry import warp_points
-from kp2d_core.homography import robust_fit
+from kp2d_core.homography import verify_motion
 from kp2d_core.matching import match_descriptors
 from kp2d_core.points import ImagePoints
-
-MIN_FUNDAMENTAL_MATCHES = 8
-MIN_HOMOGRAPHY_MATCHES = 4
-PLANAR_SHARE = 0.8  # a homography explaining this share of the epipolar inliers wins
 
 
 @dataclass(frozen=True)
@@ -151,7 +147,7 @@ class FeatureTracker:
         prev_idx = matches.indices[:, 0].cpu().numpy()
         cur_idx = matches.indices[:, 1].cpu().numpy()
         prev_px, cur_px = previous.pixels[prev_idx], points.pixels[cur_idx]
-        inliers, H = verify(prev_px, cur_px, cfg.max_epipolar_px, cfg.max_parallax_px)
+        inliers, H = verify_motion(prev_px, cur_px, cfg.max_epipolar_px, cfg.max_parallax_px)
         prev_idx, cur_idx = prev_idx[inliers], cur_idx[inliers]
         if H is None:
             return prev_idx, cur_idx
@@ -223,40 +219,6 @@ class FeatureTracker:
                 velocity_normalized[: len(prev_idx)] = moved / dt
         scores = features.scores.detach().cpu().numpy()[indices].astype(np.float32)
         return Tracks(ids, ages, xy, normalized, velocity, velocity_normalized, scores, indices)
-
-
-def verify(
-    pts0: np.ndarray, pts1: np.ndarray, threshold_px: float, max_parallax_px: float
-) -> np.ndarray:
-    """(M,) bool: matches consistent with the motion between two views.
-
-    A homography is fitted (MAGSAC++); with at least 8 matches a fundamental matrix too. The
-    homography's inliers are used when it explains at least ``PLANAR_SHARE`` of the
-    fundamental matrix's (a plane or a rotation, where a fundamental matrix is degenerate
-    and accepts wrong matches anywhere along their epipolar lines). Otherwise a match is
-    kept when it fits the fundamental matrix and lies within ``max_parallax_px`` of the
-    homography's prediction: descriptor matching is global, and this bound keeps a match on
-    the right epipolar line but at the wrong place from passing. 4 to 7 matches: the
-    homography alone; fewer: nothing can be verified. The (3, 3) homography (None when
-    none was found) predicts where unmatched points went (see ``FeatureTracker``).
-    """
-    count = len(pts0)
-    if count < MIN_HOMOGRAPHY_MATCHES:
-        return np.zeros(count, bool), None
-    H, mask = robust_fit(cv2.findHomography, pts0, pts1, cv2.USAC_MAGSAC, threshold_px)
-    if H is None or mask is None:
-        return np.zeros(count, bool), None
-    planar = mask.ravel().astype(bool)
-    if count < MIN_FUNDAMENTAL_MATCHES:
-        return planar, H
-    _, mask = robust_fit(
-        cv2.findFundamentalMat, pts0, pts1, cv2.USAC_MAGSAC, threshold_px, 0.999, 1000
-    )
-    general = np.zeros(count, bool) if mask is None else mask.ravel().astype(bool)[:count]
-    if planar.sum() >= PLANAR_SHARE * general.sum():
-        return planar, H
-    near = np.linalg.norm(warp_points(H, pts0) - pts1, axis=1) <= max_parallax_px
-    return planar | (general & near), H
 
 
 def _spread(

@@ -126,15 +126,16 @@ def test_opencv_estimator_failures_are_failed_fits(monkeypatch):
     """OpenCV's USAC can assert on degenerate samples: a failed fit, not a crash."""
     import cv2
 
-    from kp2d_core import tracks
+    from kp2d_core import homography
+    from kp2d_core.homography import verify_motion
 
     def asserting(*args, **kwargs):
         raise cv2.error('(-215:Assertion failed) !model.empty()')
 
     xy, _ = _scene(count=40)
-    monkeypatch.setattr(tracks.cv2, 'findFundamentalMat', asserting)
-    inliers, H = tracks.verify(xy, xy + [2.0, 1.0], 2.0, 16.0)
+    monkeypatch.setattr(homography.cv2, 'findFundamentalMat', asserting)
+    inliers, H = verify_motion(xy, xy + [2.0, 1.0], 2.0, 16.0)
     assert H is not None and inliers.all()  # the homography still decides
-    monkeypatch.setattr(tracks.cv2, 'findHomography', asserting)
-    inliers, H = tracks.verify(xy, xy + [2.0, 1.0], 2.0, 16.0)
+    monkeypatch.setattr(homography.cv2, 'findHomography', asserting)
+    inliers, H = verify_motion(xy, xy + [2.0, 1.0], 2.0, 16.0)
     assert H is None and not inliers.any()
