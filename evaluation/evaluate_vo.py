@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kp2d_core.backends import label
 from kp2d_core.evaluation.frontends import KLT_MAX_DISTANCE, ClassicalExtractor, KltExtractor
 from kp2d_core.evaluation.report import cpu_description
 from kp2d_core.evaluation.sequences import SequenceError, read_sequence
@@ -31,7 +32,7 @@ from kp2d_core.pipeline import FramePipeline, PipelineConfig
 from kp2d_core.tracking import TrackerConfig
 from kp2d_core.tracks import TrackConfig
 
-FRONT_ENDS = ('kp2d', 'orb', 'akaze', 'sift', 'klt')
+FRONT_ENDS = ('kp2d', 'orb', 'akaze', 'sift', 'klt')  # also kp2d_fp32: eager fp32 PyTorch
 COLUMNS = (
     ('front_end', 'front-end', '{}'),
     ('tracked_ratio', 'tracked', '{:.3f}'),
@@ -48,12 +49,17 @@ COLUMNS = (
 
 def make_pipeline(name: str, args: argparse.Namespace) -> FramePipeline:
     """The node's pipeline with ``name``'s front-end (defaults as the node's)."""
-    if name == 'kp2d':
+    if name in ('kp2d', 'kp2d_fp32'):  # the node's automatic backend, or the reference
         cfg = PipelineConfig()
-        cfg = dataclasses.replace(
-            cfg, extractor=dataclasses.replace(cfg.extractor, top_k=args.top_k)
+        fields = {'top_k': args.top_k}
+        if name == 'kp2d_fp32':
+            fields.update(backend='torch', precision='fp32')
+        extractor = dataclasses.replace(cfg.extractor, **fields)
+        pipeline = FramePipeline.from_config(
+            dataclasses.replace(cfg, extractor=extractor), args.checkpoint, args.device
         )
-        return FramePipeline.from_config(cfg, args.checkpoint, args.device)
+        print(f'{name}: backend {label(pipeline.extractor.backend)}')
+        return pipeline
     if name == 'klt':  # descriptors identify KLT's own tracks: gate out everything else
         tracker = TrackerConfig(max_distance=KLT_MAX_DISTANCE)
         tracks = TrackConfig(max_descriptor_distance=KLT_MAX_DISTANCE)
