@@ -225,12 +225,16 @@ class Probe:
             DiagnosticArray, '/diagnostics', lambda m: self.received['diag'].append(m), 50
         )
 
-    def wait_for_node(self, timeout: float = 60.0) -> bool:
-        """True once the kp2d node subscribes to our image topic and publishes keypoints."""
+    def wait_for_node(self, timeout: float = 60.0, camera_info: bool = False) -> bool:
+        """True once the kp2d node subscribes to our image topic (and, with ``camera_info``,
+        to our CameraInfo topic) and publishes keypoints. Topics are discovered one by one: a
+        CameraInfo published before its subscription matched is lost, and the frame goes
+        without intrinsics."""
         return spin_until(
             self.node,
             lambda: (
                 self.pub_image.get_subscription_count() > 0
+                and (not camera_info or self.pub_info.get_subscription_count() > 0)
                 and self.node.count_publishers(f'{self.prefix}/keypoints') > 0
             ),
             timeout,

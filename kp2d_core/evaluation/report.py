@@ -94,16 +94,18 @@ def cpu_description() -> str:
     import os
     import platform
 
-    model, flags = platform.processor() or platform.machine(), set()
+    model, flags, fields = platform.processor() or platform.machine(), set(), {}
     try:
         for line in Path('/proc/cpuinfo').read_text().splitlines():
             key, _, value = line.partition(':')
-            if key.strip() == 'model name':
-                model = value.strip()
-            elif key.strip() == 'flags':
+            fields.setdefault(key.strip(), value.strip())
+            if key.strip() == 'flags':
                 flags = set(value.split())
                 break
     except OSError:
         pass
+    model = fields.get('model name', model)
+    if 'cpu family' in fields and 'model' in fields:  # names like 'AMD EPYC' omit the generation
+        model += f' (family {fields["cpu family"]} model {fields["model"]})'
     simd = [f for f in SIMD_FLAGS if f in flags]
     return f'{model}, {os.cpu_count()} cores, {" ".join(simd) or "no AVX2"}'

@@ -63,7 +63,9 @@ def session(tmp_path_factory):
     rclpy.init()
     probe = Probe('/test')
     try:
-        assert probe.wait_for_node(90.0), f'node did not come up:\n{log.read_text()[-3000:]}'
+        assert probe.wait_for_node(90.0, camera_info=True), (
+            f'node did not come up:\n{log.read_text()[-3000:]}'
+        )
         yield probe, proc, log
     finally:
         probe.node.destroy_node()
