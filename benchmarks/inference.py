@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -85,7 +84,9 @@ def measure_one(args: argparse.Namespace) -> dict:
 
 
 def _peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    from kp2d_ros.memory import peak_rss_mib
+
+    return peak_rss_mib()  # this program's own peak (ru_maxrss would include the parent's)
 
 
 def run_child(args: argparse.Namespace, choice: str, setting: tuple[int, int, int]) -> dict | None:

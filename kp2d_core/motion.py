@@ -75,6 +75,9 @@ def pose_from_homography(
         _, rotations, translations, normals = cv2.decomposeHomographyMat(H, K)
     except cv2.error:
         return None
+    # For a near-rotation OpenCV returns the normalised homography itself as the rotation,
+    # which a noisy fit leaves a little off SO(3).
+    rotations = [nearest_rotation(R) for R in rotations]
     if max(float(np.linalg.norm(t)) for t in translations) < PURE_ROTATION_T:
         # No translation (e.g. a still camera): every solution is the same rotation and the
         # plane normal is undefined, so the visibility test below cannot choose.
@@ -93,6 +96,12 @@ def pose_from_homography(
         best = max(candidates, key=lambda i: abs(float(normals[i][2, 0])))
     T = make_pose(rotations[best], translations[best].ravel())
     return RelativePose(T, 'homography', normals[best].ravel())
+
+
+def nearest_rotation(M: np.ndarray) -> np.ndarray:
+    """The (3, 3) rotation closest to ``M`` in the Frobenius norm (SVD projection)."""
+    U, _, Vt = np.linalg.svd(np.asarray(M, np.float64))
+    return U @ np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt)) or 1.0]) @ Vt
 
 
 def _normalized(pts: np.ndarray, K: np.ndarray) -> np.ndarray:

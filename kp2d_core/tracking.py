@@ -2,14 +2,15 @@
 
 Every frame is matched against the current *keyframe*, not the previous frame, so a still
 camera does not drift. The keyframe is replaced by the current frame when the homography
-inliers fall below ``min_keyframe_inliers``, the estimation fails or the camera calibration
-changes. Geometry runs on :class:`~kp2d_core.camera.ImagePoints`: rectified pixels when the
-camera has lens distortion, raw pixels otherwise. With intrinsics, the homography (or, for
-non-planar scenes, an essential matrix) gives the camera motion, chained through keyframes
-into a pose ``T_world_cur`` (the first keyframe's camera is the world). For a plane, its
-normal and distance are carried from keyframe to keyframe (d' = d + n'.t), so translations
-keep one scale along the trajectory: the first keyframe's distance to the plane. Stamps are
-integer nanoseconds.
+inliers fall below ``min_keyframe_inliers``, the estimation fails, the pose is not a rigid
+transform (it keeps the last good pose) or the camera calibration changes. Geometry runs on
+:class:`~kp2d_core.camera.ImagePoints`: rectified pixels when the camera has lens distortion,
+raw pixels otherwise. With intrinsics, the homography (or, for non-planar scenes, an
+essential matrix) gives the camera motion, chained through keyframes into a pose
+``T_world_cur`` (the first keyframe's camera is the world). For a plane, its normal and
+distance are carried from keyframe to keyframe (d' = d + n'.t), so translations keep one
+scale along the trajectory: the first keyframe's distance to the plane. Stamps are integer
+nanoseconds.
 """
 
 from __future__ import annotations
@@ -189,8 +190,8 @@ class HomographyTracker:
             )
         if relative is not None:
             T_world_cur, method = key.T_world @ invert_pose(relative[0]), relative[1]
-        if T_world_cur is not None and not is_pose(T_world_cur):
-            self.reset()  # never chain a broken pose into the trajectory
+        broken = T_world_cur is not None and not is_pose(T_world_cur)
+        if broken:  # never chain it: this frame becomes the keyframe at the last good pose
             T_world_cur, method, reason, relative = None, None, 'non_finite_pose', None
         if T_world_cur is not None:
             variance = key.variance + relative_pose_variance(
@@ -199,12 +200,12 @@ class HomographyTracker:
             covariance = np.diag(variance)
         if key.reference_inliers is None and result.ok:
             key.reference_inliers = result.num_inliers  # the first frame tracked against it
-        renew = self.key is None or not result.ok
+        renew = broken or not result.ok
         renew = renew or result.num_inliers < cfg.min_keyframe_inliers
         renew = renew or result.num_inliers < cfg.keyframe_inlier_ratio * (
             key.reference_inliers or 0
         )
-        if renew and self.key is not None:
+        if renew:
             self._renew(key, features, points, stamp_ns, T_world_cur, covariance, relative)
         return TrackResult(
             result.H if reason != 'non_finite_pose' else None,

@@ -70,9 +70,20 @@ def trim() -> None:
 
 def rss_mib(pid: str | int = 'self') -> float:
     """Resident memory (MiB) of a process, from /proc (NaN where unavailable)."""
+    return _status_mib(pid, 'VmRSS:')
+
+
+def peak_rss_mib(pid: str | int = 'self') -> float:
+    """Peak resident memory (MiB) of a process since it started its program (NaN where
+    unavailable). Not ``getrusage``'s ``ru_maxrss``: Linux carries that across ``exec``, so a
+    process started by a large one would report its parent's size."""
+    return _status_mib(pid, 'VmHWM:')
+
+
+def _status_mib(pid: str | int, key: str) -> float:
     try:
         for line in Path(f'/proc/{pid}/status').read_text().splitlines():
-            if line.startswith('VmRSS:'):
+            if line.startswith(key):
                 return int(line.split()[1]) / 1024.0
     except OSError:
         pass

@@ -9,7 +9,6 @@ with a reason ('superseded', 'invalid_stamp', 'stamp_in_future', 'duplicate_stam
 
 from __future__ import annotations
 
-import resource
 import time
 from typing import Any
 
@@ -27,7 +26,7 @@ from kp2d_ros.bookkeeping import FrameStats, StampPolicy, health
 from kp2d_ros.cameras import CameraInfoPairing
 from kp2d_ros.conversions import ImageError, compressed_msg_to_array, image_msg_to_array, quote
 from kp2d_ros.declare import declare_parameters, warn_unknown_overrides
-from kp2d_ros.memory import rss_mib, trim
+from kp2d_ros.memory import peak_rss_mib, rss_mib, trim
 from kp2d_ros.messages import stamp_ns
 from kp2d_ros.options import NodeOptions, options_from_values
 from kp2d_ros.outputs import Outputs
@@ -240,9 +239,7 @@ class Kp2dRuntime:
         status.hardware_id = str(self.pipeline.extractor.device) if self.pipeline else ''
         summary = self.stats.summary(now)
         summary['rss_mib'] = f'{rss_mib():.0f}'
-        summary['peak_rss_mib'] = (
-            f'{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}'
-        )
+        summary['peak_rss_mib'] = f'{peak_rss_mib():.0f}'
         status.values = [KeyValue(key=k, value=v) for k, v in summary.items()]
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.node.get_clock().now().to_msg()

@@ -52,14 +52,61 @@ def test_rss_and_its_breakdown_are_read_from_proc():
     assert sum(parts.values()) == pytest.approx(total, rel=0.2)
 
 
-def test_onnx_runtime_sessions_keep_no_memory_arena(tmp_path):
+ARENA_SCRIPT = """
+import sys, numpy as np, torch
+from kp2d_ros.memory import configure_allocator, rss_mib, trim
+from kp2d_core import KeypointNet
+from kp2d_core.backends.onnx_backend import OnnxRuntimeBackend
+from kp2d_core.export import export_onnx
+configure_allocator()
+torch.manual_seed(0)
+path = export_onnx(KeypointNet().eval(), sys.argv[1], 'x', (64, 96))
+backend = OnnxRuntimeBackend(path, 'fp32', torch.device('cpu'))
+small, large = torch.rand(1, 3, 240, 320), torch.rand(1, 3, 960, 1280)
+for _ in range(3):
+    backend(small)
+trim()
+before = rss_mib()
+backend(large)  # a larger input than before: its memory goes back at once
+trim()
+at_once = rss_mib() - before
+backend(large)  # the same size again: the arena keeps what it needs
+kept = rss_mib() - before
+for _ in range(3):
+    backend(small)
+trim()
+print(at_once, kept, rss_mib() - before)
+"""
+
+
+@pytest.mark.skipif(not GLIBC, reason='glibc allocator settings (Linux)')
+def test_onnx_runtime_arena_gives_a_large_input_back(tmp_path):
+    """The arena keeps activations between runs of one size (speed), but what a larger input
+    than the previous one needed is returned right after it, and when the size changes back."""
     pytest.importorskip('onnxruntime')
-    import torch
+    out = subprocess.run(
+        [sys.executable, '-c', ARENA_SCRIPT, str(tmp_path / 'm.onnx')],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    at_once, kept, left = (float(v) for v in out.stdout.split())
+    assert kept > 80.0, kept  # the large input's activations (MiB): the test can see them
+    assert at_once < 40.0 and left < 40.0, (at_once, kept, left)
 
-    from kp2d_core import KeypointNet
-    from kp2d_core.backends.onnx_backend import OnnxRuntimeBackend
-    from kp2d_core.export import export_onnx
 
-    path = export_onnx(KeypointNet().eval(), tmp_path / 'm.onnx', 'x', (64, 96))
-    backend = OnnxRuntimeBackend(path, 'fp32', torch.device('cpu'))
-    assert backend.session.get_session_options().enable_cpu_mem_arena is False
+@pytest.mark.skipif(not GLIBC, reason='/proc (Linux)')
+def test_peak_memory_is_the_program_s_own_not_its_parent_s():
+    """A node started by a large process (a launch script, a benchmark holding a model)
+    reports its own peak: Linux carries ``ru_maxrss`` across exec, VmHWM starts afresh."""
+    import numpy as np
+
+    ballast = np.ones(400 * 2**20 // 8)  # 400 MiB resident in this (parent) process
+    script = 'import resource; from kp2d_ros.memory import peak_rss_mib; '
+    script += 'print(peak_rss_mib(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)'
+    out = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    own, inherited = (float(v) for v in out.stdout.split())
+    assert own < 200.0, own
+    assert ballast.sum() > 0 and inherited >= own
