@@ -1,6 +1,6 @@
 """Keeping the node's memory steady: glibc allocator settings and returning freed memory.
 
-Measured (README, Memory): most of the node's memory beyond the model is freed heap that glibc
+Measured (README, Node memory): most of the node's memory beyond the model is freed heap that glibc
 keeps. Every thread that allocates (the executor, the worker, ONNX Runtime's and PyTorch's
 pools) gets its own malloc arena, and after a large frame the dynamic mmap threshold rises, so
 later large buffers come from those arenas and stay there when freed. The node therefore

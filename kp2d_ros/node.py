@@ -81,7 +81,7 @@ def run(args: list[str] | None, lifecycle: bool) -> None:
     signal.signal(signal.SIGTERM, _quiet_exit)
     from kp2d_ros.memory import configure_allocator
 
-    configure_allocator()  # before any thread exists (README, Memory)
+    configure_allocator()  # before any thread exists (README, Node memory)
     import rclpy
     from rclpy.executors import ExternalShutdownException
 

@@ -231,7 +231,7 @@ class Kp2dRuntime:
         self.log.warning(text, throttle_duration_sec=THROTTLE_S)
 
     def _report(self) -> None:
-        trim()  # freed frame buffers go back to the system (README, Memory)
+        trim()  # freed frame buffers go back to the system (README, Node memory)
         now = time.monotonic()
         figures = self.stats.window(now)
         level, message = health(figures, self.options.health)

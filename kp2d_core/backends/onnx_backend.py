@@ -141,7 +141,7 @@ class OnnxRuntimeBackend:
         # slower here), shared and grown by what is asked; it keeps the peak of every input
         # size it has seen, so a run whose input size differs from the previous run's gives
         # the unused part back afterwards: a large frame's memory does not outlive it
-        # (README, Memory).
+        # (README, Node memory).
         if _shared_cpu_arena():
             options.add_session_config_entry('session.use_env_allocators', '1')
         self._shrink = ort.RunOptions()
