@@ -208,7 +208,7 @@ class HomographyTracker:
         if renew:
             self._renew(key, features, points, stamp_ns, T_world_cur, covariance, relative)
         return TrackResult(
-            result.H if reason != 'non_finite_pose' else None,
+            None if broken else result.H,
             reason,
             len(matches),
             result.num_inliers,
