@@ -156,6 +156,8 @@ class Kp2dRuntime:
         except ValueError as exc:
             self.stats.note('camera_info_rejected')
             self._warn(f'ignoring CameraInfo: {exc}')
+            return
+        self.stats.note('camera_info_accepted')
 
     def _on_image(self, msg: Any) -> None:
         self.stats.arrived(time.monotonic())

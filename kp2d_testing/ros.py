@@ -225,20 +225,37 @@ class Probe:
             DiagnosticArray, '/diagnostics', lambda m: self.received['diag'].append(m), 50
         )
 
-    def wait_for_node(self, timeout: float = 60.0, camera_info: bool = False) -> bool:
-        """True once the kp2d node subscribes to our image topic (and, with ``camera_info``,
-        to our CameraInfo topic) and publishes keypoints. Topics are discovered one by one: a
-        CameraInfo published before its subscription matched is lost, and the frame goes
-        without intrinsics."""
-        return spin_until(
+    def wait_for_node(self, timeout: float = 60.0, camera_info: Any = None) -> bool:
+        """True once the kp2d node subscribes to our image topic and publishes keypoints.
+
+        With a ``camera_info`` message, also once the node has accepted one: it is published
+        again until the node's diagnostics count it. The two ends of a topic match at
+        different moments, and a best-effort CameraInfo sent before the node's reader knew
+        our writer is lost: the frame would go without intrinsics.
+        """
+        deadline = time.monotonic() + timeout
+        ready = spin_until(
             self.node,
             lambda: (
                 self.pub_image.get_subscription_count() > 0
-                and (not camera_info or self.pub_info.get_subscription_count() > 0)
                 and self.node.count_publishers(f'{self.prefix}/keypoints') > 0
             ),
             timeout,
         )
+        if not ready or camera_info is None:
+            return ready
+
+        def accepted() -> bool:
+            return any(
+                int(diagnostic_values(m).get('camera_info_accepted', 0)) > 0
+                for m in self.received['diag']
+            )
+
+        while time.monotonic() < deadline:
+            self.pub_info.publish(camera_info)
+            if spin_until(self.node, accepted, min(0.25, deadline - time.monotonic())):
+                return True
+        return accepted()
 
     def send(self, image_msg: Any, info_msg: Any = None, timeout: float = 60.0) -> bool:
         """Publish one frame and wait for the keypoints with its stamp.

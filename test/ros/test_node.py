@@ -63,7 +63,8 @@ def session(tmp_path_factory):
     rclpy.init()
     probe = Probe('/test')
     try:
-        assert probe.wait_for_node(90.0, camera_info=True), (
+        handshake = camera_info_msg(K, HW, T0 - 10**10)
+        assert probe.wait_for_node(90.0, camera_info=handshake), (
             f'node did not come up:\n{log.read_text()[-3000:]}'
         )
         yield probe, proc, log
@@ -94,7 +95,7 @@ def _wait_count(probe, key: str, above: int, timeout: float = 10.0) -> bool:
 
 
 def test_homography_odometry_and_headers(session):
-    probe, proc, _ = session
+    probe, proc, log = session
     frames, H_0to = _frames()
     stamps = [T0 + k * FRAME_NS for k in range(len(frames))]
     for frame, stamp in zip(frames, stamps):
@@ -111,7 +112,10 @@ def test_homography_odometry_and_headers(session):
         assert (np.diff(scores) <= 0).all()
     spin_until(probe.node, lambda: len(probe.received['homography']) >= len(frames) - 1, 10)
     homographies = probe.received['homography'][-(len(frames) - 1) :]
-    assert len(homographies) == len(frames) - 1
+    pairs = [[(s - T0) // FRAME_NS for s in homography_of(m)[2:0:-1]] for m in homographies]
+    assert len(homographies) == len(frames) - 1, (
+        f'(keyframe, frame) pairs: {pairs}\n' + (log.read_text()[-3000:])
+    )
     for msg in homographies:
         H, cur, key, inliers, matches = homography_of(msg)
         assert msg.header.frame_id == 'camera_optical_frame'  # pairable by stamp

@@ -189,7 +189,7 @@ def test_tf_switched_on_at_runtime_reaches_a_tf2_buffer(tools, monkeypatch):
     TransformListener(buffer, probe.node)
     try:
         assert launch.wait_for('kp2d ready'), launch.log.read_text()[-2000:]
-        assert probe.wait_for_node(60.0, camera_info=True)
+        assert probe.wait_for_node(60.0, camera_info=camera_info_msg(K, HW, T0 - 10**10))
         switched = ros2(env, 'param', 'set', *CLI, '/tf/kp2d', 'publish.tf', 'true')
         assert 'Set parameter successful' in switched.stdout, switched.stdout + switched.stderr
         frames, _ = shifted_frames(3, HW)
