@@ -16,6 +16,7 @@ import numpy as np
 
 MIN_POSE_POINTS = 8
 PURE_ROTATION_T = 1e-6  # translation / plane distance below which motion is a rotation
+NEAR_ROTATION_T = 0.02  # ... below which a decomposition with no visible plane is a rotation
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def pose_from_homography(
     except cv2.error:
         return None
     if valid is None or len(valid) == 0:
-        return None
+        return _near_rotation(H, K, translations, prior_normal)
     candidates = [int(i) for i in np.asarray(valid).ravel()]
     if prior_normal is not None:
         best = max(candidates, key=lambda i: float(normals[i].ravel() @ prior_normal))
@@ -96,6 +97,23 @@ def pose_from_homography(
         best = max(candidates, key=lambda i: abs(float(normals[i][2, 0])))
     T = make_pose(rotations[best], translations[best].ravel())
     return RelativePose(T, 'homography', normals[best].ravel())
+
+
+def _near_rotation(
+    H: np.ndarray, K: np.ndarray, translations: list[np.ndarray], prior_normal: np.ndarray | None
+) -> RelativePose | None:
+    """A rotating camera's pose when no decomposition puts the points in front of a plane.
+
+    Without translation the plane is undefined: noise gives the decompositions arbitrary
+    normals and small translations, and often none passes the visibility test. When every
+    translation is below NEAR_ROTATION_T, the camera rotated: the rotation nearest to
+    ``K^-1 H K`` (exact for a pure rotation), with no translation. Otherwise None.
+    """
+    if max(float(np.linalg.norm(t)) for t in translations) >= NEAR_ROTATION_T:
+        return None
+    M = np.linalg.inv(K) @ np.asarray(H, np.float64) @ K
+    R = nearest_rotation(-M if np.linalg.det(M) < 0 else M)  # H is known up to its sign
+    return RelativePose(make_pose(R, np.zeros(3)), 'homography', prior_normal)
 
 
 def nearest_rotation(M: np.ndarray) -> np.ndarray:

@@ -3,7 +3,9 @@
 Every frame is matched against the current *keyframe*, not the previous frame, so a still
 camera does not drift. The keyframe is replaced by the current frame when the homography
 inliers fall below ``min_keyframe_inliers``, the estimation fails, the pose is not a rigid
-transform (it keeps the last good pose) or the camera calibration changes. Geometry runs on
+transform or the camera calibration changes. A keyframe whose own pose is unknown takes the
+pose of the last frame measured against the old keyframe (one frame's motion off, not the
+whole keyframe's). Geometry runs on
 :class:`~kp2d_core.camera.ImagePoints`: rectified pixels when the camera has lens distortion,
 raw pixels otherwise. With intrinsics, the homography (or, for non-planar scenes, an
 essential matrix) gives the camera motion, chained through keyframes into a pose
@@ -117,6 +119,14 @@ class _Keyframe:
     plane_distance: float = 1.0  # in world units (the first keyframe's plane distance is 1)
     plane_normal: np.ndarray | None = None  # (3,) in this keyframe's camera
     reference_inliers: int | None = None  # inliers of the first frame tracked against it
+    latest: tuple | None = None  # (T_world, covariance, relative) of the last frame with a pose
+
+    @property
+    def last(self) -> tuple[np.ndarray, np.ndarray]:
+        """(T_world (4, 4), variances (6,)) of the last frame measured against it, or its own."""
+        if self.latest is None:
+            return self.T_world, self.variance
+        return self.latest[0], np.diag(self.latest[1]).copy()
 
 
 class HomographyTracker:
@@ -146,11 +156,8 @@ class HomographyTracker:
         key = self.key
         if key is None or not same_camera(key.points.camera, points.camera):
             reason = 'first_frame' if key is None else 'camera_changed'
-            origin = np.full(6, ORIGIN_VARIANCE)
-            T = np.eye(4) if key is None else key.T_world
-            self.key = _Keyframe(
-                features, points, stamp_ns, T, origin if key is None else key.variance
-            )
+            T, variance = (np.eye(4), np.full(6, ORIGIN_VARIANCE)) if key is None else key.last
+            self.key = _Keyframe(features, points, stamp_ns, T, variance)
             pose = self.key.T_world.copy() if points.camera is not None else None
             covariance = np.diag(self.key.variance) if pose is not None else None
             empty = np.zeros((0, 2))
@@ -198,6 +205,7 @@ class HomographyTracker:
                 residual, result.num_inliers, points.intrinsics, method
             )
             covariance = np.diag(variance)
+            key.latest = (T_world_cur, covariance, relative)
         if key.reference_inliers is None and result.ok:
             key.reference_inliers = result.num_inliers  # the first frame tracked against it
         renew = broken or not result.ok
@@ -247,9 +255,14 @@ class HomographyTracker:
         return T, pose.method, pose.normal
 
     def _renew(self, key, features, points, stamp_ns, T_world_cur, covariance, relative):
-        """The current frame becomes the keyframe, carrying the plane (d' = d + n'.t)."""
+        """The current frame becomes the keyframe, carrying the plane (d' = d + n'.t).
+
+        Without a pose of its own it takes the last one measured against ``key``.
+        """
+        if T_world_cur is None and key.latest is not None:
+            T_world_cur, covariance, relative = key.latest
         if T_world_cur is None:
-            self.key = _Keyframe(features, points, stamp_ns, key.T_world, key.variance)
+            self.key = _Keyframe(features, points, stamp_ns, *key.last)
             return
         distance, normal = key.plane_distance, None
         T_cur_key, method, normal_key = relative

@@ -70,6 +70,31 @@ def test_near_pure_rotation_gives_a_rigid_pose():
     assert angle < 0.1
 
 
+def test_rotating_wide_angle_camera_gets_its_rotation_when_no_plane_is_visible(monkeypatch):
+    """A wide view turning in place with 2 px noise: the decompositions' translations are
+    noise, their planes cut through the points, and often none passes the visibility test.
+    The rotation is still there to be had (the sequence benchmark's rotating camera)."""
+    import kp2d_core.motion as motion
+
+    wide = np.array([[250.0, 0.0, 320.0], [0.0, 250.0, 240.0], [0.0, 0.0, 1.0]])
+
+    def poses(rng):
+        for _ in range(20):
+            R = cv2.Rodrigues(rng.normal(size=3) * np.radians(2.0))[0]
+            ref = rng.uniform([-100, -40], [740, 540], (400, 2))
+            cur = cv2.perspectiveTransform(ref[None], wide @ R @ np.linalg.inv(wide))[0]
+            cur += rng.normal(0, 2.0, cur.shape)
+            H, _ = cv2.findHomography(ref, cur, 0)
+            yield R, pose_from_homography(H, wide, ref, cur, rng.normal(size=3))
+
+    for R, pose in poses(np.random.default_rng(0)):
+        assert pose is not None
+        angle = np.degrees(np.linalg.norm(cv2.Rodrigues(pose.T_cur_ref[:3, :3] @ R.T)[0]))
+        assert angle < 0.2 and np.linalg.norm(pose.T_cur_ref[:3, 3]) < motion.NEAR_ROTATION_T
+    monkeypatch.setattr(motion, 'NEAR_ROTATION_T', 0.0)  # the visibility test alone
+    assert sum(pose is None for _, pose in poses(np.random.default_rng(0))) >= 5
+
+
 def test_essential_fallback_recovers_rotation_and_direction():
     pts_ref, pts_cur = _scene(planar=False)
     pose = pose_from_essential(pts_ref, pts_cur, K)
@@ -167,6 +192,32 @@ def test_non_finite_pose_renews_the_keyframe_at_the_last_good_pose(monkeypatch):
     assert np.allclose(result.T_world_cur, np.eye(4), atol=1e-6)  # no jump: the same view
     assert np.isfinite(result.covariance).all()
     assert (np.diag(result.covariance) > 0).all()
+
+
+def test_a_keyframe_without_a_pose_takes_the_last_measured_one(monkeypatch):
+    """Not the old keyframe's: the camera moved since, and the trajectory would jump back."""
+    from kp2d_core.motion import is_pose
+
+    tracker = HomographyTracker()
+    generator = torch.Generator().manual_seed(0)
+    xy = torch.rand(60, 2, generator=generator) * 300
+    desc = torch.nn.functional.normalize(torch.randn(60, 16, generator=generator), dim=1)
+    features = Features(xy, torch.linspace(1, 0.1, 60), desc, (240, 320))
+    camera = CameraModel.create([300.0, 0, 160, 0, 300.0, 120, 0, 0, 1], image_hw=(240, 320))
+    _update(tracker, features, 0, camera)
+    moved = make_pose(R_TRUE, [0.1, 0.0, 0.0])  # T_cur_key of the next frame
+    monkeypatch.setattr(tracker, '_relative_pose', lambda *args: (moved, 'essential', None))
+    measured = _update(tracker, features, 100 * MS, camera)
+    assert not measured.new_keyframe and is_pose(measured.T_world_cur)
+    monkeypatch.setattr(tracker, '_relative_pose', lambda *args: None)  # no pose, and ...
+    monkeypatch.setattr(tracker, 'cfg', TrackerConfig(min_keyframe_inliers=1000))
+    lost = _update(tracker, features, 200 * MS, camera)  # ... too few inliers: new keyframe
+    assert lost.T_world_cur is None and lost.new_keyframe
+    monkeypatch.undo()
+    after = _update(tracker, features, 300 * MS, camera)  # the same view as the keyframe
+    assert after.key_stamp_ns == 200 * MS
+    assert np.allclose(after.T_world_cur, measured.T_world_cur, atol=1e-6)
+    assert np.all(np.diag(after.covariance) >= np.diag(measured.covariance))
 
 
 def test_twist_of_consecutive_poses():
