@@ -160,25 +160,41 @@ def _gated_candidates(model, weights, backend, precision, device) -> list[Backen
 
 def time_backend(backend: Backend, hw: tuple[int, int] = TIMING_HW, runs: int = 3) -> float:
     """Median seconds per forward pass on a (1, C, H, W) input, after one warm-up pass."""
-    images = torch.zeros(1, 3 if backend.use_color else 1, *hw, device=backend.device)
+    images = _timing_input(backend, hw)
     backend(images)  # warm-up (allocations, kernel selection)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        backend(images)
-        if backend.device.type == 'cuda':
-            torch.cuda.synchronize(backend.device)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    times = sorted(_timed_pass(backend, images) for _ in range(runs))
+    return times[len(times) // 2]
 
 
-def _fastest(candidates: list[Backend]) -> Backend:
+def _timing_input(backend: Backend, hw: tuple[int, int]) -> torch.Tensor:
+    return torch.zeros(1, 3 if backend.use_color else 1, *hw, device=backend.device)
+
+
+def _timed_pass(backend: Backend, images: torch.Tensor) -> float:
+    start = time.perf_counter()
+    backend(images)
+    if backend.device.type == 'cuda':
+        torch.cuda.synchronize(backend.device)
+    return time.perf_counter() - start
+
+
+def _fastest(candidates: list[Backend], runs: int = 3) -> Backend:
+    """The candidate with the lowest best-of-``runs`` time. Runs take turns across the
+    candidates, so a burst of other work on the machine slows all of them, not one."""
     if len(candidates) == 1:
         return candidates[0]
-    timings = {label(c): time_backend(c) for c in candidates}
+    inputs = [_timing_input(c, TIMING_HW) for c in candidates]
+    for backend, images in zip(candidates, inputs):
+        backend(images)  # warm-up (allocations, kernel selection)
+    best_times = [float('inf')] * len(candidates)
+    for _ in range(runs):
+        for i, (backend, images) in enumerate(zip(candidates, inputs)):
+            best_times[i] = min(best_times[i], _timed_pass(backend, images))
+    timings = {label(c): t for c, t in zip(candidates, best_times)}
     LOG.info(
-        'backend timings at %dx%d: %s',
+        'backend timings at %dx%d (best of %d): %s',
         *TIMING_HW,
+        runs,
         ', '.join(f'{k} {1e3 * v:.0f} ms' for k, v in timings.items()),
     )
     best = min(timings, key=timings.get)

@@ -137,6 +137,30 @@ def test_automatic_choice_only_offers_gated_precisions(weights, caplog):
         select_backend(model, weights, 'onnxruntime', 'int8')  # no int8 model beside
 
 
+def test_automatic_choice_is_not_fooled_by_a_burst_of_other_work(monkeypatch):
+    """The faster backend wins even when other work slows its first two passes (on a shared
+    CPU this once made the automatic choice take fp32 over int8): runs take turns and each
+    backend is judged by its best run. A fake clock makes the test independent of the
+    machine's speed."""
+    import kp2d_core.backends as backends
+
+    clock = [0.0]
+
+    class Fake:
+        use_color, device = True, torch.device('cpu')
+
+        def __init__(self, precision: str, costs: list[float]) -> None:
+            self.name, self.precision, self.costs = 'fake', precision, costs
+
+        def __call__(self, images):
+            clock[0] += self.costs.pop(0) if len(self.costs) > 1 else self.costs[0]
+
+    monkeypatch.setattr(backends.time, 'perf_counter', lambda: clock[0])
+    slow = Fake('fp32', [0.020])
+    fast = Fake('int8', [0.010, 0.060, 0.060, 0.010])  # warm-up, two slowed runs, then quiet
+    assert label(backends._fastest([slow, fast])) == 'fake:int8'
+
+
 def test_extractor_on_any_backend_gives_the_same_keypoints(weights):
     model = load_model(weights)
     image = read_image(sample_photo_path())
