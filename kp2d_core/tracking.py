@@ -24,13 +24,20 @@ import numpy as np
 from kp2d_core.camera import same_camera
 from kp2d_core.frontend import Features
 from kp2d_core.geometry import warp_points
-from kp2d_core.homography import METHODS, PLANAR_SHARE, estimate_homography
+from kp2d_core.homography import METHODS, estimate_homography
 from kp2d_core.matching import match
-from kp2d_core.motion import invert_pose, is_pose, pose_from_essential, pose_from_homography
+from kp2d_core.motion import (
+    invert_pose,
+    is_pose,
+    pose_from_essential,
+    pose_from_homography,
+    prefers_homography,
+)
 from kp2d_core.points import ImagePoints
 
 MIN_NOISE_PX = 0.3  # keypoints are not localised better than this, whatever the fit says
 TRANSLATION_FACTOR = 3.0  # translation from a homography is less certain than rotation
+ESSENTIAL_SUPPORT = 0.5  # an E with fewer points in front than this share of H's inliers
 ORIGIN_VARIANCE = 1e-9  # the first keyframe is the world origin: known, but never exactly 0
 
 
@@ -45,7 +52,6 @@ class TrackerConfig:
     ransac_threshold_px: float = 3.0
     min_keyframe_inliers: int = 40  # fewer inliers than this: the frame becomes the keyframe
     keyframe_inlier_ratio: float = 0.5  # or fewer than this share of the first frame's inliers
-    planar_inlier_ratio: float = 0.5  # fewer H inliers than this share: try E as well
 
     def __post_init__(self) -> None:
         if self.ransac_method not in METHODS:
@@ -65,10 +71,6 @@ class TrackerConfig:
         if not 0.0 <= self.keyframe_inlier_ratio <= 1.0:
             raise ValueError(
                 f'keyframe_inlier_ratio must be in [0, 1], got {self.keyframe_inlier_ratio}'
-            )
-        if not 0.0 <= self.planar_inlier_ratio <= 1.0:
-            raise ValueError(
-                f'planar_inlier_ratio must be in [0, 1], got {self.planar_inlier_ratio}'
             )
 
 
@@ -235,16 +237,19 @@ class HomographyTracker:
     def _relative_pose(self, key, H, inliers, geo_key, geo_cur, K):
         """(T_cur_key with the trajectory's scale, method, plane normal) or None.
 
-        The homography's decomposition unless an essential matrix explains clearly more of
-        the matches (a scene with depth): a homography with few inliers is usually a plane
-        seen through bad matches, where the essential matrix is degenerate and its rotation
-        arbitrary.
+        The homography's decomposition unless an essential matrix models the matches better
+        (GRIC, :func:`~kp2d_core.motion.prefers_homography`: a scene with depth seen with
+        enough parallax) and puts most of them in front of both cameras. On a plane, under a
+        rotation or over a tiny baseline the essential matrix is degenerate and its rotation
+        arbitrary (few points pass its cheirality test); in a scene with depth a homography
+        bends the rotation.
         """
-        pose = None
-        if inliers.mean() < self.cfg.planar_inlier_ratio:
-            essential = pose_from_essential(geo_key, geo_cur, K, self.cfg.ransac_threshold_px)
-            if essential is not None and inliers.sum() < PLANAR_SHARE * essential.support:
-                pose = essential
+        pose = pose_from_essential(geo_key, geo_cur, K, self.cfg.ransac_threshold_px)
+        if pose is not None and (
+            pose.support < ESSENTIAL_SUPPORT * inliers.sum()  # degenerate: points behind
+            or prefers_homography(H, pose, K, geo_key, geo_cur)
+        ):
+            pose = None
         if pose is None:
             pose = pose_from_homography(H, K, geo_key[inliers], geo_cur[inliers], key.plane_normal)
         if pose is None:
