@@ -37,7 +37,7 @@ from kp2d_core.points import ImagePoints
 
 MIN_NOISE_PX = 0.3  # keypoints are not localised better than this, whatever the fit says
 TRANSLATION_FACTOR = 3.0  # translation from a homography is less certain than rotation
-ESSENTIAL_SUPPORT = 0.5  # an E with fewer points in front than this share of H's inliers
+ESSENTIAL_SUPPORT = 0.9  # an E with fewer points in front than this share of H's inliers
 ORIGIN_VARIANCE = 1e-9  # the first keyframe is the world origin: known, but never exactly 0
 
 
@@ -239,10 +239,11 @@ class HomographyTracker:
 
         The homography's decomposition unless an essential matrix models the matches better
         (GRIC, :func:`~kp2d_core.motion.prefers_homography`: a scene with depth seen with
-        enough parallax) and puts most of them in front of both cameras. On a plane, under a
-        rotation or over a tiny baseline the essential matrix is degenerate and its rotation
-        arbitrary (few points pass its cheirality test); in a scene with depth a homography
-        bends the rotation.
+        enough parallax) and puts nearly all of the homography's inliers' worth of points in
+        front of both cameras: the more general model must explain what the homography
+        explains. On a plane, under a rotation or over a tiny baseline the essential matrix
+        is degenerate and its rotation arbitrary (fewer points pass its cheirality test); in
+        a scene with depth a homography bends the rotation.
         """
         pose = pose_from_essential(geo_key, geo_cur, K, self.cfg.ransac_threshold_px)
         if pose is not None and (
