@@ -222,10 +222,10 @@ def test_a_keyframe_without_a_pose_takes_the_last_measured_one(monkeypatch):
 
 def _corridor(rng, planar: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(pts_ref, pts_cur, R) of a camera stepping 0.15 forward and turning 0.9 deg inside a
-    box corridor (walls at x = +-1, floor and ceiling at y = +-0.8, depths 2-12), or before
+    box corridor (walls at x = +-1, floor and ceiling at y = +-0.8, depths 2-7), or before
     a wall at depth 4; 0.3 px noise."""
     n = 300
-    side, depth, s = rng.integers(0, 4, n), rng.uniform(2, 12, n), rng.uniform(-1, 1, n)
+    side, depth, s = rng.integers(0, 4, n), rng.uniform(2, 7, n), rng.uniform(-1, 1, n)
     x = np.select([side == 0, side == 1], [-1.0, 1.0], s)
     y = np.select([side == 2, side == 3], [-0.8, 0.8], 0.8 * s)
     points = np.column_stack([x * 2, y * 2, np.full(n, 4.0)] if planar else [x, y, depth])
@@ -237,8 +237,8 @@ def _corridor(rng, planar: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def test_a_corridor_step_takes_the_essential_matrix_rotation():
-    """After a short step down a corridor a homography still explains 90 % of the matches
-    within 3 px, but its decomposition bends the rotation (by 3.3 deg here, which the
+    """After a short step down a corridor a homography still explains 85 % of the matches
+    within 3 px, but its decomposition bends the rotation (by 2.0 deg here, which the
     former inlier-share rule accepted). The model choice (GRIC) takes the essential matrix;
     before a wall, the homography."""
     for planar in (False, True):
@@ -249,7 +249,7 @@ def test_a_corridor_step_takes_the_essential_matrix_rotation():
         tracker = HomographyTracker(TrackerConfig(min_keyframe_inliers=20))
         _update(tracker, _features(pts_ref, desc), 0)
         result = _update(tracker, _features(pts_cur, desc), 100 * MS)
-        assert result.inliers.mean() > 0.85
+        assert result.inliers.mean() > 0.8
         assert result.pose_method == ('homography' if planar else 'essential')
         R_cur = invert_pose(result.T_world_cur)[:3, :3]
         assert np.degrees(np.linalg.norm(cv2.Rodrigues(R_cur @ R.T)[0])) < 0.5
