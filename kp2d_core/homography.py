@@ -202,3 +202,13 @@ def verify_motion(
         return planar, H
     near = np.linalg.norm(warp_points(H, pts0) - pts1, axis=1) <= max_parallax_px
     return planar | (general & near), H
+
+
+def reprojection_rms(
+    H: np.ndarray | None, pts0: np.ndarray, pts1: np.ndarray, inliers: np.ndarray
+) -> float:
+    """RMS distance (px) between ``H`` applied to the inliers of ``pts0`` and ``pts1``."""
+    if H is None or not inliers.any():
+        return float('nan')
+    error = warp_points(H, pts0[inliers]) - pts1[inliers]
+    return float(np.sqrt(np.mean(np.sum(error**2, axis=1))))

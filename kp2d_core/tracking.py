@@ -23,8 +23,7 @@ import numpy as np
 
 from kp2d_core.camera import same_camera
 from kp2d_core.frontend import Features
-from kp2d_core.geometry import warp_points
-from kp2d_core.homography import METHODS, estimate_homography
+from kp2d_core.homography import METHODS, estimate_homography, reprojection_rms
 from kp2d_core.matching import match
 from kp2d_core.motion import (
     invert_pose,
@@ -279,16 +278,6 @@ class HomographyTracker:
         self.key = _Keyframe(
             features, points, stamp_ns, T_world_cur, np.diag(covariance).copy(), distance, normal
         )
-
-
-def reprojection_rms(
-    H: np.ndarray | None, pts0: np.ndarray, pts1: np.ndarray, inliers: np.ndarray
-) -> float:
-    """RMS distance (px) between ``H`` applied to the inliers of ``pts0`` and ``pts1``."""
-    if H is None or not inliers.any():
-        return float('nan')
-    error = warp_points(H, pts0[inliers]) - pts1[inliers]
-    return float(np.sqrt(np.mean(np.sum(error**2, axis=1))))
 
 
 def relative_pose_variance(
