@@ -86,7 +86,8 @@ def pose_from_homography(
     # For a near-rotation OpenCV returns the normalised homography itself as the rotation,
     # which a noisy fit leaves a little off SO(3).
     rotations = [nearest_rotation(R) for R in rotations]
-    if max(float(np.linalg.norm(t)) for t in translations) < PURE_ROTATION_T:
+    largest = max(float(np.linalg.norm(t)) for t in translations)
+    if largest < PURE_ROTATION_T:
         # No translation (e.g. a still camera): every solution is the same rotation and the
         # plane normal is undefined, so the visibility test below cannot choose.
         return RelativePose(make_pose(rotations[0], np.zeros(3)), 'homography', prior_normal)
@@ -96,7 +97,7 @@ def pose_from_homography(
     except cv2.error:
         return None
     if valid is None or len(valid) == 0:
-        return _near_rotation(H, K, translations, prior_normal)
+        return _near_rotation(H, K, largest, prior_normal)
     candidates = [int(i) for i in np.asarray(valid).ravel()]
     if prior_normal is not None:
         best = max(candidates, key=lambda i: float(normals[i].ravel() @ prior_normal))
@@ -107,16 +108,16 @@ def pose_from_homography(
 
 
 def _near_rotation(
-    H: np.ndarray, K: np.ndarray, translations: list[np.ndarray], prior_normal: np.ndarray | None
+    H: np.ndarray, K: np.ndarray, largest_translation: float, prior_normal: np.ndarray | None
 ) -> RelativePose | None:
     """A rotating camera's pose when no decomposition puts the points in front of a plane.
 
     Without translation the plane is undefined: noise gives the decompositions arbitrary
-    normals and small translations, and often none passes the visibility test. When every
-    translation is below NEAR_ROTATION_T, the camera rotated: the rotation nearest to
+    normals and small translations, and often none passes the visibility test. When the
+    largest of them is below NEAR_ROTATION_T, the camera rotated: the rotation nearest to
     ``K^-1 H K`` (exact for a pure rotation), with no translation. Otherwise None.
     """
-    if max(float(np.linalg.norm(t)) for t in translations) >= NEAR_ROTATION_T:
+    if largest_translation >= NEAR_ROTATION_T:
         return None
     M = np.linalg.inv(K) @ np.asarray(H, np.float64) @ K
     R = nearest_rotation(-M if np.linalg.det(M) < 0 else M)  # H is known up to its sign

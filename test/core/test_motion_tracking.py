@@ -169,15 +169,21 @@ def test_tracker_without_intrinsics_and_keyframe_renewal():
     assert lost.H_key_to_cur is None and lost.new_keyframe and lost.reason is not None
 
 
-def test_non_finite_pose_renews_the_keyframe_at_the_last_good_pose(monkeypatch):
-    import kp2d_core.tracking as tracking
-
-    tracker = tracking.HomographyTracker()
+def _random_view() -> tuple[Features, CameraModel]:
+    """60 seeded random keypoints and descriptors in a 240x320 view, and its camera."""
     generator = torch.Generator().manual_seed(0)
     xy = torch.rand(60, 2, generator=generator) * 300
     desc = torch.nn.functional.normalize(torch.randn(60, 16, generator=generator), dim=1)
     features = Features(xy, torch.linspace(1, 0.1, 60), desc, (240, 320))
     camera = CameraModel.create([300.0, 0, 160, 0, 300.0, 120, 0, 0, 1], image_hw=(240, 320))
+    return features, camera
+
+
+def test_non_finite_pose_renews_the_keyframe_at_the_last_good_pose(monkeypatch):
+    import kp2d_core.tracking as tracking
+
+    tracker = tracking.HomographyTracker()
+    features, camera = _random_view()
     _update(tracker, features, 0, camera)
     broken = (np.full((4, 4), np.nan), 'homography', None)
     monkeypatch.setattr(tracker, '_relative_pose', lambda *args: broken)
@@ -199,11 +205,7 @@ def test_a_keyframe_without_a_pose_takes_the_last_measured_one(monkeypatch):
     from kp2d_core.motion import is_pose
 
     tracker = HomographyTracker()
-    generator = torch.Generator().manual_seed(0)
-    xy = torch.rand(60, 2, generator=generator) * 300
-    desc = torch.nn.functional.normalize(torch.randn(60, 16, generator=generator), dim=1)
-    features = Features(xy, torch.linspace(1, 0.1, 60), desc, (240, 320))
-    camera = CameraModel.create([300.0, 0, 160, 0, 300.0, 120, 0, 0, 1], image_hw=(240, 320))
+    features, camera = _random_view()
     _update(tracker, features, 0, camera)
     moved = make_pose(R_TRUE, [0.1, 0.0, 0.0])  # T_cur_key of the next frame
     monkeypatch.setattr(tracker, '_relative_pose', lambda *args: (moved, 'essential', None))
