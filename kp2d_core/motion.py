@@ -22,6 +22,9 @@ NEAR_ROTATION_T = 0.02  # ... below which a decomposition with no visible plane 
 GRIC_LAMBDA3 = 2.0  # residual cap of GRIC, in units of (4 - model dimension) sigma^2
 MIN_GRIC_SIGMA_PX = 0.25  # the noise estimate never goes below this
 CHI2_1_MEDIAN = 0.4549  # median of a chi-square with one degree of freedom
+PARALLAX_PX = 1.0  # epipolar distance (px) at which a match stops counting for a motion
+PARALLAX_MARGIN = 0.06  # share of the matches a decomposition must win by (planar: < 0.03)
+IN_FRONT_SHARE = 0.8  # share of the inliers a plane must be in front of to be a candidate
 
 
 @dataclass(frozen=True)
@@ -64,20 +67,28 @@ def pose_from_homography(
     pts_ref: np.ndarray,
     pts_cur: np.ndarray,
     prior_normal: np.ndarray | None = None,
+    off_plane: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> RelativePose | None:
     """The physically valid decomposition of ``H_ref_to_cur`` (pixels) given intrinsics.
 
-    Of OpenCV's up to four solutions, keeps those for which the inlier points lie in front of
-    both cameras, then the one whose plane normal is closest to ``prior_normal`` (the plane
-    seen so far, in the reference camera), or without a prior the one facing the reference
-    camera most directly. The translation is in units of the reference camera's distance to
-    the plane.
+    Of OpenCV's up to four solutions, two put the inlier points in front of both cameras,
+    with plane normal and translation direction swapped. The points off the plane tell them
+    apart: the one whose epipolar geometry clearly more of ``off_plane`` agree with wins (a
+    camera moving along a wall otherwise takes the solution translating towards it, its
+    rotation degrees off). Only the homography's outliers count: its inliers fit both
+    solutions, and those near a solution's epipole fit it whatever their noise. When they do
+    not decide (a plane alone, a tiny baseline), of the solutions with every inlier in
+    front, the one whose normal is closest to ``prior_normal`` (the plane seen so far, in
+    the reference camera) wins, or without a prior the one facing the reference camera most
+    directly. The translation is in units of the reference camera's distance to the plane.
 
     Args:
         H: (3, 3) homography from reference to current pixels.
         K: (3, 3) intrinsics (same camera for both views).
         pts_ref, pts_cur: (N, 2) inlier correspondences used to reject solutions.
         prior_normal: (3,) unit normal of the plane in the reference camera, or None.
+        off_plane: (M, 2) reference and (M, 2) current pixels of the matches that are not
+            the homography's inliers (points off its plane, or mismatches), or None.
     """
     try:
         _, rotations, translations, normals = cv2.decomposeHomographyMat(H, K)
@@ -96,29 +107,62 @@ def pose_from_homography(
         valid = cv2.filterHomographyDecompByVisibleRefpoints(rotations, normals, ref, cur)
     except cv2.error:
         return None
-    if valid is None or len(valid) == 0:
-        return _near_rotation(H, K, largest, prior_normal)
-    candidates = [int(i) for i in np.asarray(valid).ravel()]
-    if prior_normal is not None:
-        best = max(candidates, key=lambda i: float(normals[i].ravel() @ prior_normal))
-    else:
-        best = max(candidates, key=lambda i: abs(float(normals[i][2, 0])))
+    visible = [] if valid is None else [int(i) for i in np.asarray(valid).ravel()]
+    if not visible and largest < NEAR_ROTATION_T:
+        return _near_rotation(H, K, prior_normal)
+    candidates = _in_front(normals, ref, visible)
+    best = _by_parallax(candidates, rotations, translations, K, off_plane, len(ref))
+    if best is None and not visible:
+        return None
+    if best is None:
+        best = _by_prior(visible, normals, prior_normal)
     T = make_pose(rotations[best], translations[best].ravel())
     return RelativePose(T, 'homography', normals[best].ravel())
 
 
-def _near_rotation(
-    H: np.ndarray, K: np.ndarray, largest_translation: float, prior_normal: np.ndarray | None
-) -> RelativePose | None:
+def _by_prior(visible: list[int], normals: list, prior_normal: np.ndarray | None) -> int:
+    """The solution whose normal is closest to the prior, or facing the camera most."""
+    if prior_normal is not None:
+        return max(visible, key=lambda i: float(normals[i].ravel() @ prior_normal))
+    return max(visible, key=lambda i: abs(float(normals[i][2, 0])))
+
+
+def _in_front(normals: list, ref: np.ndarray, visible: list[int]) -> list[int]:
+    """``visible`` and the solutions whose plane is in front of IN_FRONT_SHARE of the
+    reference points: a wall seen at a grazing angle leaves a few inliers off it (OpenCV's
+    test needs all). A wrong solution's plane can cut the view in two (half in front)."""
+    rays = np.column_stack([np.asarray(ref, np.float64).reshape(-1, 2), np.ones(len(ref))])
+    shares = [np.mean(rays @ n.ravel() > 0) for n in normals]
+    mostly = [i for i, share in enumerate(shares) if share >= IN_FRONT_SHARE]
+    return sorted(set(visible) | set(mostly))
+
+
+def _by_parallax(candidates, rotations, translations, K, off_plane, inliers) -> int | None:
+    """The candidate whose epipolar geometry clearly more of the ``off_plane`` matches agree
+    with (MSAC cost, Sampson distances capped at PARALLAX_PX), else None. Clearly: by
+    PARALLAX_MARGIN of all the matches (``inliers`` of the homography and the others)."""
+    if off_plane is None or len(candidates) < 2:
+        return None
+    K_inv = np.linalg.inv(K)
+    ref, cur = (np.asarray(pts, np.float64).reshape(-1, 2) for pts in off_plane)
+    support = {}
+    for i in candidates:
+        F = K_inv.T @ _cross_matrix(translations[i]) @ rotations[i] @ K_inv
+        cost = np.minimum(sampson_squared(F, ref, cur) / PARALLAX_PX**2, 1.0)
+        support[i] = len(ref) - float(cost.sum())
+    ranked = sorted(candidates, key=support.get, reverse=True)
+    margin = max(MIN_POSE_POINTS, PARALLAX_MARGIN * (len(ref) + inliers))
+    return ranked[0] if support[ranked[0]] - support[ranked[1]] >= margin else None
+
+
+def _near_rotation(H: np.ndarray, K: np.ndarray, prior_normal: np.ndarray | None) -> RelativePose:
     """A rotating camera's pose when no decomposition puts the points in front of a plane.
 
     Without translation the plane is undefined: noise gives the decompositions arbitrary
-    normals and small translations, and often none passes the visibility test. When the
-    largest of them is below NEAR_ROTATION_T, the camera rotated: the rotation nearest to
-    ``K^-1 H K`` (exact for a pure rotation), with no translation. Otherwise None.
+    normals and small translations (below NEAR_ROTATION_T), and often none passes the
+    visibility test. The camera rotated: the rotation nearest to ``K^-1 H K`` (exact for a
+    pure rotation), with no translation.
     """
-    if largest_translation >= NEAR_ROTATION_T:
-        return None
     M = np.linalg.inv(K) @ np.asarray(H, np.float64) @ K
     R = nearest_rotation(-M if np.linalg.det(M) < 0 else M)  # H is known up to its sign
     return RelativePose(make_pose(R, np.zeros(3)), 'homography', prior_normal)

@@ -251,7 +251,10 @@ class HomographyTracker:
         ):
             pose = None
         if pose is None:
-            pose = pose_from_homography(H, K, geo_key[inliers], geo_cur[inliers], key.plane_normal)
+            off_plane = (geo_key[~inliers], geo_cur[~inliers])
+            pose = pose_from_homography(
+                H, K, geo_key[inliers], geo_cur[inliers], key.plane_normal, off_plane
+            )
         if pose is None:
             return None
         T = pose.T_cur_ref.copy()
