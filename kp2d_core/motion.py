@@ -120,14 +120,16 @@ def pose_from_homography(
     return RelativePose(T, 'homography', normals[best].ravel())
 
 
-def _by_prior(visible: list[int], normals: list, prior_normal: np.ndarray | None) -> int:
+def _by_prior(
+    visible: list[int], normals: list[np.ndarray], prior_normal: np.ndarray | None
+) -> int:
     """The solution whose normal is closest to the prior, or facing the camera most."""
     if prior_normal is not None:
         return max(visible, key=lambda i: float(normals[i].ravel() @ prior_normal))
     return max(visible, key=lambda i: abs(float(normals[i][2, 0])))
 
 
-def _in_front(normals: list, ref: np.ndarray, visible: list[int]) -> list[int]:
+def _in_front(normals: list[np.ndarray], ref: np.ndarray, visible: list[int]) -> list[int]:
     """``visible`` and the solutions whose plane is in front of IN_FRONT_SHARE of the
     reference points: a wall seen at a grazing angle leaves a few inliers off it (OpenCV's
     test needs all). A wrong solution's plane can cut the view in two (half in front)."""
@@ -137,7 +139,14 @@ def _in_front(normals: list, ref: np.ndarray, visible: list[int]) -> list[int]:
     return sorted(set(visible) | set(mostly))
 
 
-def _by_parallax(candidates, rotations, translations, K, off_plane, inliers) -> int | None:
+def _by_parallax(
+    candidates: list[int],
+    rotations: list[np.ndarray],
+    translations: list[np.ndarray],
+    K: np.ndarray,
+    off_plane: tuple[np.ndarray, np.ndarray] | None,
+    inliers: int,
+) -> int | None:
     """The candidate whose epipolar geometry clearly more of the ``off_plane`` matches agree
     with (MSAC cost, Sampson distances capped at PARALLAX_PX), else None. Clearly: by
     PARALLAX_MARGIN of all the matches (``inliers`` of the homography and the others)."""
