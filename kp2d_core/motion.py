@@ -14,14 +14,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from kp2d_core.geometry import warp_points
+from kp2d_core.epipolar import MIN_POSE_POINTS, fundamental_matrix, sampson_squared
 
-MIN_POSE_POINTS = 8
 PURE_ROTATION_T = 1e-6  # translation / plane distance below which motion is a rotation
 NEAR_ROTATION_T = 0.02  # ... below which a decomposition with no visible plane is a rotation
-GRIC_LAMBDA3 = 2.0  # residual cap of GRIC, in units of (4 - model dimension) sigma^2
-MIN_GRIC_SIGMA_PX = 0.25  # the noise estimate never goes below this
-CHI2_1_MEDIAN = 0.4549  # median of a chi-square with one degree of freedom
 PARALLAX_PX = 1.0  # epipolar distance (px) at which a match stops counting for a motion
 PARALLAX_MARGIN = 0.06  # share of the matches a decomposition must win by (planar: < 0.03)
 IN_FRONT_SHARE = 0.8  # share of the inliers a plane must be in front of to be a candidate
@@ -152,11 +148,10 @@ def _by_parallax(
     PARALLAX_MARGIN of all the matches (``inliers`` of the homography and the others)."""
     if off_plane is None or len(candidates) < 2:
         return None
-    K_inv = np.linalg.inv(K)
     ref, cur = (np.asarray(pts, np.float64).reshape(-1, 2) for pts in off_plane)
     support = {}
     for i in candidates:
-        F = K_inv.T @ _cross_matrix(translations[i]) @ rotations[i] @ K_inv
+        F = fundamental_matrix(rotations[i], translations[i], K)
         cost = np.minimum(sampson_squared(F, ref, cur) / PARALLAX_PX**2, 1.0)
         support[i] = len(ref) - float(cost.sum())
     ranked = sorted(candidates, key=support.get, reverse=True)
@@ -210,64 +205,6 @@ def pose_from_essential(
         return None
     inliers = np.asarray(mask).ravel() > 0
     return RelativePose(make_pose(R, t.ravel()), 'essential', support=int(good), inliers=inliers)
-
-
-def prefers_homography(
-    H: np.ndarray, essential: RelativePose, K: np.ndarray, pts_ref: np.ndarray, pts_cur: np.ndarray
-) -> bool:
-    """Whether the homography models the matches better than the essential matrix (GRIC).
-
-    Torr's geometric robust information criterion on the essential matrix's inliers: each
-    model pays for its residuals (capped, so outliers cost the same whatever they are) and
-    for the dimension of its manifold and its parameters. A plane or a rotation favours the
-    homography (it explains the points with fewer degrees of freedom); parallax of more than
-    about the noise level favours the essential matrix, whose rotation a homography fitted
-    to a scene with depth would bend. The noise is estimated from the epipolar residuals.
-
-    Args:
-        H: (3, 3) homography from reference to current pixels.
-        essential: the pose from :func:`pose_from_essential` (with its inliers).
-        K: (3, 3) intrinsics.
-        pts_ref, pts_cur: (N, 2) the correspondences the essential matrix was fitted to.
-    """
-    mask = essential.inliers if essential.inliers is not None else slice(None)
-    ref = np.asarray(pts_ref, np.float64)[mask]
-    cur = np.asarray(pts_cur, np.float64)[mask]
-    if len(ref) < MIN_POSE_POINTS:
-        return True
-    K_inv = np.linalg.inv(K)
-    R, t = essential.T_cur_ref[:3, :3], essential.T_cur_ref[:3, 3]
-    F = K_inv.T @ _cross_matrix(t) @ R @ K_inv
-    epipolar = sampson_squared(F, ref, cur)
-    sigma = max(MIN_GRIC_SIGMA_PX, float(np.sqrt(np.median(epipolar) / CHI2_1_MEDIAN)))
-    transfer = 0.25 * (
-        np.sum((warp_points(H, ref) - cur) ** 2, axis=1)
-        + np.sum((warp_points(np.linalg.inv(H), cur) - ref) ** 2, axis=1)
-    )
-    return gric(transfer, sigma, 2, 8) <= gric(epipolar, sigma, 3, 7)
-
-
-def gric(residuals_sq: np.ndarray, sigma: float, dim: int, params: int) -> float:
-    """Torr's GRIC of a model of manifold dimension ``dim`` with ``params`` parameters, from
-    (N,) squared residuals in pixels (correspondences are 4-dimensional: r = 4)."""
-    n, r = len(residuals_sq), 4
-    rho = np.minimum(np.asarray(residuals_sq) / sigma**2, GRIC_LAMBDA3 * (r - dim))
-    return float(rho.sum() + np.log(r) * dim * n + np.log(r * n) * params)
-
-
-def sampson_squared(F: np.ndarray, pts_ref: np.ndarray, pts_cur: np.ndarray) -> np.ndarray:
-    """(N,) squared Sampson distances (px^2) of correspondences to ``F`` (x_cur' F x_ref = 0)."""
-    x0 = np.column_stack([pts_ref, np.ones(len(pts_ref))])
-    x1 = np.column_stack([pts_cur, np.ones(len(pts_cur))])
-    Fx0, Ftx1 = x0 @ F.T, x1 @ F
-    numerator = np.sum(x1 * Fx0, axis=1) ** 2
-    denominator = Fx0[:, 0] ** 2 + Fx0[:, 1] ** 2 + Ftx1[:, 0] ** 2 + Ftx1[:, 1] ** 2
-    return numerator / np.maximum(denominator, 1e-300)
-
-
-def _cross_matrix(v: np.ndarray) -> np.ndarray:
-    x, y, z = np.asarray(v, np.float64).ravel()
-    return np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
 
 
 def is_pose(T: np.ndarray | None) -> bool:

@@ -22,16 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from kp2d_core.camera import same_camera
+from kp2d_core.epipolar import prefers_homography
 from kp2d_core.frontend import Features
 from kp2d_core.homography import METHODS, estimate_homography, reprojection_rms
 from kp2d_core.matching import match
-from kp2d_core.motion import (
-    invert_pose,
-    is_pose,
-    pose_from_essential,
-    pose_from_homography,
-    prefers_homography,
-)
+from kp2d_core.motion import invert_pose, is_pose, pose_from_essential, pose_from_homography
 from kp2d_core.points import ImagePoints
 
 MIN_NOISE_PX = 0.3  # keypoints are not localised better than this, whatever the fit says
@@ -237,7 +232,7 @@ class HomographyTracker:
         """(T_cur_key with the trajectory's scale, method, plane normal) or None.
 
         The homography's decomposition unless an essential matrix models the matches better
-        (GRIC, :func:`~kp2d_core.motion.prefers_homography`: a scene with depth seen with
+        (GRIC, :func:`~kp2d_core.epipolar.prefers_homography`: a scene with depth seen with
         enough parallax) and puts nearly all of the homography's inliers' worth of points in
         front of both cameras: the more general model must explain what the homography
         explains. On a plane, under a rotation or over a tiny baseline the essential matrix
@@ -251,10 +246,8 @@ class HomographyTracker:
         ):
             pose = None
         if pose is None:
-            off_plane = (geo_key[~inliers], geo_cur[~inliers])
-            pose = pose_from_homography(
-                H, K, geo_key[inliers], geo_cur[inliers], key.plane_normal, off_plane
-            )
+            on, off = (geo_key[inliers], geo_cur[inliers]), (geo_key[~inliers], geo_cur[~inliers])
+            pose = pose_from_homography(H, K, *on, key.plane_normal, off)
         if pose is None:
             return None
         T = pose.T_cur_ref.copy()
