@@ -118,8 +118,8 @@ def test_points_off_the_plane_choose_the_homography_decomposition():
     fallback stays."""
     for seed in range(3):
         ref, cur, R, n_wall = _along_a_wall(seed)
-        H, _ = cv2.findHomography(ref[:n_wall], cur[:n_wall], 0)
         wall_ref, wall_cur = ref[:n_wall], cur[:n_wall]
+        H, _ = cv2.findHomography(wall_ref, wall_cur, 0)
         floor = (ref[n_wall:], cur[n_wall:])
         pose = pose_from_homography(H, K, wall_ref, wall_cur, None, floor)
         error = np.linalg.norm(cv2.Rodrigues(pose.T_cur_ref[:3, :3] @ R.T)[0])
