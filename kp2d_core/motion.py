@@ -21,6 +21,7 @@ NEAR_ROTATION_T = 0.02  # ... below which a decomposition with no visible plane 
 PARALLAX_PX = 1.0  # epipolar distance (px) at which a match stops counting for a motion
 PARALLAX_MARGIN = 0.06  # share of the matches a decomposition must win by (planar: < 0.03)
 IN_FRONT_SHARE = 0.8  # share of the inliers a plane must be in front of to be a candidate
+PRIOR_AGREEMENT = np.cos(np.radians(30.0))  # a solution this close to the prior is its plane
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class RelativePose:
         support: correspondences consistent with the motion (essential matrix: its inliers
             in front of both cameras), 0 when not counted.
         inliers: (N,) bool, essential matrix only: its inliers in front of both cameras.
+        decided: homography only: the points off the plane chose the decomposition (not a
+            prior or the fallback), so its normal can serve as the prior of later views.
     """
 
     T_cur_ref: np.ndarray
@@ -41,6 +44,7 @@ class RelativePose:
     normal: np.ndarray | None = None
     support: int = 0
     inliers: np.ndarray | None = None
+    decided: bool = False
 
 
 def make_pose(R: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -73,10 +77,11 @@ def pose_from_homography(
     camera moving along a wall otherwise takes the solution translating towards it, its
     rotation degrees off). Only the homography's outliers count: its inliers fit both
     solutions, and those near a solution's epipole fit it whatever their noise. When they do
-    not decide (a plane alone, a tiny baseline), of the solutions with every inlier in
-    front, the one whose normal is closest to ``prior_normal`` (the plane seen so far, in
-    the reference camera) wins, or without a prior the one facing the reference camera most
-    directly. The translation is in units of the reference camera's distance to the plane.
+    not decide (a plane alone, a tiny baseline), the solution whose plane is ``prior_normal``
+    (the plane seen so far, in the reference camera: within 30 deg) wins among those in front
+    of most inliers; without such a prior, of the solutions with every inlier in front, the
+    one facing the reference camera most directly. The translation is in units of the
+    reference camera's distance to the plane.
 
     Args:
         H: (3, 3) homography from reference to current pixels.
@@ -108,21 +113,25 @@ def pose_from_homography(
         return _near_rotation(H, K, prior_normal)
     candidates = _in_front(normals, ref, visible)
     best = _by_parallax(candidates, rotations, translations, K, off_plane, len(ref))
-    if best is None and not visible:
-        return None
+    decided = best is not None
     if best is None:
-        best = _by_prior(visible, normals, prior_normal)
+        best = _by_prior(candidates, normals, prior_normal)
+    if best is None and visible:
+        best = max(visible, key=lambda i: abs(float(normals[i][2, 0])))  # facing the camera
+    if best is None:
+        return None
     T = make_pose(rotations[best], translations[best].ravel())
-    return RelativePose(T, 'homography', normals[best].ravel())
+    return RelativePose(T, 'homography', normals[best].ravel(), decided=decided)
 
 
 def _by_prior(
-    visible: list[int], normals: list[np.ndarray], prior_normal: np.ndarray | None
-) -> int:
-    """The solution whose normal is closest to the prior, or facing the camera most."""
-    if prior_normal is not None:
-        return max(visible, key=lambda i: float(normals[i].ravel() @ prior_normal))
-    return max(visible, key=lambda i: abs(float(normals[i][2, 0])))
+    candidates: list[int], normals: list[np.ndarray], prior_normal: np.ndarray | None
+) -> int | None:
+    """The candidate whose normal is the prior's (within PRIOR_AGREEMENT), else None."""
+    if prior_normal is None or not candidates:
+        return None
+    best = max(candidates, key=lambda i: float(normals[i].ravel() @ prior_normal))
+    return best if float(normals[best].ravel() @ prior_normal) >= PRIOR_AGREEMENT else None
 
 
 def _in_front(normals: list[np.ndarray], ref: np.ndarray, visible: list[int]) -> list[int]:

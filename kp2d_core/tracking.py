@@ -250,13 +250,16 @@ class HomographyTracker:
             pose = pose_from_homography(H, K, *on, key.plane_normal, off)
         if pose is None:
             return None
+        if pose.decided:  # the points off the plane named it: the prior of the next frames
+            key.plane_normal = pose.normal
         T = pose.T_cur_ref.copy()
         if pose.method == 'homography':
             T[:3, 3] *= key.plane_distance  # plane-distance units -> trajectory units
         return T, pose.method, pose.normal
 
     def _renew(self, key, features, points, stamp_ns, T_world_cur, covariance, relative):
-        """The current frame becomes the keyframe, carrying the plane (d' = d + n'.t).
+        """The current frame becomes the keyframe, carrying the plane (d' = d + n'.t; after
+        an essential matrix, whose translation has no scale, only the normal).
 
         Without a pose of its own it takes the last one measured against ``key``.
         """
@@ -271,6 +274,8 @@ class HomographyTracker:
             normal = T_cur_key[:3, :3] @ normal_key
             moved = distance + float(normal @ T_cur_key[:3, 3])
             distance = moved if moved > 1e-3 * distance else distance
+        elif key.plane_normal is not None:  # essential: no scale, the plane turns with it
+            normal = T_cur_key[:3, :3] @ key.plane_normal
         self.key = _Keyframe(
             features, points, stamp_ns, T_world_cur, np.diag(covariance).copy(), distance, normal
         )

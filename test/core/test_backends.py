@@ -237,3 +237,34 @@ def test_forged_metadata_does_not_pass_for_other_weights(weights, tmp_path):
     onnx.save(proto, str(copy.with_suffix('.fp32.onnx')))
     with pytest.raises(ValueError, match='does not compute what these weights compute'):
         create_backend('onnxruntime', 'fp32', load_model(copy), copy, file_sha256(copy))
+
+
+_LOADED_RUNTIMES = """
+import sys
+import numpy as np
+from kp2d_core.config import ExtractorConfig
+from kp2d_core.pipeline import FramePipeline, PipelineConfig
+cfg = PipelineConfig(extractor=ExtractorConfig(backend=sys.argv[1], precision=sys.argv[2]))
+pipeline = FramePipeline.from_config(cfg, device='cpu')
+for stamp in (1, 2):
+    image = np.random.default_rng(stamp).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    pipeline.process(image, stamp)
+print(' '.join(sorted(m for m in ('onnxruntime', 'onnx', 'torch') if m in sys.modules)))
+"""
+
+
+@pytest.mark.parametrize(
+    ('backend', 'precision', 'loaded'),
+    [('torch', 'fp32', 'torch'), ('onnxruntime', 'int8', 'onnx onnxruntime torch')],
+)
+def test_the_runtimes_a_pipeline_loads(backend, precision, loaded):
+    """What a node's process holds for each backend: with PyTorch, neither ONNX Runtime nor
+    the onnx package is ever loaded; with ONNX Runtime, PyTorch still is (the keypoint
+    selection, matching and the load-time check use it), and so is the onnx package."""
+    import subprocess
+    import sys
+
+    run = [sys.executable, '-c', _LOADED_RUNTIMES, backend, precision]
+    out = subprocess.run(run, capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == loaded

@@ -126,12 +126,39 @@ def test_points_off_the_plane_choose_the_homography_decomposition():
         assert np.degrees(error) < 0.3
         direction = pose.T_cur_ref[:3, 3] / np.linalg.norm(pose.T_cur_ref[:3, 3])
         assert direction @ [0.0, 0.0, -1.0] > 0.99
-        assert abs(pose.normal @ [-1.0, 0.0, 0.0]) > 0.99
+        assert abs(pose.normal @ [-1.0, 0.0, 0.0]) > 0.99 and pose.decided
         rng = np.random.default_rng(seed)
         mismatches = (rng.uniform(0, 480, (100, 2)), rng.uniform(0, 480, (100, 2)))
         alone = pose_from_homography(H, K, wall_ref, wall_cur, None, mismatches)
         without = pose_from_homography(H, K, wall_ref, wall_cur)
-        assert np.allclose(alone.T_cur_ref, without.T_cur_ref)
+        assert np.allclose(alone.T_cur_ref, without.T_cur_ref) and not alone.decided
+
+
+def _beside_a_wall_with_far_floor_inliers(seed: int, prior: np.ndarray | None) -> float:
+    """Rotation error (deg) of the decomposition of the wall's homography when 20 floor points
+    on the far side of the image are among its inliers and mismatches are the outliers."""
+    ref, cur, R, n_wall = _along_a_wall(seed)
+    H, _ = cv2.findHomography(ref[:n_wall], cur[:n_wall], 0)
+    far_floor = n_wall + np.flatnonzero(ref[n_wall:, 0] > 400)[:20]
+    inliers = np.r_[np.arange(n_wall), far_floor]
+    rng = np.random.default_rng(seed)
+    mismatches = (rng.uniform(0, 480, (100, 2)), rng.uniform(0, 480, (100, 2)))
+    pose = pose_from_homography(H, K, ref[inliers], cur[inliers], prior, mismatches)
+    assert not pose.decided
+    return np.degrees(np.linalg.norm(cv2.Rodrigues(pose.T_cur_ref[:3, :3] @ R.T)[0]))
+
+
+def test_the_plane_seen_before_chooses_when_the_points_off_it_do_not():
+    """Beside a wall, with a few floor points on the far side of the image among the
+    homography's inliers: OpenCV's visibility test (every inlier in front) drops the true
+    solution, and the one facing the camera is 5-6 deg off. The wall seen so far (within
+    30 deg) names the true one among the solutions in front of most inliers; a prior that is
+    neither solution's plane leaves the fallback."""
+    wall = cv2.Rodrigues(np.radians([0.0, 0.0, 20.0]))[0] @ [-1.0, 0.0, 0.0]
+    for seed in range(3):
+        assert _beside_a_wall_with_far_floor_inliers(seed, wall) < 0.3
+        for prior in (None, np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])):
+            assert _beside_a_wall_with_far_floor_inliers(seed, prior) > 4.0
 
 
 def test_essential_fallback_recovers_rotation_and_direction():
@@ -259,6 +286,46 @@ def test_a_keyframe_without_a_pose_takes_the_last_measured_one(monkeypatch):
     assert after.key_stamp_ns == 200 * MS
     assert np.allclose(after.T_world_cur, measured.T_world_cur, atol=1e-6)
     assert np.all(np.diag(after.covariance) >= np.diag(measured.covariance))
+
+
+def test_a_decided_plane_is_the_prior_of_the_keyframe_s_next_frames(monkeypatch):
+    """The plane that the points off it named is the prior of the frames after it against
+    the same keyframe, not an undecided frame's; a keyframe renewed on an essential matrix
+    (no scale) carries the normal turned by its rotation."""
+    from kp2d_core.motion import RelativePose
+    import kp2d_core.tracking as tracking
+
+    priors, answers = [], []
+
+    def decompose(H, K, pts_ref, pts_cur, prior_normal, off_plane):
+        priors.append(prior_normal)
+        normal, decided = answers.pop(0)
+        step = make_pose(np.eye(3), [0.01, 0.0, 0.0])
+        return RelativePose(step, 'homography', normal, decided=decided)
+
+    monkeypatch.setattr(tracking, 'pose_from_homography', decompose)
+    monkeypatch.setattr(tracking, 'pose_from_essential', lambda *args: None)
+    tracker = HomographyTracker(TrackerConfig(min_keyframe_inliers=20))
+    features, camera = _random_view()
+    _update(tracker, features, 0, camera)
+    wall, floor = np.array([-1.0, 0.0, 0.0]), np.array([0.0, -1.0, 0.0])
+    answers[:] = [(floor, False), (wall, True), (floor, False), (floor, False)]
+    for i in range(1, 5):
+        _update(tracker, features, i * 100 * MS, camera)
+    assert priors[0] is None and priors[1] is None
+    assert np.allclose(priors[2], wall) and np.allclose(priors[3], wall)
+    turn = cv2.Rodrigues(np.array([0.0, 0.2, 0.0]))[0]
+    essential = RelativePose(make_pose(turn, [0, 0, 1.0]), 'essential', None, 1000)
+    monkeypatch.setattr(tracking, 'pose_from_essential', lambda *args: essential)
+    monkeypatch.setattr(tracking, 'prefers_homography', lambda *args: False)
+    monkeypatch.setattr(tracker, 'cfg', TrackerConfig(min_keyframe_inliers=1000))
+    renewed = _update(tracker, features, 500 * MS, camera)
+    assert renewed.pose_method == 'essential' and renewed.new_keyframe
+    monkeypatch.setattr(tracking, 'pose_from_essential', lambda *args: None)
+    monkeypatch.setattr(tracker, 'cfg', TrackerConfig(min_keyframe_inliers=20))
+    answers[:] = [(floor, False)]
+    _update(tracker, features, 600 * MS, camera)
+    assert np.allclose(priors[-1], turn @ wall)
 
 
 def _corridor(rng, planar: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
