@@ -237,7 +237,8 @@ class HomographyTracker:
         front of both cameras: the more general model must explain what the homography
         explains. On a plane, under a rotation or over a tiny baseline the essential matrix
         is degenerate and its rotation arbitrary (fewer points pass its cheirality test); in
-        a scene with depth a homography bends the rotation.
+        a scene with depth a homography bends the rotation. A decomposition that the points
+        off the plane decided names the keyframe's plane (``key.plane_normal``).
         """
         pose = pose_from_essential(geo_key, geo_cur, K, self.cfg.ransac_threshold_px)
         if pose is not None and (
