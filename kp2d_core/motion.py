@@ -22,6 +22,8 @@ PARALLAX_PX = 1.0  # epipolar distance (px) at which a match stops counting for 
 PARALLAX_MARGIN = 0.06  # share of the matches a decomposition must win by (planar: < 0.03)
 IN_FRONT_SHARE = 0.8  # share of the inliers a plane must be in front of to be a candidate
 PRIOR_AGREEMENT = np.cos(np.radians(30.0))  # a solution this close to the prior is its plane
+MIN_NOISE_PX = 0.3  # keypoints are not localised better than this, whatever the fit says
+TRANSLATION_FACTOR = 3.0  # translation from a homography is less certain than rotation
 
 
 @dataclass(frozen=True)
@@ -254,3 +256,22 @@ def rotation_to_quaternion(R: np.ndarray) -> tuple[float, float, float, float]:
         q[k] = (m[k, i] + m[i, k]) / s
     q = np.asarray(q) / np.linalg.norm(q)
     return float(q[0]), float(q[1]), float(q[2]), float(q[3])
+
+
+def relative_pose_variance(
+    residual_px: float, num_inliers: int, K: np.ndarray, method: str | None
+) -> np.ndarray:
+    """Variances (6,) of a keyframe-relative pose from the fit's quality.
+
+    The pixel noise (the inlier residual, at least MIN_NOISE_PX) averaged over the inliers
+    and divided by the focal length gives the angular uncertainty; translation (in units of
+    the plane distance) gets the same, times TRANSLATION_FACTOR. An essential-matrix pose
+    has no scale, so its translation variance is 1. Chaining keyframes adds the variances.
+    """
+    noise = max(residual_px if np.isfinite(residual_px) else 1.0, MIN_NOISE_PX)
+    sigma = noise / (0.5 * (K[0, 0] + K[1, 1]) * np.sqrt(max(num_inliers, 1)))
+    rotation = np.full(3, sigma**2)
+    translation = np.full(3, (TRANSLATION_FACTOR * sigma) ** 2)
+    if method == 'essential':
+        translation[:] = 1.0
+    return np.concatenate([translation, rotation])

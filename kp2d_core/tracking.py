@@ -26,11 +26,15 @@ from kp2d_core.epipolar import prefers_homography
 from kp2d_core.frontend import Features
 from kp2d_core.homography import METHODS, estimate_homography, reprojection_rms
 from kp2d_core.matching import match
-from kp2d_core.motion import invert_pose, is_pose, pose_from_essential, pose_from_homography
+from kp2d_core.motion import (
+    invert_pose,
+    is_pose,
+    pose_from_essential,
+    pose_from_homography,
+    relative_pose_variance,
+)
 from kp2d_core.points import ImagePoints
 
-MIN_NOISE_PX = 0.3  # keypoints are not localised better than this, whatever the fit says
-TRANSLATION_FACTOR = 3.0  # translation from a homography is less certain than rotation
 ESSENTIAL_SUPPORT = 0.9  # an E with fewer points in front than this share of H's inliers
 ORIGIN_VARIANCE = 1e-9  # the first keyframe is the world origin: known, but never exactly 0
 
@@ -85,7 +89,7 @@ class TrackResult:
         pts_key, pts_cur: (M, 2) matched points in raw pixels; inliers: (M,) bool.
         residual_px: RMS distance of the inliers to the homography's prediction (px).
         covariance: (6, 6) covariance of T_world_cur (x, y, z, roll, pitch, yaw), see
-            :func:`relative_pose_variance`; None without a pose.
+            :func:`~kp2d_core.motion.relative_pose_variance`; None without a pose.
         rectified: the homography is between rectified images.
     """
 
@@ -237,8 +241,8 @@ class HomographyTracker:
         front of both cameras: the more general model must explain what the homography
         explains. On a plane, under a rotation or over a tiny baseline the essential matrix
         is degenerate and its rotation arbitrary (fewer points pass its cheirality test); in
-        a scene with depth a homography bends the rotation. A decomposition that the points
-        off the plane decided names the keyframe's plane (``key.plane_normal``).
+        a scene with depth a homography bends the rotation. A decided decomposition names
+        the keyframe's plane.
         """
         pose = pose_from_essential(geo_key, geo_cur, K, self.cfg.ransac_threshold_px)
         if pose is not None and (
@@ -251,7 +255,7 @@ class HomographyTracker:
             pose = pose_from_homography(H, K, *on, key.plane_normal, off)
         if pose is None:
             return None
-        if pose.decided:  # the points off the plane named it: the prior of the next frames
+        if pose.decided:  # by the points off the plane: the prior of the next frames
             key.plane_normal = pose.normal
         T = pose.T_cur_ref.copy()
         if pose.method == 'homography':
@@ -280,22 +284,3 @@ class HomographyTracker:
         self.key = _Keyframe(
             features, points, stamp_ns, T_world_cur, np.diag(covariance).copy(), distance, normal
         )
-
-
-def relative_pose_variance(
-    residual_px: float, num_inliers: int, K: np.ndarray, method: str | None
-) -> np.ndarray:
-    """Variances (6,) of a keyframe-relative pose from the fit's quality.
-
-    The pixel noise (the inlier residual, at least MIN_NOISE_PX) averaged over the inliers
-    and divided by the focal length gives the angular uncertainty; translation (in units of
-    the plane distance) gets the same, times TRANSLATION_FACTOR. An essential-matrix pose
-    has no scale, so its translation variance is 1. Chaining keyframes adds the variances.
-    """
-    noise = max(residual_px if np.isfinite(residual_px) else 1.0, MIN_NOISE_PX)
-    sigma = noise / (0.5 * (K[0, 0] + K[1, 1]) * np.sqrt(max(num_inliers, 1)))
-    rotation = np.full(3, sigma**2)
-    translation = np.full(3, (TRANSLATION_FACTOR * sigma) ** 2)
-    if method == 'essential':
-        translation[:] = 1.0
-    return np.concatenate([translation, rotation])
