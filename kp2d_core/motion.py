@@ -22,6 +22,7 @@ PARALLAX_PX = 1.0  # epipolar distance (px) at which a match stops counting for 
 PARALLAX_MARGIN = 0.06  # share of the matches a decomposition must win by (planar: < 0.03)
 IN_FRONT_SHARE = 0.8  # share of the inliers a plane must be in front of to be a candidate
 PRIOR_AGREEMENT = np.cos(np.radians(30.0))  # a solution this close to the prior is its plane
+ESSENTIAL_METHODS = (cv2.USAC_MAGSAC, cv2.RANSAC)  # both fitted; a tie keeps the first
 MIN_NOISE_PX = 0.3  # keypoints are not localised better than this, whatever the fit says
 TRANSLATION_FACTOR = 3.0  # translation from a homography is less certain than rotation
 
@@ -32,7 +33,7 @@ class RelativePose:
 
     Attributes:
         T_cur_ref: (4, 4) transform of reference-camera points into the current camera.
-        method: 'homography' or 'essential'.
+        method: 'homography', 'essential' or 'pnp' (points of known depth).
         normal: (3,) plane normal in the reference camera (homography only), else None.
         support: correspondences consistent with the motion (essential matrix: its inliers
             in front of both cameras), 0 when not counted.
@@ -200,22 +201,43 @@ def _normalized(pts: np.ndarray, K: np.ndarray) -> np.ndarray:
 def pose_from_essential(
     pts_ref: np.ndarray, pts_cur: np.ndarray, K: np.ndarray, threshold_px: float = 1.0
 ) -> RelativePose | None:
-    """Relative pose from an essential matrix (for non-planar scenes); unit translation."""
+    """Relative pose from an essential matrix (for non-planar scenes); unit translation.
+
+    RANSAC (its best five-point sample's matrix) and MAGSAC++ (OpenCV's USAC: local
+    optimisation, a final fit on the inliers) on normalised coordinates (USAC finds nothing
+    on pixels with a camera matrix in OpenCV 4.14); the fit with more inliers in front of
+    both cameras wins, MAGSAC++ on a tie. On boxes of 300 points with 0.3 px noise RANSAC's
+    rotation was 0.3-1.6 deg off, MAGSAC++'s 0.01-0.1; before a dominant plane MAGSAC++
+    may settle on a matrix with half its inliers behind the cameras.
+    """
     if len(pts_ref) < MIN_POSE_POINTS:
         return None
-    ref = np.ascontiguousarray(pts_ref, np.float64)
-    cur = np.ascontiguousarray(pts_cur, np.float64)
-    try:
-        E, mask = cv2.findEssentialMat(ref, cur, K, cv2.RANSAC, 0.999, threshold_px)
-        if E is None or E.shape != (3, 3):
-            return None
-        good, R, t, mask = cv2.recoverPose(E, ref, cur, K, mask=mask)  # in front
-    except cv2.error:  # degenerate samples: no pose, not an error
-        return None
+    ref = _normalized(pts_ref, K).reshape(-1, 2).astype(np.float64)
+    cur = _normalized(pts_cur, K).reshape(-1, 2).astype(np.float64)
+    threshold = threshold_px / (0.5 * (K[0, 0] + K[1, 1]))
+    fits = [_essential_fit(ref, cur, method, threshold) for method in ESSENTIAL_METHODS]
+    good, R, t, mask = max(
+        (f for f in fits if f is not None), key=lambda f: f[0], default=(0,) * 4
+    )
     if good < MIN_POSE_POINTS:
         return None
     inliers = np.asarray(mask).ravel() > 0
     return RelativePose(make_pose(R, t.ravel()), 'essential', support=int(good), inliers=inliers)
+
+
+def _essential_fit(
+    ref: np.ndarray, cur: np.ndarray, method: int, threshold: float
+) -> tuple | None:
+    """(points in front, R, t, their mask) of one robust essential-matrix fit on (N, 2)
+    normalised coordinates, or None when it finds no matrix."""
+    eye = np.eye(3)
+    try:
+        E, mask = cv2.findEssentialMat(ref, cur, eye, method, 0.999, threshold)
+        if E is None or E.shape != (3, 3):
+            return None
+        return cv2.recoverPose(E, ref, cur, eye, mask=mask)  # in front of both cameras
+    except cv2.error:  # degenerate samples: no pose, not an error
+        return None
 
 
 def is_pose(T: np.ndarray | None) -> bool:
@@ -259,19 +281,20 @@ def rotation_to_quaternion(R: np.ndarray) -> tuple[float, float, float, float]:
 
 
 def relative_pose_variance(
-    residual_px: float, num_inliers: int, K: np.ndarray, method: str | None
+    residual_px: float, num_inliers: int, K: np.ndarray, scaled: bool
 ) -> np.ndarray:
     """Variances (6,) of a keyframe-relative pose from the fit's quality.
 
     The pixel noise (the inlier residual, at least MIN_NOISE_PX) averaged over the inliers
-    and divided by the focal length gives the angular uncertainty; translation (in units of
-    the plane distance) gets the same, times TRANSLATION_FACTOR. An essential-matrix pose
-    has no scale, so its translation variance is 1. Chaining keyframes adds the variances.
+    and divided by the focal length gives the angular uncertainty; translation (in world
+    units) gets the same, times TRANSLATION_FACTOR. A pose without the trajectory's scale
+    (``scaled`` False: an essential matrix that nothing measured) has translation variance
+    1. Chaining keyframes adds the variances.
     """
     noise = max(residual_px if np.isfinite(residual_px) else 1.0, MIN_NOISE_PX)
     sigma = noise / (0.5 * (K[0, 0] + K[1, 1]) * np.sqrt(max(num_inliers, 1)))
     rotation = np.full(3, sigma**2)
     translation = np.full(3, (TRANSLATION_FACTOR * sigma) ** 2)
-    if method == 'essential':
+    if not scaled:
         translation[:] = 1.0
     return np.concatenate([translation, rotation])

@@ -9,33 +9,30 @@ whole keyframe's). Geometry runs on
 :class:`~kp2d_core.camera.ImagePoints`: rectified pixels when the camera has lens distortion,
 raw pixels otherwise. With intrinsics, the homography (or, for non-planar scenes, an
 essential matrix) gives the camera motion, chained through keyframes into a pose
-``T_world_cur`` (the first keyframe's camera is the world). For a plane, its normal and
-distance are carried from keyframe to keyframe (d' = d + n'.t), so translations keep one
-scale along the trajectory: the first keyframe's distance to the plane. Stamps are integer
-nanoseconds.
+``T_world_cur`` (the first keyframe's camera is the world), with one scale along it
+(:mod:`kp2d_core.odometry`). Stamps are integer nanoseconds.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from kp2d_core.camera import same_camera
-from kp2d_core.epipolar import prefers_homography
 from kp2d_core.frontend import Features
 from kp2d_core.homography import METHODS, estimate_homography, reprojection_rms
 from kp2d_core.matching import match
-from kp2d_core.motion import (
-    invert_pose,
-    is_pose,
-    pose_from_essential,
-    pose_from_homography,
-    relative_pose_variance,
+from kp2d_core.motion import invert_pose, is_pose, relative_pose_variance
+from kp2d_core.odometry import (
+    Matched,
+    Scene,
+    carried_scene,
+    matched_depths,
+    relative_motion,
 )
 from kp2d_core.points import ImagePoints
 
-ESSENTIAL_SUPPORT = 0.9  # an E with fewer points in front than this share of H's inliers
 ORIGIN_VARIANCE = 1e-9  # the first keyframe is the world origin: known, but never exactly 0
 
 
@@ -85,7 +82,7 @@ class TrackResult:
         key_stamp_ns: stamp (ns) of the keyframe the homography starts from.
         new_keyframe: this frame became the keyframe (after computing the result).
         T_world_cur: (4, 4) camera pose, or None without intrinsics or when tracking failed.
-        pose_method: 'homography', 'essential' or None.
+        pose_method: 'homography', 'essential', 'pnp' or None.
         pts_key, pts_cur: (M, 2) matched points in raw pixels; inliers: (M,) bool.
         residual_px: RMS distance of the inliers to the homography's prediction (px).
         covariance: (6, 6) covariance of T_world_cur (x, y, z, roll, pitch, yaw), see
@@ -116,8 +113,7 @@ class _Keyframe:
     stamp_ns: int
     T_world: np.ndarray
     variance: np.ndarray  # (6,) accumulated along the trajectory
-    plane_distance: float = 1.0  # in world units (the first keyframe's plane distance is 1)
-    plane_normal: np.ndarray | None = None  # (3,) in this keyframe's camera
+    scene: Scene = field(default_factory=Scene)  # its plane and depths, in world units
     reference_inliers: int | None = None  # inliers of the first frame tracked against it
     latest: tuple | None = None  # (T_world, covariance, relative) of the last frame with a pose
 
@@ -189,20 +185,25 @@ class HomographyTracker:
             geo_key, geo_cur, None, cfg.ransac_method, cfg.ransac_threshold_px
         )
         residual = reprojection_rms(result.H, geo_key, geo_cur, result.inliers)
-        T_world_cur, method, covariance, reason = None, None, None, result.reason
+        m = Matched(geo_key, geo_cur, idx_key, idx_cur, result.inliers)
+        K, threshold = points.intrinsics, cfg.ransac_threshold_px
         relative = None
-        if result.ok and points.intrinsics is not None:
-            relative = self._relative_pose(
-                key, result.H, result.inliers, geo_key, geo_cur, points.intrinsics
-            )
+        if result.ok and K is not None:
+            relative = relative_motion(result.H, m, K, key.scene, threshold)
+        if relative is not None and not relative.scaled:  # the scale restarts: the frames
+            size = len(key.features)  # after it against this keyframe keep the new one
+            depths = matched_depths(relative, m, K, size, threshold, current=False)
+            key.scene.depths, key.scene.firm = depths
+            key.scene.deep = True
+        T_world_cur, method, covariance, reason = None, None, None, result.reason
         if relative is not None:
-            T_world_cur, method = key.T_world @ invert_pose(relative[0]), relative[1]
+            T_world_cur, method = key.T_world @ invert_pose(relative.T_cur_key), relative.method
         broken = T_world_cur is not None and not is_pose(T_world_cur)
         if broken:  # never chain it: this frame becomes the keyframe at the last good pose
             T_world_cur, method, reason, relative = None, None, 'non_finite_pose', None
         if T_world_cur is not None:
             variance = key.variance + relative_pose_variance(
-                residual, result.num_inliers, points.intrinsics, method
+                residual, result.num_inliers, K, relative.scaled
             )
             covariance = np.diag(variance)
             key.latest = (T_world_cur, covariance, relative)
@@ -214,7 +215,11 @@ class HomographyTracker:
             key.reference_inliers or 0
         )
         if renew:
+            depths = None, None
+            if relative is not None:  # this frame's own motion: its points' depths
+                depths = matched_depths(relative, m, K, len(features), threshold, current=True)
             self._renew(key, features, points, stamp_ns, T_world_cur, covariance, relative)
+            self.key.scene.depths, self.key.scene.firm = depths
         return TrackResult(
             None if broken else result.H,
             reason,
@@ -232,39 +237,9 @@ class HomographyTracker:
             points.rectified,
         )
 
-    def _relative_pose(self, key, H, inliers, geo_key, geo_cur, K):
-        """(T_cur_key with the trajectory's scale, method, plane normal) or None.
-
-        The homography's decomposition unless an essential matrix models the matches better
-        (GRIC, :func:`~kp2d_core.epipolar.prefers_homography`: a scene with depth seen with
-        enough parallax) and puts nearly all of the homography's inliers' worth of points in
-        front of both cameras: the more general model must explain what the homography
-        explains. On a plane, under a rotation or over a tiny baseline the essential matrix
-        is degenerate and its rotation arbitrary (fewer points pass its cheirality test); in
-        a scene with depth a homography bends the rotation. A decided decomposition names
-        the keyframe's plane.
-        """
-        pose = pose_from_essential(geo_key, geo_cur, K, self.cfg.ransac_threshold_px)
-        if pose is not None and (
-            pose.support < ESSENTIAL_SUPPORT * inliers.sum()  # degenerate: points behind
-            or prefers_homography(H, pose, K, geo_key, geo_cur)
-        ):
-            pose = None
-        if pose is None:
-            on, off = (geo_key[inliers], geo_cur[inliers]), (geo_key[~inliers], geo_cur[~inliers])
-            pose = pose_from_homography(H, K, *on, key.plane_normal, off)
-        if pose is None:
-            return None
-        if pose.decided:  # by the points off the plane: the prior of the next frames
-            key.plane_normal = pose.normal
-        T = pose.T_cur_ref.copy()
-        if pose.method == 'homography':
-            T[:3, 3] *= key.plane_distance  # plane-distance units -> trajectory units
-        return T, pose.method, pose.normal
-
     def _renew(self, key, features, points, stamp_ns, T_world_cur, covariance, relative):
-        """The current frame becomes the keyframe, carrying the plane (d' = d + n'.t; after
-        an essential matrix, whose translation has no scale, only the normal).
+        """The current frame becomes the keyframe, carrying the scene
+        (:func:`~kp2d_core.odometry.carried_scene`).
 
         Without a pose of its own it takes the last one measured against ``key``.
         """
@@ -273,14 +248,6 @@ class HomographyTracker:
         if T_world_cur is None:
             self.key = _Keyframe(features, points, stamp_ns, *key.last)
             return
-        distance, normal = key.plane_distance, None
-        T_cur_key, method, normal_key = relative
-        if method == 'homography' and normal_key is not None:
-            normal = T_cur_key[:3, :3] @ normal_key
-            moved = distance + float(normal @ T_cur_key[:3, 3])
-            distance = moved if moved > 1e-3 * distance else distance
-        elif key.plane_normal is not None:  # essential: no scale, the plane turns with it
-            normal = T_cur_key[:3, :3] @ key.plane_normal
-        self.key = _Keyframe(
-            features, points, stamp_ns, T_world_cur, np.diag(covariance).copy(), distance, normal
-        )
+        scene = carried_scene(relative, key.scene)
+        variance = np.diag(covariance).copy()
+        self.key = _Keyframe(features, points, stamp_ns, T_world_cur, variance, scene)

@@ -246,13 +246,14 @@ def _random_view() -> tuple[Features, CameraModel]:
 
 
 def test_non_finite_pose_renews_the_keyframe_at_the_last_good_pose(monkeypatch):
+    import kp2d_core.odometry as odometry
     import kp2d_core.tracking as tracking
 
     tracker = tracking.HomographyTracker()
     features, camera = _random_view()
     _update(tracker, features, 0, camera)
-    broken = (np.full((4, 4), np.nan), 'homography', None)
-    monkeypatch.setattr(tracker, '_relative_pose', lambda *args: broken)
+    broken = odometry.Relative(np.full((4, 4), np.nan), 'homography')
+    monkeypatch.setattr(tracking, 'relative_motion', lambda *args: broken)
     result = _update(tracker, features, 100 * MS, camera)
     assert result.T_world_cur is None and result.reason == 'non_finite_pose'
     assert result.H_key_to_cur is None and result.new_keyframe
@@ -269,15 +270,18 @@ def test_non_finite_pose_renews_the_keyframe_at_the_last_good_pose(monkeypatch):
 def test_a_keyframe_without_a_pose_takes_the_last_measured_one(monkeypatch):
     """Not the old keyframe's: the camera moved since, and the trajectory would jump back."""
     from kp2d_core.motion import is_pose
+    import kp2d_core.odometry as odometry
+    import kp2d_core.tracking as tracking
 
     tracker = HomographyTracker()
     features, camera = _random_view()
     _update(tracker, features, 0, camera)
     moved = make_pose(R_TRUE, [0.1, 0.0, 0.0])  # T_cur_key of the next frame
-    monkeypatch.setattr(tracker, '_relative_pose', lambda *args: (moved, 'essential', None))
+    relative = odometry.Relative(moved, 'essential', scaled=False)
+    monkeypatch.setattr(tracking, 'relative_motion', lambda *args: relative)
     measured = _update(tracker, features, 100 * MS, camera)
     assert not measured.new_keyframe and is_pose(measured.T_world_cur)
-    monkeypatch.setattr(tracker, '_relative_pose', lambda *args: None)  # no pose, and ...
+    monkeypatch.setattr(tracking, 'relative_motion', lambda *args: None)  # no pose, and ...
     monkeypatch.setattr(tracker, 'cfg', TrackerConfig(min_keyframe_inliers=1000))
     lost = _update(tracker, features, 200 * MS, camera)  # ... too few inliers: new keyframe
     assert lost.T_world_cur is None and lost.new_keyframe
@@ -293,7 +297,7 @@ def test_a_decided_plane_is_the_prior_of_the_keyframe_s_next_frames(monkeypatch)
     the same keyframe, not an undecided frame's; a keyframe renewed on an essential matrix
     (no scale) carries the normal turned by its rotation."""
     from kp2d_core.motion import RelativePose
-    import kp2d_core.tracking as tracking
+    import kp2d_core.odometry as odometry
 
     priors, answers = [], []
 
@@ -303,8 +307,8 @@ def test_a_decided_plane_is_the_prior_of_the_keyframe_s_next_frames(monkeypatch)
         step = make_pose(np.eye(3), [0.01, 0.0, 0.0])
         return RelativePose(step, 'homography', normal, decided=decided)
 
-    monkeypatch.setattr(tracking, 'pose_from_homography', decompose)
-    monkeypatch.setattr(tracking, 'pose_from_essential', lambda *args: None)
+    monkeypatch.setattr(odometry, 'pose_from_homography', decompose)
+    monkeypatch.setattr(odometry, 'pose_from_essential', lambda *args: None)
     tracker = HomographyTracker(TrackerConfig(min_keyframe_inliers=20))
     features, camera = _random_view()
     _update(tracker, features, 0, camera)
@@ -316,12 +320,12 @@ def test_a_decided_plane_is_the_prior_of_the_keyframe_s_next_frames(monkeypatch)
     assert np.allclose(priors[2], wall) and np.allclose(priors[3], wall)
     turn = cv2.Rodrigues(np.array([0.0, 0.2, 0.0]))[0]
     essential = RelativePose(make_pose(turn, [0, 0, 1.0]), 'essential', None, 1000)
-    monkeypatch.setattr(tracking, 'pose_from_essential', lambda *args: essential)
-    monkeypatch.setattr(tracking, 'prefers_homography', lambda *args: False)
+    monkeypatch.setattr(odometry, 'pose_from_essential', lambda *args: essential)
+    monkeypatch.setattr(odometry, 'prefers_homography', lambda *args: False)
     monkeypatch.setattr(tracker, 'cfg', TrackerConfig(min_keyframe_inliers=1000))
     renewed = _update(tracker, features, 500 * MS, camera)
     assert renewed.pose_method == 'essential' and renewed.new_keyframe
-    monkeypatch.setattr(tracking, 'pose_from_essential', lambda *args: None)
+    monkeypatch.setattr(odometry, 'pose_from_essential', lambda *args: None)
     monkeypatch.setattr(tracker, 'cfg', TrackerConfig(min_keyframe_inliers=20))
     answers[:] = [(floor, False)]
     _update(tracker, features, 600 * MS, camera)

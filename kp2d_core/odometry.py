@@ -1,0 +1,203 @@
+"""A frame's camera motion against its keyframe, with one scale along the trajectory.
+
+The motion comes from the homography's decomposition, or from an essential matrix where that
+models the matches better. World units are the first keyframe's distance to its plane; each
+keyframe carries the scene in them (:class:`Scene`): the plane (d' = d + n'.t from keyframe
+to keyframe) and the depths of its keypoints, triangulated when it became the keyframe. The
+depths scale the essential matrix's unit translation and give a new plane its distance.
+Against a keyframe made from an essential matrix (a scene with depth) a homography is bent:
+its rotation is kept with the translation that the points of known depth give, or the
+points give the whole motion (PnP) where that explains clearly more of them. An essential
+matrix with nothing to measure it by restarts the scale (unit translation) and gives the
+keyframe depths in the new one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from kp2d_core.epipolar import prefers_homography
+from kp2d_core.motion import (
+    PRIOR_AGREEMENT,
+    make_pose,
+    pose_from_essential,
+    pose_from_homography,
+)
+from kp2d_core.structure import (
+    FIRM_PARALLAX_DEG,
+    MIN_SCALE_POINTS,
+    back_project,
+    plane_distance,
+    pose_from_points,
+    reprojected_within,
+    scale_from_depths,
+    translation_from_points,
+    triangulate,
+)
+
+ESSENTIAL_SUPPORT = 0.9  # an E with fewer points in front than this share of H's inliers
+POINTS_MARGIN = 0.1  # share of the firm points PnP must reproject beyond the alternative
+
+
+@dataclass
+class Scene:
+    """What a keyframe knows of the scene, in world units.
+
+    Attributes:
+        plane_normal: (3,) unit normal of the plane seen so far, in the keyframe's camera.
+        plane_distance: its distance (the first keyframe's is 1).
+        depths: (N,) depth of each of the keyframe's keypoints; NaN where unknown.
+        firm: (N,) bool, depths seen with FIRM_PARALLAX_DEG of parallax.
+        deep: the keyframe was made in a scene with depth (its motion came from an
+            essential matrix or from points of known depth).
+    """
+
+    plane_normal: np.ndarray | None = None
+    plane_distance: float = 1.0
+    depths: np.ndarray | None = None
+    firm: np.ndarray | None = None
+    deep: bool = False
+
+
+class Relative(NamedTuple):
+    """A frame's motion against its keyframe."""
+
+    T_cur_key: np.ndarray  # (4, 4), translation in world units when ``scaled``
+    method: str  # 'homography', 'essential' or 'pnp'
+    normal: np.ndarray | None = None  # (3,) the plane carried on, in the keyframe's camera
+    distance: float | None = None  # its distance (world units), None when not measured
+    scaled: bool = True  # False: an essential matrix's unit translation (the scale restarts)
+    deep: bool = False  # measured in a scene with depth (essential matrix, known points)
+
+
+@dataclass(frozen=True)
+class Matched:
+    """A frame's matches with its keyframe, in geometry pixels (rectified where distorted).
+
+    Attributes:
+        key, cur: (M, 2) keyframe and current pixels; idx_key, idx_cur: (M,) keypoint indices.
+        inliers: (M,) bool, the homography's inliers.
+    """
+
+    key: np.ndarray
+    cur: np.ndarray
+    idx_key: np.ndarray
+    idx_cur: np.ndarray
+    inliers: np.ndarray
+
+
+def relative_motion(
+    H: np.ndarray, m: Matched, K: np.ndarray, scene: Scene, threshold_px: float
+) -> Relative | None:
+    """The frame's motion against the keyframe in world units, or None.
+
+    The homography's decomposition unless an essential matrix models the matches better
+    (GRIC, :func:`~kp2d_core.epipolar.prefers_homography`: a scene with depth seen with
+    enough parallax) and puts nearly all of the homography's inliers' worth of points in
+    front of both cameras: the more general model must explain what the homography
+    explains. On a plane, under a rotation or over a tiny baseline the essential matrix is
+    degenerate and its rotation arbitrary (fewer points pass its cheirality test); in a
+    scene with depth a homography bends the rotation. A decomposition that the points off
+    the plane decided names the keyframe's plane (``scene.plane_normal`` is updated): the
+    prior of the frames after it.
+    """
+    known = firm = None
+    if scene.depths is not None and scene.firm is not None:
+        known, firm = scene.depths[m.idx_key], scene.firm[m.idx_key]
+    pose = pose_from_essential(m.key, m.cur, K, threshold_px)
+    if pose is not None and (
+        pose.support < ESSENTIAL_SUPPORT * m.inliers.sum()  # degenerate: points behind
+        or prefers_homography(H, pose, K, m.key, m.cur)
+    ):
+        pose = None
+    if pose is None:
+        on = (m.key[m.inliers], m.cur[m.inliers])
+        off = (m.key[~m.inliers], m.cur[~m.inliers])
+        pose = pose_from_homography(H, K, *on, scene.plane_normal, off)
+    if pose is None:
+        return None
+    if pose.decided:
+        scene.plane_normal = pose.normal
+    T = pose.T_cur_ref.copy()
+    enough = firm is not None and firm.sum() >= MIN_SCALE_POINTS
+    essential = pose.method == 'essential'
+    if enough and (scene.deep or essential):  # the points of known depth give the motion
+        deep = _with_depths(T[:3, :3], pose.method, m, K, known, firm, scene, threshold_px)
+        if deep is not None:
+            return deep
+    if essential:
+        return _scaled_essential(T, pose.inliers, m, K, scene, known, threshold_px)
+    distance = scene.plane_distance
+    carried = scene.plane_normal is not None and pose.normal is not None
+    carried = carried and float(pose.normal @ scene.plane_normal) >= PRIOR_AGREEMENT
+    on_plane = m.inliers & np.isfinite(known) if known is not None else m.inliers & False
+    remeasure = scene.deep or not carried  # in a scene with depth the plane is not kept
+    if remeasure and pose.normal is not None and on_plane.sum() >= MIN_SCALE_POINTS:
+        measured = plane_distance(pose.normal, K, m.key[on_plane], known[on_plane])
+        distance = measured or distance  # measured by the known depths
+    T[:3, 3] *= distance  # plane-distance units -> world units
+    return Relative(T, pose.method, pose.normal, distance)
+
+
+def _with_depths(R, method, m: Matched, K, known, firm, scene, threshold_px) -> Relative | None:
+    """The motion from the keyframe's points of firm depth: the model's (``method``'s)
+    rotation ``R`` with the translation they give, or PnP where it reprojects clearly more of
+    them (by POINTS_MARGIN of them: the model's rotation is bent); None if neither works.
+    The keyframe's plane goes on with it (a frame that becomes the keyframe carries it)."""
+    points, cur = back_project(K, m.key[firm], known[firm]), m.cur[firm]
+    t = translation_from_points(R, points, cur, K, threshold_px)
+    T = None if t is None else make_pose(R, t)
+    moved = pose_from_points(points, cur, K, threshold_px)
+    if moved is not None:
+        by_points = reprojected_within(moved, points, cur, K, threshold_px)
+        by_rotation = -1 if T is None else reprojected_within(T, points, cur, K, threshold_px)
+        if by_points >= by_rotation + POINTS_MARGIN * len(cur):
+            T, method = moved, 'pnp'
+    if T is None:
+        return None
+    deep = method != 'homography'  # a homography that the points only placed: no depth seen
+    return Relative(T, method, scene.plane_normal, scene.plane_distance, deep=deep)
+
+
+def _scaled_essential(T_unit, used, m, K, scene, known, threshold_px) -> Relative:
+    """An essential-matrix pose scaled by the keyframe's points of known depth."""
+    T, scale = T_unit.copy(), None
+    if known is not None:
+        pts_key, pts_cur, depths = m.key[used], m.cur[used], known[used]
+        scale = scale_from_depths(T, K, pts_key, pts_cur, depths, threshold_px)
+    if scale is None:  # nothing to measure it by: the scale restarts (unit translation)
+        return Relative(T, 'essential', scene.plane_normal, None, scaled=False, deep=True)
+    T[:3, 3] *= scale
+    return Relative(T, 'essential', scene.plane_normal, scene.plane_distance, deep=True)
+
+
+def matched_depths(
+    relative: Relative, m: Matched, K: np.ndarray, size: int, threshold_px: float, current: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Depths (size,) of the keypoints of one view (the current frame's if ``current``, else
+    the keyframe's) triangulated from the matches with the frame's motion, NaN elsewhere,
+    and which of them are firm (size,) bool (FIRM_PARALLAX_DEG of parallax)."""
+    T = relative.T_cur_key
+    X = triangulate(T, K, m.key, m.cur, threshold_px)
+    steady = np.isfinite(triangulate(T, K, m.key, m.cur, threshold_px, FIRM_PARALLAX_DEG)[:, 2])
+    depths, firm = np.full(size, np.nan), np.zeros(size, bool)
+    index = m.idx_cur if current else m.idx_key
+    depths[index] = X @ T[2, :3] + T[2, 3] if current else X[:, 2]
+    firm[index] = steady
+    return depths, firm
+
+
+def carried_scene(relative: Relative, scene: Scene) -> Scene:
+    """The scene of a frame that becomes the keyframe: the plane turned and moved with it
+    (d' = d + n'.t; after an essential matrix without scale, only the normal)."""
+    R, t = relative.T_cur_key[:3, :3], relative.T_cur_key[:3, 3]
+    distance, normal = scene.plane_distance, None
+    if relative.normal is not None:
+        normal = R @ relative.normal
+    if normal is not None and relative.scaled and relative.distance is not None:
+        moved = relative.distance + float(normal @ t)
+        distance = moved if moved > 1e-3 * relative.distance else relative.distance
+    return Scene(normal, distance, deep=relative.deep)
