@@ -3,13 +3,14 @@
 The motion comes from the homography's decomposition, or from an essential matrix where that
 models the matches better. World units are the first keyframe's distance to its plane; each
 keyframe carries the scene in them (:class:`Scene`): the plane (d' = d + n'.t from keyframe
-to keyframe) and the depths of its keypoints, triangulated when it became the keyframe. The
-depths scale the essential matrix's unit translation and give a new plane its distance.
-Against a keyframe made from an essential matrix (a scene with depth) a homography is bent:
-its rotation is kept with the translation that the points of known depth give, or the
-points give the whole motion (PnP) where that explains clearly more of them. An essential
-matrix with nothing to measure it by restarts the scale (unit translation) and gives the
-keyframe depths in the new one.
+to keyframe) and the depths of its keypoints, triangulated when it became the keyframe.
+The points of firm depth give the motion of an essential matrix's frames, and of a
+homography's in a scene with depth (a keyframe made from an essential matrix or PnP, where a
+homography is bent): the model's rotation with the translation they give, or PnP where that
+explains clearly more of them. With too few of them, the depths scale an essential
+matrix's unit translation and give a homography its plane's distance. An essential matrix
+with nothing to measure it by restarts the scale (unit translation) and gives the keyframe
+depths in the new one.
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ def relative_motion(
     distance = scene.plane_distance
     carried = scene.plane_normal is not None and pose.normal is not None
     carried = carried and float(pose.normal @ scene.plane_normal) >= PRIOR_AGREEMENT
-    on_plane = m.inliers & np.isfinite(known) if known is not None else m.inliers & False
+    on_plane = m.inliers & np.isfinite(known) if known is not None else np.zeros_like(m.inliers)
     remeasure = scene.deep or not carried  # in a scene with depth the plane is not kept
     if remeasure and pose.normal is not None and on_plane.sum() >= MIN_SCALE_POINTS:
         measured = plane_distance(pose.normal, K, m.key[on_plane], known[on_plane])
