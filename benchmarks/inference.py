@@ -57,11 +57,11 @@ def summary(samples: list[float]) -> dict[str, float]:
 def measure_one(args: argparse.Namespace) -> dict:
     """In this process: one backend (or OpenCV) at one setting; peak RSS included."""
     from kp2d_core import ExtractorConfig, KeypointExtractor, load_model
+    from kp2d_core.artifacts import default_weights_path, file_sha256
     from kp2d_core.backends import create_backend
-    from kp2d_core.checkpoint import default_weights_path, resolve_device
-    from kp2d_core.export import file_sha256
+    from kp2d_core.checkpoint import resolve_device
     from kp2d_core.geometry import normalize_image
-    from kp2d_core.images import image_to_tensor
+    from kp2d_core.images import image_to_array
     from kp2d_core.samples import synthetic_pair
 
     height, width, top_k = (int(v) for v in args.setting.split(','))
@@ -76,10 +76,9 @@ def measure_one(args: argparse.Namespace) -> dict:
     name, precision = args.single.split(':')
     backend = create_backend(name, precision, model, weights, file_sha256(weights))
     extractor = KeypointExtractor(backend, ExtractorConfig(top_k=top_k))
-    net_input = normalize_image(image_to_tensor(image).to(backend.device))
-    sync = torch.cuda.synchronize if backend.device.type == 'cuda' else (lambda: None)
-    network = time_ms(lambda: backend(net_input), args.repeats, sync)
-    extract = time_ms(lambda: extractor.extract(image), args.repeats, sync)
+    net_input = normalize_image(image_to_array(image))
+    network = time_ms(lambda: backend(net_input), args.repeats, lambda: None)  # host outputs
+    extract = time_ms(lambda: extractor.extract(image), args.repeats, lambda: None)
     return {'network': summary(network), 'extract': summary(extract), 'peak_mib': _peak_mib()}
 
 

@@ -33,8 +33,8 @@ import rclpy
 from rclpy.serialization import serialize_message
 
 from kp2d_core import ExtractorConfig, KeypointExtractor
+from kp2d_core.artifacts import default_weights_path
 from kp2d_core.backends import label
-from kp2d_core.checkpoint import default_weights_path
 from kp2d_core.evaluation.report import cpu_description
 from kp2d_core.samples import synthetic_sequence
 from kp2d_ros.memory import rss_breakdown, rss_mib
@@ -74,7 +74,7 @@ def tracking_cost(extractor: KeypointExtractor, frames: list[np.ndarray]) -> tup
     homography, tracks = HomographyTracker(), FeatureTracker()
     costs: list[tuple[float, float]] = []
     for index, feats in enumerate(features):
-        points = ImagePoints.of(feats.keypoints.numpy(), None)
+        points = ImagePoints.of(feats.keypoints, None)
         start = time.perf_counter()
         homography.update(feats, points, index * 33_333_333)
         middle = time.perf_counter()

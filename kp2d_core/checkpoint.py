@@ -12,7 +12,6 @@ interrupted save never destroys the previous checkpoint.
 
 from __future__ import annotations
 
-from importlib import resources
 import os
 from pathlib import Path
 import tempfile
@@ -20,39 +19,33 @@ from typing import Any
 
 import torch
 
+from kp2d_core.artifacts import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    default_weights_path,
+)
 from kp2d_core.config import ModelConfig, from_dict, to_dict
 from kp2d_core.networks import KeypointNet
 
 FORMAT_NAME = 'kp2d'
 FORMAT_VERSION = 1
-DEFAULT_WEIGHTS = 'kp2d_default.pt'
-
-
 MAX_ABS_VALUE = 1e6  # trained weights and BatchNorm statistics stay far below this
 MAX_COUNT = 1e12  # BatchNorm's num_batches_tracked (an integer step count)
 
 
-class CheckpointError(ValueError):
-    """A checkpoint cannot be used: missing, unreadable, foreign, mismatched or implausible.
-
-    The message names the file and the reason.
-    """
-
-
-class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
-    """The checkpoint file does not exist (also a FileNotFoundError)."""
-
-
-def default_weights_path() -> Path:
-    """Path of the bundled default weights (``kp2d_core/weights/kp2d_default.pt``).
-
-    Raises:
-        CheckpointNotFoundError: if the package was installed without its weights.
-    """
-    path = Path(str(resources.files('kp2d_core').joinpath('weights', DEFAULT_WEIGHTS)))
-    if not path.is_file():
-        raise CheckpointNotFoundError(f'bundled default weights not found at {path}')
-    return path
+__all__ = [
+    'CheckpointError',
+    'CheckpointNotFoundError',
+    'atomic_save',
+    'check_state_dict',
+    'default_weights_path',
+    'load_model',
+    'make_checkpoint',
+    'model_from_checkpoint',
+    'read_checkpoint',
+    'resolve_device',
+    'save_checkpoint',
+]
 
 
 def make_checkpoint(

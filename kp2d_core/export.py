@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 import contextlib
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -23,22 +22,41 @@ import warnings
 import numpy as np
 import torch
 
+from kp2d_core.artifacts import (
+    PRECISION_KEY,
+    PROBE_HW,
+    REFERENCE_KEY,
+    WEIGHTS_SHA_KEY,
+    encode_reference,
+    file_sha256,
+    reference_from_outputs,
+)
 from kp2d_core.networks import KeypointNet
+
+__all__ = [
+    'export_onnx',
+    'file_sha256',
+    'probe_reference',
+    'quantize_int8',
+    'read_metadata',
+    'store_reference',
+]
 
 LOG = logging.getLogger(__name__)
 OPSET = 17
 INPUT_NAME = 'image'
 OUTPUT_NAMES = ('score', 'coords', 'descriptors')
-WEIGHTS_SHA_KEY = 'kp2d_weights_sha256'
-PRECISION_KEY = 'kp2d_precision'
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as handle:
-        for block in iter(lambda: handle.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
+def probe_reference(model: KeypointNet) -> dict[str, np.ndarray]:
+    """The eager fp32 network's outputs on the probe image, as every exported model of it
+    must reproduce them (:func:`kp2d_core.artifacts.reference_from_outputs`)."""
+    from kp2d_core.samples import probe_image
+
+    images = torch.from_numpy(probe_image(PROBE_HW, model.cfg.use_color))
+    with torch.no_grad():
+        out = _cpu_float_copy(model)(images)
+    return reference_from_outputs(*(x.numpy() for x in out))
 
 
 class _DenseOutputs(torch.nn.Module):
@@ -94,7 +112,11 @@ def export_onnx(
             dynamo=False,
         )
     proto = onnx.load(str(tmp))
-    set_metadata(proto, {WEIGHTS_SHA_KEY: weights_sha256, PRECISION_KEY: 'fp32'})
+    reference = encode_reference(probe_reference(model), weights_sha256)
+    set_metadata(
+        proto,
+        {WEIGHTS_SHA_KEY: weights_sha256, PRECISION_KEY: 'fp32', REFERENCE_KEY: reference},
+    )
     onnx.save(proto, str(tmp))
     os.replace(tmp, path)
     LOG.info('exported %s (opset %d)', path, opset)
@@ -163,11 +185,33 @@ def quantize_int8(
             calibrate_method=CalibrationMethod.Percentile,
             reduce_range=reduce_range,
         )
+    carried = {k: v for k, v in read_metadata(fp32_path).items() if k == REFERENCE_KEY}
     proto = onnx.load(str(tmp))
-    set_metadata(proto, {WEIGHTS_SHA_KEY: weights_sha256, PRECISION_KEY: 'int8'})
+    set_metadata(proto, {WEIGHTS_SHA_KEY: weights_sha256, PRECISION_KEY: 'int8', **carried})
     onnx.save(proto, str(tmp))
     os.replace(tmp, out_path)
     return out_path
+
+
+def store_reference(model: KeypointNet, path: str | os.PathLike, weights_sha256: str) -> Path:
+    """Record ``model``'s probe-image reference in an ONNX model exported from it before
+    references were stored (the graph is kept as it is; written atomically).
+
+    Raises:
+        ValueError: ``path`` was not exported from the weights with this sha256.
+    """
+    import onnx
+
+    path = Path(path)
+    proto = onnx.load(str(path))
+    found = {p.key: p.value for p in proto.metadata_props}.get(WEIGHTS_SHA_KEY)
+    if found != weights_sha256:
+        raise ValueError(f'{path} was not exported from these weights (sha256 differs)')
+    set_metadata(proto, {REFERENCE_KEY: encode_reference(probe_reference(model), weights_sha256)})
+    tmp = path.with_name(f'.{path.name}.tmp')
+    onnx.save(proto, str(tmp))
+    os.replace(tmp, path)
+    return path
 
 
 @contextlib.contextmanager

@@ -4,27 +4,32 @@ The only place that turns user images into network input (validation, colour ord
 resize, padding to a multiple of 8, :func:`~kp2d_core.geometry.normalize_image`) and dense
 network output into keypoints (threshold, optional NMS, top-k, descriptor sampling, mapping
 back to input pixels). Training-time evaluation, the evaluation harness and the ROS node all
-go through it.
+go through it. It works on NumPy arrays: with the ONNX Runtime backend PyTorch is never
+imported (:func:`~kp2d_core.backends.onnx_without_torch`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 import os
 from pathlib import Path
+import sys
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from kp2d_core.backends import Backend, select_backend
-from kp2d_core.backends.torch_backend import TorchBackend
-from kp2d_core.checkpoint import default_weights_path, load_model, resolve_device
+from kp2d_core.artifacts import default_weights_path
+from kp2d_core.backends import Backend, DenseMaps, cuda_present, onnx_without_torch
 from kp2d_core.config import CELL_SIZE, ExtractorConfig
-from kp2d_core.geometry import in_image, normalize_image, resize_points, sample_map
-from kp2d_core.images import MIN_IMAGE_SIDE, image_to_tensor
-from kp2d_core.networks import KeypointNet, KeypointOutput
+from kp2d_core.geometry import in_image, is_tensor, normalize_image, resize_points, sample_map
+from kp2d_core.images import MIN_IMAGE_SIDE, image_to_array
+from kp2d_core.matching import unit_rows
+
+if TYPE_CHECKING:
+    import torch
+
+    from kp2d_core.networks import KeypointNet
 
 NMS_CHUNK = 2048
 MAX_IMAGE_PIXELS = 100_000_000  # larger arrays are refused before any conversion
@@ -42,41 +47,41 @@ class Features:
         image_size: (H, W) of the input image.
     """
 
-    keypoints: torch.Tensor
-    scores: torch.Tensor
-    descriptors: torch.Tensor
+    keypoints: np.ndarray
+    scores: np.ndarray
+    descriptors: np.ndarray
     image_size: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        for name in ('keypoints', 'scores', 'descriptors'):  # any array-like, as float32
+            object.__setattr__(self, name, np.asarray(getattr(self, name), np.float32))
+        n = len(self.keypoints)
+        if self.keypoints.shape != (n, 2) or self.scores.shape != (n,):
+            raise ValueError(
+                f'keypoints {self.keypoints.shape} and scores {self.scores.shape} '
+                'are not (N, 2) and (N,)'
+            )
+        if self.descriptors.ndim != 2 or len(self.descriptors) != n:
+            raise ValueError(f'descriptors {self.descriptors.shape} are not ({n}, D)')
 
     def __len__(self) -> int:
         return int(self.keypoints.shape[0])
 
-    def to(self, device: str | torch.device) -> Features:
-        return replace(
-            self,
-            keypoints=self.keypoints.to(device),
-            scores=self.scores.to(device),
-            descriptors=self.descriptors.to(device),
-        )
-
     def numpy(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(keypoints (N,2), scores (N,), descriptors (N,D)) as float32 NumPy arrays."""
-        return (
-            self.keypoints.cpu().numpy(),
-            self.scores.cpu().numpy(),
-            self.descriptors.cpu().numpy(),
-        )
+        return self.keypoints, self.scores, self.descriptors
 
 
-def pad_to_cell_multiple(images: torch.Tensor) -> torch.Tensor:
+def pad_to_cell_multiple(images: np.ndarray) -> np.ndarray:
     """Replicate-pad (B, C, H, W) at the bottom/right so H and W are multiples of 8."""
     height, width = images.shape[-2:]
     pad_h, pad_w = -height % CELL_SIZE, -width % CELL_SIZE
     if pad_h == 0 and pad_w == 0:
         return images
-    return F.pad(images, (0, pad_w, 0, pad_h), mode='replicate')
+    return np.pad(images, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode='edge')
 
 
-def radius_nms(xy: torch.Tensor, scores: torch.Tensor, radius: float) -> torch.Tensor:
+def radius_nms(xy: np.ndarray, scores: np.ndarray, radius: float) -> np.ndarray:
     """Keep points with no better-scored point closer than ``radius`` pixels.
 
     Ties are broken by index (earlier wins), so the result is deterministic.
@@ -90,58 +95,67 @@ def radius_nms(xy: torch.Tensor, scores: torch.Tensor, radius: float) -> torch.T
         (N,) boolean keep mask.
     """
     n = xy.shape[0]
-    keep = torch.ones(n, dtype=torch.bool, device=xy.device)
-    index = torch.arange(n, device=xy.device)
+    keep = np.ones(n, bool)
+    index = np.arange(n)
     for start in range(0, n, NMS_CHUNK):
         rows = slice(start, start + NMS_CHUNK)
-        close = torch.cdist(xy[rows], xy) < radius
+        gap = xy[rows, None, :] - xy[None, :, :]
+        close = (gap**2).sum(axis=-1) < radius * radius
         s_row, i_row = scores[rows, None], index[rows, None]
         better = (scores[None] > s_row) | ((scores[None] == s_row) & (index[None] < i_row))
-        keep[rows] = ~(close & better).any(dim=1)
+        keep[rows] = ~(close & better).any(axis=1)
     return keep
 
 
 def select_keypoints(
-    out: KeypointOutput, cfg: ExtractorConfig, valid_hw: tuple[int, int]
-) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    out: DenseMaps, cfg: ExtractorConfig, valid_hw: tuple[int, int]
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Sparse keypoints from dense network output.
 
     Args:
-        out: network output for a (B, C, Hp, Wp) batch.
+        out: dense outputs for a (B, C, Hp, Wp) batch.
         cfg: selection settings (threshold, NMS, top-k).
         valid_hw: (H, W) of the image content before padding; keypoints beyond it are dropped.
 
     Returns:
         Per image: keypoints (N, 2) in network-input pixels, scores (N,), descriptors (N, D)
-        unit norm, sorted by decreasing score.
+        unit norm, sorted by decreasing score; float32.
     """
     height_p, width_p = out.score.shape[-2] * CELL_SIZE, out.score.shape[-1] * CELL_SIZE
     results = []
     for b in range(out.score.shape[0]):
-        scores = out.score[b].reshape(-1).float()
-        xy = out.coords[b].reshape(2, -1).t().float()
+        scores = out.score[b].reshape(-1).astype(np.float32)
+        xy = out.coords[b].reshape(2, -1).T.astype(np.float32)
         keep = (scores > cfg.score_threshold) & in_image(xy, *valid_hw)
         xy, scores = xy[keep], scores[keep]
         if cfg.nms_radius > 0 and len(scores):
             keep = radius_nms(xy, scores, cfg.nms_radius)
             xy, scores = xy[keep], scores[keep]
-        order = torch.sort(scores, descending=True, stable=True).indices[: cfg.top_k]
+        order = np.argsort(-scores, kind='stable')[: cfg.top_k]
         xy, scores = xy[order], scores[order]
-        desc = sample_map(out.descriptors[b : b + 1].float(), xy[None], height_p, width_p)[0]
-        results.append((xy, scores, F.normalize(desc, dim=1)))
+        dense = out.descriptors[b : b + 1].astype(np.float32, copy=False)
+        desc = sample_map(dense, xy[None], height_p, width_p)[0]
+        results.append((xy, scores, unit_rows(desc)))
     return results
+
+
+def _is_torch_model(model: object) -> bool:
+    torch = sys.modules.get('torch')
+    return torch is not None and isinstance(model, torch.nn.Module)
 
 
 class KeypointExtractor:
     """KP2D inference: ``KeypointExtractor.from_checkpoint().extract(image) -> Features``.
 
     Runs any :class:`~kp2d_core.backends.Backend` (a ``KeypointNet`` is wrapped into the eager
-    PyTorch one). Inputs follow the backend's device.
+    PyTorch one).
     """
 
     def __init__(self, model: KeypointNet | Backend, cfg: ExtractorConfig | None = None) -> None:
         self.cfg = cfg or ExtractorConfig()
-        if isinstance(model, KeypointNet):
+        if _is_torch_model(model):
+            from kp2d_core.backends.torch_backend import TorchBackend
+
             precision = 'fp32' if self.cfg.precision == 'auto' else self.cfg.precision
             model = TorchBackend(model, precision)
         self.backend: Backend = model
@@ -154,9 +168,23 @@ class KeypointExtractor:
         cfg: ExtractorConfig | None = None,
     ) -> KeypointExtractor:
         """Load weights (default: the bundled model) onto ``device`` ('auto', 'cpu', 'cuda'),
-        on the backend and precision of ``cfg`` ('auto': the fastest that passed the gate)."""
+        on the backend and precision of ``cfg`` ('auto': the fastest that passed the gate).
+
+        On a CPU, an ONNX Runtime choice is made from the model files without loading
+        PyTorch (:func:`~kp2d_core.backends.onnx_without_torch`)."""
         cfg = cfg or ExtractorConfig()
         weights = default_weights_path() if path is None else Path(path)
+        if device == 'cpu' or (device == 'auto' and not cuda_present()):
+            if not weights.is_file():
+                from kp2d_core.checkpoint import load_model
+
+                load_model(weights)  # the checkpoint's own error for a missing file
+            chosen = onnx_without_torch(weights, cfg.backend, cfg.precision)
+            if chosen is not None:
+                return cls(chosen, cfg)
+        from kp2d_core.backends import select_backend
+        from kp2d_core.checkpoint import load_model, resolve_device
+
         model = load_model(weights, resolve_device(device))
         return cls(select_backend(model, weights, cfg.backend, cfg.precision), cfg)
 
@@ -165,7 +193,7 @@ class KeypointExtractor:
         self.cfg = cfg
 
     @property
-    def device(self) -> torch.device:
+    def device(self) -> str:
         return self.backend.device
 
     def network_size(self, height: int, width: int) -> tuple[int, int]:
@@ -180,10 +208,10 @@ class KeypointExtractor:
         return max(MIN_IMAGE_SIDE, int(height * factor)), max(MIN_IMAGE_SIDE, int(width * factor))
 
     def extract(self, image: np.ndarray) -> Features:
-        """Keypoints of one NumPy image (see :func:`image_to_tensor` for accepted inputs).
+        """Keypoints of one NumPy image (see :func:`image_to_array` for accepted inputs).
 
-        An image above ``max_input_pixels`` is shrunk before it becomes a tensor, so memory
-        stays bounded; keypoints are still in input pixels.
+        An image is resized to the network size before it is converted, so memory stays
+        bounded for large frames; keypoints are still in input pixels.
 
         Raises:
             ValueError: for images it cannot take (with the reason).
@@ -191,41 +219,58 @@ class KeypointExtractor:
         check_image_size(image)
         size = (int(image.shape[0]), int(image.shape[1]))
         net_hw = self.network_size(*size)
-        if net_hw[0] * net_hw[1] < size[0] * size[1] and image.dtype in SHRINKABLE:
-            image = cv2.resize(image, net_hw[::-1], interpolation=cv2.INTER_AREA)
-        tensor = image_to_tensor(image, self.cfg.channel_order).to(self.device)
-        return self.extract_tensor(tensor, size)[0]
+        if net_hw != size and image.dtype in SHRINKABLE:
+            image = resize_image(image, net_hw)
+        return self.extract_batch(image_to_array(image, self.cfg.channel_order), size)[0]
 
-    @torch.no_grad()
-    def extract_tensor(
-        self, images: torch.Tensor, original_size: tuple[int, int] | None = None
+    def extract_batch(
+        self, images: np.ndarray | torch.Tensor, original_size: tuple[int, int] | None = None
     ) -> list[Features]:
         """Keypoints of a batch of same-size images.
 
         Args:
-            images: (B, 3|1, H, W) float RGB in [0, 1], on any device.
-            original_size: (H, W) the keypoints refer to when ``images`` were already shrunk
-                from a larger original (default: the size of ``images``).
+            images: (B, 3|1, H, W) float RGB in [0, 1] (a torch tensor is copied to host).
+            original_size: (H, W) the keypoints refer to when ``images`` were already resized
+                from an original of another size (default: the size of ``images``).
 
         Returns:
             One :class:`Features` per image, coordinates in (original) input pixels.
         """
+        if is_tensor(images):
+            images = images.detach().float().cpu().numpy()
         if images.ndim != 4 or images.shape[1] not in (1, 3):
             raise ValueError(f'expected images (B, 1|3, H, W), got {tuple(images.shape)}')
         size = (int(images.shape[-2]), int(images.shape[-1]))
-        net_in = images.to(self.device, torch.float32)
         net_size = self.network_size(*size)
+        net_in = np.asarray(images, np.float32)
         if net_size != size:
-            net_in = F.interpolate(
-                net_in, size=net_size, mode='bilinear', align_corners=False, antialias=True
+            net_in = np.stack(
+                [resize_image(image, net_size, channels_first=True) for image in net_in]
             )
         padded = normalize_image(pad_to_cell_multiple(net_in), self.backend.use_color)
         out = self.backend(padded)
         size = original_size or size
         features = []
         for xy, scores, desc in select_keypoints(out, self.cfg, net_size):
-            features.append(Features(resize_points(xy, net_size, size), scores, desc, size))
+            features.append(
+                Features(resize_points(xy, net_size, size).astype(np.float32), scores, desc, size)
+            )
         return features
+
+
+def resize_image(
+    image: np.ndarray, hw: tuple[int, int], channels_first: bool = False
+) -> np.ndarray:
+    """``image`` (H, W[, C]), or (C, H, W) with ``channels_first``, resized to ``hw`` (area
+    averaging when shrinking, bilinear when enlarging)."""
+    if channels_first:
+        image = image.transpose(1, 2, 0)
+    shrink = hw[0] * hw[1] < image.shape[0] * image.shape[1]
+    interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    resized = cv2.resize(np.ascontiguousarray(image), hw[::-1], interpolation=interp)
+    if resized.ndim < image.ndim:  # OpenCV drops a single channel
+        resized = resized[..., None]
+    return resized.transpose(2, 0, 1) if channels_first else resized
 
 
 def check_image_size(image: np.ndarray) -> None:

@@ -15,16 +15,20 @@ Conventions used across kp2d (training, evaluation and the ROS node):
 
 from __future__ import annotations
 
-from typing import TypeVar
+import sys
+from typing import TYPE_CHECKING, TypeVar
 
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from kp2d_core.checks import check_shape
 
-Array = TypeVar('Array', np.ndarray, torch.Tensor)
+if TYPE_CHECKING:
+    import torch
+
+# PyTorch is imported by the functions that need it, so inference on NumPy (the ONNX Runtime
+# node) never loads it.
+Array = TypeVar('Array', np.ndarray, 'torch.Tensor')
 
 IMAGE_MEAN = 0.5
 IMAGE_SCALE = 0.225
@@ -33,26 +37,34 @@ multiplies; the first convolution has no bias and feeds BatchNorm, so the scale 
 agree between training and inference, which this single function guarantees)."""
 
 
-def normalize_image(image: torch.Tensor, use_color: bool = True) -> torch.Tensor:
-    """Map [0, 1] RGB images to the network's input space.
+def is_tensor(value: object) -> bool:
+    """Whether ``value`` is a torch tensor (without importing torch: none exist before it)."""
+    torch = sys.modules.get('torch')
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+def normalize_image(image: Array, use_color: bool = True) -> Array:
+    """Map [0, 1] RGB images to the network's input space (NumPy arrays or torch tensors).
 
     Args:
-        image: float tensor (B, 3, H, W) or (B, 1, H, W) in [0, 1]. Not modified.
+        image: float (B, 3, H, W) or (B, 1, H, W) in [0, 1]. Not modified.
         use_color: keep 3 channels; False averages them into one (gray networks).
 
     Returns:
-        Tensor (B, 3, H, W), or (B, 1, H, W) when ``use_color`` is False.
+        (B, 3, H, W), or (B, 1, H, W) when ``use_color`` is False; float32 for NumPy input.
     """
     if image.ndim != 4 or image.shape[1] not in (1, 3):
         raise ValueError(f'expected images (B, 1|3, H, W), got {tuple(image.shape)}')
+    tensor = is_tensor(image)
     if use_color and image.shape[1] == 1:
-        image = image.expand(-1, 3, -1, -1)
+        image = image.expand(-1, 3, -1, -1) if tensor else np.repeat(image, 3, axis=1)
     elif not use_color and image.shape[1] == 3:
-        image = image.mean(dim=1, keepdim=True)
-    return (image - IMAGE_MEAN) * IMAGE_SCALE
+        image = image.mean(dim=1, keepdim=True) if tensor else image.mean(1, keepdims=True)
+    normalised = (image - IMAGE_MEAN) * IMAGE_SCALE
+    return normalised if tensor else normalised.astype(np.float32, copy=False)
 
 
-def normalize_coords(xy: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def normalize_coords(xy: Array, height: int, width: int) -> Array:
     """Pixel (x, y) to ``align_corners=False`` normalised coordinates in [-1, 1].
 
     Args:
@@ -63,20 +75,24 @@ def normalize_coords(xy: torch.Tensor, height: int, width: int) -> torch.Tensor:
         (..., 2) normalised coordinates (x_n, y_n).
     """
     check_shape(xy, '*,2', 'xy')
-    size = xy.new_tensor([width, height])
-    return (2.0 * xy + 1.0) / size - 1.0
+    return (2.0 * xy + 1.0) / _pair(xy, width, height) - 1.0
 
 
-def denormalize_coords(xy_n: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def denormalize_coords(xy_n: Array, height: int, width: int) -> Array:
     """Inverse of :func:`normalize_coords`: (..., 2) normalised to pixel (x, y)."""
-    size = xy_n.new_tensor([width, height])
-    return ((xy_n + 1.0) * size - 1.0) / 2.0
+    return ((xy_n + 1.0) * _pair(xy_n, width, height) - 1.0) / 2.0
 
 
-def sample_map(
-    feature_map: torch.Tensor, xy: torch.Tensor, height: int, width: int
-) -> torch.Tensor:
+def _pair(like: Array, first: float, second: float) -> Array:
+    """(2,) [first, second] of the kind (and device, dtype) of ``like``."""
+    return like.new_tensor([first, second]) if is_tensor(like) else np.array([first, second])
+
+
+def sample_map(feature_map: Array, xy: Array, height: int, width: int) -> Array:
     """Bilinearly sample a dense map at pixel keypoints of the full-resolution image.
+
+    The same sampling (``grid_sample``, ``align_corners=False``, border padding) for torch
+    tensors (training, differentiable) and NumPy arrays (inference without torch).
 
     Args:
         feature_map: (B, C, h, w) map covering an image of size (height, width) at any
@@ -92,11 +108,36 @@ def sample_map(
         raise ValueError(
             f'xy {tuple(xy.shape)} and feature_map {tuple(feature_map.shape)} differ in B'
         )
+    if not is_tensor(feature_map):
+        return _sample_map_numpy(feature_map, xy, height, width)
+    import torch.nn.functional as F
+
     grid = normalize_coords(xy, height, width).unsqueeze(1).to(feature_map.dtype)
     sampled = F.grid_sample(
         feature_map, grid, mode='bilinear', padding_mode='border', align_corners=False
     )
     return sampled.squeeze(2).transpose(1, 2)
+
+
+def _sample_map_numpy(
+    feature_map: np.ndarray, xy: np.ndarray, height: int, width: int
+) -> np.ndarray:
+    """:func:`sample_map` on NumPy: (B, C, h, w) map, (B, N, 2) pixels -> (B, N, C)."""
+    h, w = feature_map.shape[-2:]
+    # A pixel x of the image is x' = (x + 0.5) * w / W - 0.5 in the map; border: clamp.
+    mx = np.clip((xy[..., 0] + 0.5) * (w / width) - 0.5, 0.0, w - 1.0)
+    my = np.clip((xy[..., 1] + 0.5) * (h / height) - 0.5, 0.0, h - 1.0)
+    x0 = np.minimum(np.floor(mx).astype(np.intp), max(w - 2, 0))
+    y0 = np.minimum(np.floor(my).astype(np.intp), max(h - 2, 0))
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    ax, ay = (mx - x0)[..., None], (my - y0)[..., None]
+    out = []
+    for b in range(feature_map.shape[0]):
+        maps = feature_map[b].transpose(1, 2, 0)  # (h, w, C)
+        top = maps[y0[b], x0[b]] * (1 - ax[b]) + maps[y0[b], x1[b]] * ax[b]
+        bottom = maps[y1[b], x0[b]] * (1 - ax[b]) + maps[y1[b], x1[b]] * ax[b]
+        out.append(top * (1 - ay[b]) + bottom * ay[b])
+    return np.stack(out).astype(feature_map.dtype, copy=False)
 
 
 def warp_points(H: Array, xy: Array) -> Array:
@@ -141,9 +182,7 @@ def resize_matrix(size: tuple[int, int], new_size: tuple[int, int]) -> np.ndarra
 
 def resize_points(xy: Array, size: tuple[int, int], new_size: tuple[int, int]) -> Array:
     """Map (..., 2) pixel coordinates between two sizes (H, W) of the same image."""
-    scale = [new_size[1] / size[1], new_size[0] / size[0]]
-    scale = xy.new_tensor(scale) if isinstance(xy, torch.Tensor) else np.asarray(scale)
-    return (xy + 0.5) * scale - 0.5
+    return (xy + 0.5) * _pair(xy, new_size[1] / size[1], new_size[0] / size[0]) - 0.5
 
 
 def warp_image(image: np.ndarray, H: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
@@ -207,6 +246,8 @@ def interior_cells(hc: int, wc: int, device: torch.device | str = 'cpu') -> torc
     The outermost ring of cells is excluded (its score is zeroed by the network, as in the
     reference), because its receptive field is mostly padding.
     """
+    import torch
+
     mask = torch.zeros(hc, wc, dtype=torch.bool, device=device)
     mask[1:-1, 1:-1] = True
     return mask

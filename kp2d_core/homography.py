@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import torch
 
 from kp2d_core.geometry import warp_points
 from kp2d_core.matching import Matches
@@ -47,9 +46,7 @@ class HomographyResult:
         return int(self.inliers.sum())
 
 
-def _as_numpy(points: np.ndarray | torch.Tensor) -> np.ndarray:
-    if isinstance(points, torch.Tensor):
-        points = points.detach().cpu().numpy()
+def _as_numpy(points: np.ndarray) -> np.ndarray:
     points = np.asarray(points, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] != 2:
         raise ValueError(f'expected points of shape (N, 2), got {points.shape}')
@@ -57,9 +54,9 @@ def _as_numpy(points: np.ndarray | torch.Tensor) -> np.ndarray:
 
 
 def paired_points(
-    kpts0: np.ndarray | torch.Tensor,
-    kpts1: np.ndarray | torch.Tensor,
-    matches: Matches | np.ndarray | torch.Tensor | None,
+    kpts0: np.ndarray,
+    kpts1: np.ndarray,
+    matches: Matches | np.ndarray | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(M, 2) float64 arrays of corresponding points; ``matches`` None means already paired."""
     pts0, pts1 = _as_numpy(kpts0), _as_numpy(kpts1)
@@ -68,7 +65,7 @@ def paired_points(
             raise ValueError(f'unpaired point sets of sizes {len(pts0)} and {len(pts1)}')
         return pts0, pts1
     idx = matches.indices if isinstance(matches, Matches) else matches
-    idx = idx.detach().cpu().numpy() if isinstance(idx, torch.Tensor) else np.asarray(idx)
+    idx = np.asarray(idx)
     idx = idx.reshape(-1, 2).astype(np.int64)
     if len(idx) and (
         idx.min() < 0 or idx[:, 0].max() >= len(pts0) or idx[:, 1].max() >= len(pts1)
@@ -78,9 +75,9 @@ def paired_points(
 
 
 def estimate_homography(
-    kpts0: np.ndarray | torch.Tensor,
-    kpts1: np.ndarray | torch.Tensor,
-    matches: Matches | np.ndarray | torch.Tensor | None = None,
+    kpts0: np.ndarray,
+    kpts1: np.ndarray,
+    matches: Matches | np.ndarray | None = None,
     method: str = 'magsac',
     threshold_px: float = 3.0,
     confidence: float = 0.999,

@@ -5,19 +5,22 @@ Every encoded image (training photos, evaluation sequences, samples, the node's 
 replay's CompressedImage payloads) is decoded by :func:`decode_image`, which reads the size
 from the header (:func:`encoded_size`) and refuses a decompression bomb before any pixel is
 decoded. Every user array (API, node, evaluation) becomes network input through
-:func:`image_to_tensor`, so validation and colour handling are written once.
+:func:`image_to_array`, so validation and colour handling are written once.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 import struct
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
 
 from kp2d_core.config import CELL_SIZE
+
+if TYPE_CHECKING:
+    import torch
 
 MIN_IMAGE_SIDE = 3 * CELL_SIZE  # the outer ring of cells is never a keypoint
 MAX_DECODE_PIXELS = 64_000_000  # default budget of decode_image (a 64 Mpx frame: ~200 MB)
@@ -174,8 +177,8 @@ def cover_crop(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return image[top : top + height, left : left + width]
 
 
-def image_to_tensor(image: np.ndarray, channel_order: str = 'bgr') -> torch.Tensor:
-    """Validate a NumPy image and convert it to a (1, C, H, W) float RGB tensor in [0, 1].
+def image_to_array(image: np.ndarray, channel_order: str = 'bgr') -> np.ndarray:
+    """Validate a NumPy image and convert it to a (1, C, H, W) float32 RGB array in [0, 1].
 
     Args:
         image: (H, W) gray, (H, W, 1), (H, W, 3) or (H, W, 4) with alpha (ignored); uint8,
@@ -183,7 +186,7 @@ def image_to_tensor(image: np.ndarray, channel_order: str = 'bgr') -> torch.Tens
         channel_order: 'bgr' or 'rgb' for 3/4-channel images.
 
     Returns:
-        (1, 3, H, W) or (1, 1, H, W) float32 tensor (CPU).
+        (1, 3, H, W) or (1, 1, H, W) contiguous float32 array.
 
     Raises:
         ValueError: for anything else (empty, too small, wrong dtype, NaN, out of range).
@@ -201,11 +204,18 @@ def image_to_tensor(image: np.ndarray, channel_order: str = 'bgr') -> torch.Tens
             f'image {image.shape[0]}x{image.shape[1]} is too small; both sides '
             f'must be at least {MIN_IMAGE_SIDE} px'
         )
-    tensor = torch.from_numpy(to_unit_float(image))
-    tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
-    if tensor.shape[0] == 3 and channel_order == 'bgr':
-        tensor = tensor.flip(0)
-    return tensor.unsqueeze(0).contiguous()
+    array = to_unit_float(image)
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    if array.shape[0] == 3 and channel_order == 'bgr':
+        array = array[::-1]
+    return np.ascontiguousarray(array[None])
+
+
+def image_to_tensor(image: np.ndarray, channel_order: str = 'bgr') -> torch.Tensor:
+    """:func:`image_to_array` as a (1, C, H, W) float32 CPU tensor."""
+    import torch
+
+    return torch.from_numpy(image_to_array(image, channel_order))
 
 
 def to_unit_float(image: np.ndarray) -> np.ndarray:

@@ -106,7 +106,7 @@ class FramePipeline:
         self, features: Features, stamp_ns: int, camera: CameraModel | None = None
     ) -> FrameResult:
         """Track already-extracted ``features`` (the second half of :meth:`process`)."""
-        points = ImagePoints.of(features.keypoints.cpu().numpy(), camera)
+        points = ImagePoints.of(features.keypoints, camera)
         track = self.tracker.update(features, points, stamp_ns)
         tracks = self.feature_tracker.update(features, points, stamp_ns)
         return FrameResult(int(stamp_ns), features, points, track, tracks)

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from kp2d_core import views
 from kp2d_core.camera import CameraModel
 from kp2d_core.geometry import normalize_image, warp_points
-from kp2d_core.images import image_to_tensor, read_image
+from kp2d_core.images import image_to_array, read_image
 
 SAMPLE_PHOTO = 'coffee.jpg'
 
@@ -123,7 +122,7 @@ def render_through_lens(
     return cv2.remap(photo, maps[..., 0], maps[..., 1], cv2.INTER_LINEAR, borderValue=0)
 
 
-def probe_image(hw: tuple[int, int]) -> torch.Tensor:
-    """The sample photo resized to ``hw``, normalised: (1, 3, H, W) network input."""
+def probe_image(hw: tuple[int, int], use_color: bool = True) -> np.ndarray:
+    """The sample photo resized to ``hw``, normalised: (1, 3|1, H, W) float32 network input."""
     image = cv2.resize(read_image(sample_photo_path()), hw[::-1], interpolation=cv2.INTER_AREA)
-    return normalize_image(image_to_tensor(image))
+    return normalize_image(image_to_array(image), use_color)

@@ -179,7 +179,7 @@ class HomographyTracker:
     ) -> TrackResult:
         cfg = self.cfg
         matches = match(key.features, features, cfg.mutual, cfg.max_distance, cfg.ratio)
-        idx_key, idx_cur = (matches.indices[:, i].cpu().numpy() for i in (0, 1))
+        idx_key, idx_cur = matches.indices[:, 0], matches.indices[:, 1]
         geo_key, geo_cur = key.points.pixels[idx_key], points.pixels[idx_cur]
         result = estimate_homography(
             geo_key, geo_cur, None, cfg.ransac_method, cfg.ransac_threshold_px

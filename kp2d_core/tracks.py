@@ -20,12 +20,11 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import torch
 
 from kp2d_core.frontend import Features
 from kp2d_core.geometry import warp_points
 from kp2d_core.homography import verify_motion
-from kp2d_core.matching import match_descriptors
+from kp2d_core.matching import distance_from_cosine, match_descriptors
 from kp2d_core.points import ImagePoints
 
 
@@ -90,7 +89,7 @@ class Tracks:
 @dataclass
 class _State:
     tracks: Tracks
-    descriptors: torch.Tensor  # (N, D)
+    descriptors: np.ndarray  # (N, D)
     pixels: np.ndarray  # (N, 2) geometry-frame pixels
     stamp_ns: int
 
@@ -126,9 +125,11 @@ class FeatureTracker:
             prev_idx, cur_idx = prev_idx[keep], cur_idx[keep]
         new_idx = self._new_points(features, points, cur_idx)
         tracks = self._assemble(previous, features, points, stamp_ns, prev_idx, cur_idx, new_idx)
-        chosen = torch.as_tensor(tracks.indices, device=features.descriptors.device)
         self.state = _State(
-            tracks, features.descriptors[chosen], points.pixels[tracks.indices], int(stamp_ns)
+            tracks,
+            features.descriptors[tracks.indices],
+            points.pixels[tracks.indices],
+            int(stamp_ns),
         )
         return tracks
 
@@ -137,15 +138,14 @@ class FeatureTracker:
     ) -> tuple[np.ndarray, np.ndarray]:
         """(previous track index, current keypoint index) of verified matches."""
         cfg = self.cfg
-        descriptors = features.descriptors.to(previous.descriptors.device)
+        descriptors = features.descriptors
         matches = match_descriptors(
             previous.descriptors,
             descriptors,
             mutual=True,
             max_distance=cfg.max_descriptor_distance,
         )
-        prev_idx = matches.indices[:, 0].cpu().numpy()
-        cur_idx = matches.indices[:, 1].cpu().numpy()
+        prev_idx, cur_idx = matches.indices[:, 0], matches.indices[:, 1]
         prev_px, cur_px = previous.pixels[prev_idx], points.pixels[cur_idx]
         inliers, H = verify_motion(prev_px, cur_px, cfg.max_epipolar_px, cfg.max_parallax_px)
         prev_idx, cur_idx = prev_idx[inliers], cur_idx[inliers]
@@ -169,9 +169,8 @@ class FeatureTracker:
         lost, chosen, gap = lost[close], free[nearest[close]], gap[close]
         if len(lost) == 0:
             return none, none
-        cosine = (previous.descriptors[lost] * descriptors[chosen]).sum(dim=1)
-        distance = torch.sqrt((2.0 - 2.0 * cosine.clamp(-1.0, 1.0)).clamp(min=0.0))
-        good = (distance <= self.cfg.max_descriptor_distance).cpu().numpy()
+        cosine = (previous.descriptors[lost] * descriptors[chosen]).sum(axis=1)
+        good = distance_from_cosine(cosine) <= self.cfg.max_descriptor_distance
         lost, chosen, gap = lost[good], chosen[good], gap[good]
         order = np.argsort(gap, kind='stable')  # a keypoint claimed twice goes to the closer
         _, first = np.unique(chosen[order], return_index=True)
@@ -217,7 +216,7 @@ class FeatureTracker:
             if dt > 0 and len(prev_idx) and old.normalized is not None:
                 moved = normalized[: len(prev_idx)] - old.normalized[prev_idx]
                 velocity_normalized[: len(prev_idx)] = moved / dt
-        scores = features.scores.detach().cpu().numpy()[indices].astype(np.float32)
+        scores = features.scores[indices].astype(np.float32)
         return Tracks(ids, ages, xy, normalized, velocity, velocity_normalized, scores, indices)
 
 

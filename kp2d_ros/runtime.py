@@ -19,7 +19,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from kp2d_core.checkpoint import default_weights_path
+from kp2d_core.artifacts import default_weights_path
 from kp2d_core.frontend import KeypointExtractor
 from kp2d_core.pipeline import FramePipeline
 from kp2d_ros.bookkeeping import FrameStats, StampPolicy, health

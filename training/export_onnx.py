@@ -4,11 +4,14 @@
     python training/export_onnx.py                          # the bundled weights, int8 beside
     python training/export_onnx.py --checkpoint runs/x/model.pt --fp32 --int8 \\
         --calibration data/train_pool
+    python training/export_onnx.py --reference-only         # see below
 
 Writes ``<weights>.fp32.onnx`` and/or ``<weights>.int8.onnx`` beside the weights (or in
 ``--out-dir``), which the 'onnxruntime' backend picks up. int8 calibration uses training
 photos (never the dev-set hold-out), cover-cropped to 240x320. Check the result with
-``evaluation/evaluate.py --gate`` before relying on it.
+``evaluation/evaluate.py --gate`` before relying on it. Every model records the PyTorch
+network's outputs on a probe image, which the backend checks it against before use;
+``--reference-only`` adds them to models beside the weights that were exported without.
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ import numpy as np
 
 from kp2d_core.checkpoint import default_weights_path, load_model
 from kp2d_core.data.dataset import split_files
-from kp2d_core.export import export_onnx, file_sha256, quantize_int8
+from kp2d_core.export import export_onnx, file_sha256, quantize_int8, store_reference
 from kp2d_core.geometry import normalize_image
-from kp2d_core.images import cover_crop, image_to_tensor, read_image
+from kp2d_core.images import cover_crop, image_to_array, read_image
 
 ROOT = Path(__file__).resolve().parents[1]
 CALIBRATION_HW = (240, 320)
@@ -36,7 +39,7 @@ def calibration_images(pool: Path, count: int, seed: int):
     chosen = np.random.default_rng(seed).choice(len(files), min(count, len(files)), False)
     for index in sorted(chosen):
         image = cover_crop(read_image(files[index]), CALIBRATION_HW)
-        yield normalize_image(image_to_tensor(image)).numpy()
+        yield normalize_image(image_to_array(image))
 
 
 def main() -> None:
@@ -48,6 +51,11 @@ def main() -> None:
     parser.add_argument('--calibration', type=Path, default=ROOT / 'data' / 'train_pool')
     parser.add_argument('--calibration-images', type=int, default=32)
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument(
+        '--reference-only',
+        action='store_true',
+        help='only record the reference outputs in the ONNX models beside the weights',
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
     if not (args.fp32 or args.int8):
@@ -56,6 +64,10 @@ def main() -> None:
     out_dir = args.out_dir or weights.parent
     sha = file_sha256(weights)
     model = load_model(weights)
+    if args.reference_only:
+        for path in sorted(weights.parent.glob(f'{weights.stem}.*.onnx')):
+            print(f'reference recorded: {store_reference(model, path, sha)}')
+        return
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = out_dir / f'{weights.stem}.fp32.onnx' if args.fp32 else Path(tmp) / 'model.onnx'
         export_onnx(model, fp32, sha)

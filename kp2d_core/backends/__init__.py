@@ -4,22 +4,31 @@
 is available on this machine and passed the accuracy gate for these weights (fp32 always
 passes); when several remain, each is timed on a 240x320 input and the fastest wins. The
 choice and the timings are logged.
+
+``onnx_without_torch`` makes the ONNX Runtime choice from the model files alone, so a process
+that runs it never loads PyTorch (README, Node memory): on a machine without CUDA, when ONNX
+Runtime is asked for explicitly, or when 'auto' would try ONNX Runtime int8 first (the
+fastest choice on every CPU measured) and it passed the gate.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 from pathlib import Path
 import time
+from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
 
-from kp2d_core.backends import onnx_backend, torch_backend
-from kp2d_core.backends.base import BACKENDS, PRECISIONS, REFERENCE, Backend, label
+from kp2d_core.artifacts import file_sha256
+from kp2d_core.backends import onnx_backend
+from kp2d_core.backends.base import BACKENDS, PRECISIONS, REFERENCE, Backend, DenseMaps, label
 from kp2d_core.backends.gate import passing_choices
-from kp2d_core.export import export_onnx, file_sha256
-from kp2d_core.networks import KeypointNet
+
+if TYPE_CHECKING:
+    from kp2d_core.networks import KeypointNet
 
 LOG = logging.getLogger(__name__)
 PREFERENCE = {
@@ -43,8 +52,11 @@ __all__ = [
     'BACKENDS',
     'PRECISIONS',
     'Backend',
+    'DenseMaps',
     'create_backend',
+    'cuda_present',
     'label',
+    'onnx_without_torch',
     'select_backend',
     'time_backend',
 ]
@@ -58,39 +70,62 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def onnx_file(weights: Path, model: KeypointNet, precision: str, sha256: str) -> Path:
-    """The ONNX model of ``weights`` at ``precision``: beside the weights, or exported (fp32)
-    into the cache. TensorRT fp16 builds its engine from the fp32 model."""
+def cuda_present() -> bool:
+    """Whether the CUDA driver (libcuda) sees a device, asked without loading PyTorch."""
+    try:
+        cuda = ctypes.CDLL('libcuda.so.1')
+    except OSError:
+        return False
+    count = ctypes.c_int(0)
+    if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return False
+    return count.value > 0
+
+
+def onnx_file(
+    weights: Path, precision: str, sha256: str, model: KeypointNet | None = None
+) -> Path:
+    """The ONNX model of ``weights`` at ``precision``: beside the weights, or exported (fp32,
+    needs ``model``) into the cache. TensorRT fp16 builds its engine from the fp32 model."""
     stored = 'fp32' if precision == 'fp16' else precision
     beside = weights.with_suffix(f'.{stored}.onnx')
     if beside.is_file():
-        onnx_backend.check_provenance(beside, sha256, stored)
         return beside
     if stored != 'fp32':
         raise ValueError(f'no {stored} model beside {weights} (training/export_onnx.py makes it)')
     cached = cache_dir() / f'{sha256[:20]}.fp32.onnx'
     if cached.is_file():
-        try:
-            onnx_backend.check_provenance(cached, sha256, 'fp32')
-            return cached
-        except ValueError as exc:
-            LOG.warning('rebuilding a broken cache entry: %s', exc)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    export_onnx(model, cached, sha256)
-    return cached
+        return cached
+    if model is None:
+        raise ValueError(f'no fp32 ONNX model of {weights} exported yet')
+    return _export(model, cached, sha256)
+
+
+def _export(model: KeypointNet, path: Path, sha256: str) -> Path:
+    from kp2d_core.export import export_onnx
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return export_onnx(model, path, sha256)
 
 
 def create_backend(
     backend: str,
     precision: str,
-    model: KeypointNet,
+    model: KeypointNet | None,
     weights: Path | None = None,
     sha256: str = '',
+    device: str = 'cpu',
 ) -> Backend:
-    """Exactly the requested backend (raises ValueError when it cannot run here)."""
-    device = next(model.parameters()).device
+    """Exactly the requested backend (raises ValueError when it cannot run here). The torch
+    backend needs ``model``; ONNX Runtime needs ``weights`` (and ``model`` only to export)."""
+    if model is not None:
+        device = str(next(model.parameters()).device)
     if backend == 'torch':
-        if not torch_backend.supported(precision, device):
+        from kp2d_core.backends import torch_backend
+
+        if model is None:
+            raise ValueError("backend 'torch' needs the loaded model")
+        if not torch_backend.supported(precision, next(model.parameters()).device):
             raise ValueError(f'torch {precision} is not supported on {device} here')
         return torch_backend.TorchBackend(model, precision)
     if backend != 'onnxruntime':
@@ -99,26 +134,67 @@ def create_backend(
         raise ValueError("backend 'onnxruntime' needs the onnxruntime package")
     if weights is None:
         raise ValueError("backend 'onnxruntime' needs the model's weights file")
-    path = onnx_file(weights, model, precision, sha256)
+    path = onnx_file(weights, precision, sha256, model)
     try:
-        return _checked_session(path, precision, model)
+        return _checked_session(path, precision, sha256, model, device)
     except ValueError as exc:
-        if path.parent != cache_dir():
+        if path.parent != cache_dir() or model is None:
             raise
         LOG.warning('rebuilding a broken cache entry: %s', exc)  # ours to replace
-        export_onnx(model, path, sha256)
-        return _checked_session(path, precision, model)
+        _export(model, path, sha256)
+        return _checked_session(path, precision, sha256, model, device)
 
 
-def _checked_session(path: Path, precision: str, model: KeypointNet) -> Backend:
-    """An ONNX Runtime session of ``path`` that computes what ``model`` computes."""
-    device = next(model.parameters()).device
+def _checked_session(
+    path: Path, precision: str, sha256: str, model: KeypointNet | None, device: str
+) -> Backend:
+    """An ONNX Runtime session of ``path`` that belongs to these weights and computes what
+    they compute: what ``model`` computes, or without it the reference outputs of these
+    weights recorded in the file at export."""
     try:
-        session = onnx_backend.OnnxRuntimeBackend(path, precision, device, model.cfg.use_color)
+        session = onnx_backend.OnnxRuntimeBackend(path, precision, device)
     except Exception as exc:  # onnxruntime's own exception types: an unloadable file
-        raise ValueError(f'onnxruntime cannot load {path}: {str(exc)[:200]}') from exc
-    onnx_backend.check_behaviour(session, model)
+        raise ValueError(f'{path} is not a readable ONNX model ({str(exc)[:200]})') from exc
+    stored = 'fp32' if precision == 'fp16' else precision
+    onnx_backend.check_provenance(session.metadata, path, sha256, stored)
+    if model is None:
+        reference = onnx_backend.stored_reference(session, sha256)
+    else:
+        from kp2d_core.export import probe_reference
+
+        reference = probe_reference(model)
+    onnx_backend.check_behaviour(session, reference)
     return session
+
+
+def onnx_without_torch(weights: Path, backend: str, precision: str) -> Backend | None:
+    """The ONNX Runtime choice made from the model files alone (see the module doc), or None
+    when the choice needs PyTorch (then :func:`select_backend` makes it)."""
+    if backend not in ('auto', 'onnxruntime') or not onnx_backend.available() or cuda_present():
+        return None
+    sha = file_sha256(weights)
+    passed = passing_choices(weights, sha)
+    candidates = [
+        (name, prec)
+        for name, prec in PREFERENCE['cpu']
+        if backend in ('auto', name)
+        and precision in ('auto', prec)
+        and (precision != 'auto' or prec == 'fp32' or f'{name}:{prec}' in passed)
+    ]
+    if not candidates or candidates[0][0] != 'onnxruntime':
+        return None
+    if len(candidates) > 1 and candidates[0] != PREFERENCE['cpu'][0]:
+        return None  # 'auto' among several: they are timed, PyTorch's included
+    try:
+        chosen = create_backend(*candidates[0], None, weights, sha)
+    except (ValueError, OSError, RuntimeError) as exc:
+        LOG.info('%s:%s not available without PyTorch: %s', *candidates[0], exc)
+        return None
+    if precision != 'auto' and candidates[0][1] != 'fp32' and label(chosen) not in passed:
+        LOG.warning('%s has not passed the accuracy gate for %s', label(chosen), weights)
+    how = 'automatic choice' if precision == 'auto' else 'as asked'
+    LOG.info('inference backend %s on cpu (%s, without PyTorch)', label(chosen), how)
+    return chosen
 
 
 def select_backend(
@@ -166,15 +242,14 @@ def time_backend(backend: Backend, hw: tuple[int, int] = TIMING_HW, runs: int = 
     return times[len(times) // 2]
 
 
-def _timing_input(backend: Backend, hw: tuple[int, int]) -> torch.Tensor:
-    return torch.zeros(1, 3 if backend.use_color else 1, *hw, device=backend.device)
+def _timing_input(backend: Backend, hw: tuple[int, int]) -> np.ndarray:
+    return np.zeros((1, 3 if backend.use_color else 1, *hw), np.float32)
 
 
-def _timed_pass(backend: Backend, images: torch.Tensor) -> float:
+def _timed_pass(backend: Backend, images: np.ndarray) -> float:
+    """Seconds of one pass (outputs arrive in host memory, so the device has finished)."""
     start = time.perf_counter()
     backend(images)
-    if backend.device.type == 'cuda':
-        torch.cuda.synchronize(backend.device)
     return time.perf_counter() - start
 
 

@@ -13,10 +13,16 @@ from pathlib import Path
 import threading
 
 import numpy as np
-import torch
 
-from kp2d_core.export import PRECISION_KEY, WEIGHTS_SHA_KEY, read_metadata
-from kp2d_core.networks import KeypointOutput
+from kp2d_core.artifacts import (
+    PRECISION_KEY,
+    PROBE_HW,
+    REFERENCE_KEY,
+    WEIGHTS_SHA_KEY,
+    compare_to_reference,
+    decode_reference,
+)
+from kp2d_core.backends.base import DenseMaps
 
 LOG = logging.getLogger(__name__)
 RELEASE_HW = (32, 32)  # the input of the run that releases a larger input's memory
@@ -54,13 +60,15 @@ def available() -> bool:
     return True
 
 
-def providers_for(device: torch.device, precision: str) -> list:
-    """Execution providers for a device and precision, best first; [] if none can run it."""
+def providers_for(device: str, precision: str) -> list:
+    """Execution providers for a device ('cpu', 'cuda', 'cuda:1') and precision, best first;
+    [] if none can run it."""
     import onnxruntime as ort
 
     installed = set(ort.get_available_providers())
-    if device.type == 'cuda':
-        options = {'device_id': device.index or 0}
+    kind, _, index = str(device).partition(':')
+    if kind == 'cuda':
+        options = {'device_id': int(index or 0)}
         if precision == 'fp16' and 'TensorrtExecutionProvider' in installed:
             trt = {**options, 'trt_fp16_enable': True, 'trt_engine_cache_enable': True}
             return [('TensorrtExecutionProvider', trt), ('CUDAExecutionProvider', options)]
@@ -70,25 +78,40 @@ def providers_for(device: torch.device, precision: str) -> list:
     return ['CPUExecutionProvider'] if precision in ('fp32', 'int8') else []
 
 
-def check_provenance(path: Path, weights_sha256: str, precision: str) -> None:
-    """Raise ValueError unless ``path`` says it was exported from these weights at this
-    precision (the metadata is only a label; :func:`check_behaviour` checks what it computes)."""
-    meta = read_metadata(path)
-    if meta.get(WEIGHTS_SHA_KEY) != weights_sha256:
+def check_provenance(metadata: dict[str, str], path: Path, sha256: str, precision: str) -> None:
+    """Raise ValueError unless the model's ``metadata`` says it was exported from these weights
+    at this precision (a label; :func:`check_behaviour` checks what it computes)."""
+    if metadata.get(WEIGHTS_SHA_KEY) != sha256:
         raise ValueError(f'{path} was not exported from these weights (sha256 differs)')
-    if meta.get(PRECISION_KEY) != precision:
-        raise ValueError(f'{path} holds a {meta.get(PRECISION_KEY)} model, not {precision}')
+    if metadata.get(PRECISION_KEY) != precision:
+        raise ValueError(f'{path} holds a {metadata.get(PRECISION_KEY)} model, not {precision}')
+
+
+def stored_reference(backend: OnnxRuntimeBackend, weights_sha256: str) -> dict[str, np.ndarray]:
+    """The reference outputs of these weights recorded in the model at export.
+
+    Raises:
+        ValueError: none recorded (an older export), unreadable, or of other weights.
+    """
+    text = backend.metadata.get(REFERENCE_KEY)
+    if text is None:
+        raise ValueError(f'{backend.path} records no reference outputs to be checked against')
+    try:
+        return decode_reference(text, weights_sha256)
+    except ValueError as exc:
+        raise ValueError(f'{backend.path}: {exc}') from exc
 
 
 # What an ONNX model must reproduce of the PyTorch fp32 model on the probe image: keypoint
 # shift (px, mean over the 100 best cells) and descriptor cosine (mean). fp32 differs only by
 # float reassociation; int8 by quantisation (0.2-0.3 px, cosine > 0.99 on the shipped model).
-BEHAVIOUR_TOLERANCE = {'fp32': (0.01, 0.9999), 'int8': (0.5, 0.98)}
-PROBE_HW = (120, 160)
+BEHAVIOUR_TOLERANCE = {'fp32': (0.01, 0.9999), 'fp16': (0.5, 0.98), 'int8': (0.5, 0.98)}
 
 
-def check_behaviour(backend: OnnxRuntimeBackend, model: torch.nn.Module) -> None:
-    """Raise ValueError unless ``backend`` computes what ``model`` computes on a probe image.
+def check_behaviour(backend: OnnxRuntimeBackend, reference: dict[str, np.ndarray]) -> None:
+    """Raise ValueError unless ``backend`` computes the reference outputs of its weights on the
+    probe image (:func:`kp2d_core.export.probe_reference`: of the loaded weights, or as
+    recorded in the model at export when the weights are not loaded).
 
     This is the provenance promise: an ONNX file is used only when, on this CPU, it gives
     the keypoints and descriptors of the weights it is loaded for (forged metadata, another
@@ -96,20 +119,13 @@ def check_behaviour(backend: OnnxRuntimeBackend, model: torch.nn.Module) -> None
     """
     from kp2d_core.samples import probe_image
 
-    images = probe_image(PROBE_HW)
-    with torch.no_grad():
-        expected = model(images.to(next(model.parameters()).device))
-    got = backend(images)
+    got = backend(probe_image(PROBE_HW, backend.use_color))
+    shift, cosine = compare_to_reference(reference, got.coords, got.descriptors)
     shift_limit, cosine_limit = BEHAVIOUR_TOLERANCE[backend.precision]
-    top = expected.score.flatten().argsort(descending=True)[:100]
-    shift = (got.coords - expected.coords.cpu()).flatten(2)[0, :, top].norm(dim=0).mean()
-    cosine = torch.nn.functional.cosine_similarity(
-        got.descriptors, expected.descriptors.cpu(), dim=1
-    ).mean()
-    if not (float(shift) <= shift_limit and float(cosine) >= cosine_limit):
+    if not (shift <= shift_limit and cosine >= cosine_limit):
         raise ValueError(
             f'{backend.path} does not compute what these weights compute (keypoints '
-            f'{float(shift):.3f} px apart, descriptor cosine {float(cosine):.4f}): it belongs '
+            f'{shift:.3f} px apart, descriptor cosine {cosine:.4f}): it belongs '
             'to other weights, or this CPU runs it differently'
         )
 
@@ -123,8 +139,7 @@ class OnnxRuntimeBackend:
         self,
         path: str | os.PathLike,
         precision: str,
-        device: torch.device,
-        use_color: bool = True,
+        device: str = 'cpu',
         threads: int = 0,
     ) -> None:
         import onnxruntime as ort
@@ -150,9 +165,10 @@ class OnnxRuntimeBackend:
         if threads:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
         self.precision = precision
-        self.device = torch.device('cpu')  # tensors are exchanged through NumPy
-        self.use_color = use_color
+        self.device = str(device)
+        self.use_color = self.session.get_inputs()[0].shape[1] != 1
         self.path = Path(path)
 
     def _release(self) -> None:
@@ -162,8 +178,8 @@ class OnnxRuntimeBackend:
         tiny = np.zeros((1, 3 if self.use_color else 1, *RELEASE_HW), np.float32)
         self.session.run(None, {'image': tiny}, self._shrink)
 
-    def __call__(self, images: torch.Tensor) -> KeypointOutput:
-        feed = {'image': images.detach().to('cpu', torch.float32).contiguous().numpy()}
+    def __call__(self, images: np.ndarray) -> DenseMaps:
+        feed = {'image': np.ascontiguousarray(images, np.float32)}
         shape, last = tuple(feed['image'].shape), self._last_shape
         self._last_shape = shape
         outputs = self.session.run(None, feed, self._shrink if shape != last else None)
@@ -171,5 +187,4 @@ class OnnxRuntimeBackend:
             # The outputs may live in the arena: copies let all of its memory go.
             outputs = [np.array(output, copy=True) for output in outputs]
             self._release()
-        score, coords, descriptors = (torch.from_numpy(output) for output in outputs)
-        return KeypointOutput(score, coords, descriptors)
+        return DenseMaps(*outputs)

@@ -3,9 +3,11 @@ float16 (CUDA). Keypoint coordinates are always computed in float32 (see Keypoin
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from kp2d_core.networks import KeypointNet, KeypointOutput
+from kp2d_core.backends.base import DenseMaps
+from kp2d_core.networks import KeypointNet
 
 AUTOCAST = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 
@@ -41,14 +43,16 @@ class TorchBackend:
             )
         self.model = model.eval()
         self.precision = precision
-        self.device = next(model.parameters()).device
+        self.torch_device = next(model.parameters()).device
+        self.device = str(self.torch_device)
         self.use_color = model.cfg.use_color
-        if precision == 'fp16' and self.device.type != 'cuda':
+        if precision == 'fp16' and self.torch_device.type != 'cuda':
             raise ValueError('fp16 inference needs CUDA (use bf16 or fp32 on a CPU)')
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor) -> KeypointOutput:
+    def __call__(self, images: np.ndarray) -> DenseMaps:
         dtype = AUTOCAST.get(self.precision)
-        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            out = self.model(images)
-        return KeypointOutput(*(x.float() for x in out))
+        batch = torch.from_numpy(np.ascontiguousarray(images, np.float32)).to(self.torch_device)
+        with torch.autocast(self.torch_device.type, dtype=dtype, enabled=dtype is not None):
+            out = self.model(batch)
+        return DenseMaps(*(x.float().cpu().numpy() for x in out))

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import torch
 
 from kp2d_core.evaluation.extractors import opencv_extractor
 from kp2d_core.frontend import Features
+from kp2d_core.matching import unit_rows
 
 KLT_DIM = 64
 KLT_MAX_DISTANCE = 0.3  # identical ids: 0; different ids: ~1.41 +- 0.13 at 64 dims
@@ -33,9 +33,9 @@ KLT_MIN_DISTANCE = 10  # px between corners
 def _features(xy: np.ndarray, scores: np.ndarray, desc: np.ndarray, hw) -> Features:
     order = np.argsort(-scores, kind='stable')
     return Features(
-        torch.as_tensor(xy[order], dtype=torch.float32),
-        torch.as_tensor(scores[order], dtype=torch.float32),
-        torch.as_tensor(desc[order], dtype=torch.float32),
+        np.asarray(xy[order], np.float32),
+        np.asarray(scores[order], np.float32),
+        np.asarray(desc[order], np.float32),
         (int(hw[0]), int(hw[1])),
     )
 
@@ -45,8 +45,7 @@ def unit_descriptors(descriptors: np.ndarray, norm: str) -> np.ndarray:
     if norm == 'hamming':
         bits = np.unpackbits(np.ascontiguousarray(descriptors, np.uint8), axis=1)
         return (2.0 * bits.astype(np.float32) - 1.0) / np.sqrt(bits.shape[1])
-    desc = np.asarray(descriptors, np.float32)
-    return desc / np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-12)
+    return unit_rows(descriptors)
 
 
 class ClassicalExtractor:

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from kp2d_core.geometry import corner_error, in_image, warp_points
 from kp2d_core.homography import estimate_homography
-from kp2d_core.matching import match_descriptors
+from kp2d_core.matching import match_descriptors, unit_rows
 from kp2d_core.tracking import TrackerConfig
 
 CORRECT_PX = 3.0  # repeatability (<=), matching score (<) and RANSAC threshold
@@ -151,12 +149,12 @@ def pipeline_accuracy(
     i0, i1 = top_k(scores0, k), top_k(scores1, k)
     if norm == 'l2':  # the project's matcher compares unit vectors (SIFT's are not)
         pairs = match_descriptors(
-            F.normalize(torch.from_numpy(np.ascontiguousarray(desc0[i0], np.float32)), dim=1),
-            F.normalize(torch.from_numpy(np.ascontiguousarray(desc1[i1], np.float32)), dim=1),
+            unit_rows(desc0[i0]),
+            unit_rows(desc1[i1]),
             cfg.mutual,
             cfg.max_distance,
             cfg.ratio,
-        ).indices.numpy()
+        ).indices
     else:
         pairs = match_nn(desc0[i0], desc1[i1], norm, mutual=cfg.mutual)
     fit = estimate_homography(

@@ -108,10 +108,10 @@ class Monitor:
 
     def _log_images(self, module: KP2DTrainModule, batch: dict[str, Any], step: int) -> None:
         extractor = KeypointExtractor(module.keypoint_net)
-        features = extractor.extract_tensor(batch['target'][:2].float())
+        features = extractor.extract_batch(batch['target'][:2])
         for i, feats in enumerate(features):
             rgb = (batch['target'][i].permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
-            top = feats.keypoints[:100].cpu().numpy()
+            top = feats.keypoints[:100]
             drawn = draw_keypoints(rgb[..., ::-1], top)[..., ::-1].copy()
             self.writer.add_image(f'val/top100_keypoints_{i}', drawn, step, dataformats='HWC')
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 import shutil
 
 import cv2
@@ -17,15 +18,16 @@ from kp2d_core.backends.gate import TOLERANCES, gate_path, judge, passing_choice
 from kp2d_core.checkpoint import default_weights_path, load_model
 from kp2d_core.export import export_onnx, file_sha256, quantize_int8, read_metadata
 from kp2d_core.geometry import normalize_image
-from kp2d_core.images import image_to_tensor, read_image
+from kp2d_core.images import image_to_array, read_image
+from kp2d_core.matching import unit_rows
 from kp2d_core.samples import sample_photo_path
 
 ort = pytest.importorskip('onnxruntime', reason='pip install .[onnx]')
 
 
-def _photo(hw: tuple[int, int]) -> torch.Tensor:
+def _photo(hw: tuple[int, int]) -> np.ndarray:
     image = cv2.resize(read_image(sample_photo_path()), hw[::-1], interpolation=cv2.INTER_AREA)
-    return normalize_image(image_to_tensor(image))
+    return normalize_image(image_to_array(image))
 
 
 @pytest.fixture(scope='module')
@@ -42,15 +44,15 @@ def test_onnx_matches_pytorch_on_random_and_real_images(weights, tmp_path):
     assert read_metadata(onnx_path)['kp2d_precision'] == 'fp32'
     backend = create_backend('onnxruntime', 'fp32', model, weights, file_sha256(weights))
     generator = torch.Generator().manual_seed(0)
-    inputs = [(torch.rand(1, 3, 120, 200, generator=generator) - 0.5) * 0.225, _photo((240, 320))]
-    for images in inputs:  # other sizes than the export size: dynamic height and width
+    random = (torch.rand(1, 3, 120, 200, generator=generator) - 0.5) * 0.225
+    for images in [random.numpy(), _photo((240, 320))]:  # dynamic height and width
         with torch.no_grad():
-            expected = model(images)
+            expected = [x.numpy() for x in model(torch.from_numpy(images))]
         got = backend(images)
         # Tolerances: float32 reassociation only (BatchNorm folded by the exporter).
-        assert torch.allclose(got.score, expected.score, atol=1e-5)
-        assert torch.allclose(got.coords, expected.coords, atol=1e-3)  # px
-        assert torch.allclose(got.descriptors, expected.descriptors, atol=1e-4, rtol=1e-4)
+        assert np.allclose(got.score, expected[0], atol=1e-5)
+        assert np.allclose(got.coords, expected[1], atol=1e-3)  # px
+        assert np.allclose(got.descriptors, expected[2], atol=1e-4, rtol=1e-4)
 
 
 def test_shipped_int8_model_keeps_keypoints_in_place():
@@ -62,14 +64,14 @@ def test_shipped_int8_model_keeps_keypoints_in_place():
     backend = create_backend('onnxruntime', 'int8', model, weights, file_sha256(weights))
     images = _photo((240, 320))
     with torch.no_grad():
-        expected = model(images)
+        score, coords, descriptors = (x.numpy() for x in model(torch.from_numpy(images)))
     got = backend(images)
-    top = expected.score.flatten().argsort(descending=True)[:300]
-    shift = (got.coords - expected.coords).flatten(2)[0, :, top].norm(dim=0)
+    top = np.argsort(-score.reshape(-1))[:300]
+    shift = np.linalg.norm((got.coords - coords).reshape(2, -1)[:, top], axis=0)
     # Quantising the coordinate arithmetic would round keypoints to ~1 px; the recipe keeps
     # the top-300 keypoints within a fraction of a pixel.
     assert shift.mean() < 0.25, shift.mean()
-    cosine = torch.nn.functional.cosine_similarity(got.descriptors, expected.descriptors, dim=1)
+    cosine = (unit_rows(got.descriptors, axis=1) * unit_rows(descriptors, axis=1)).sum(axis=1)
     assert cosine.mean() > 0.99
 
 
@@ -147,7 +149,7 @@ def test_automatic_choice_is_not_fooled_by_a_burst_of_other_work(monkeypatch):
     clock = [0.0]
 
     class Fake:
-        use_color, device = True, torch.device('cpu')
+        use_color, device = True, 'cpu'
 
         def __init__(self, precision: str, costs: list[float]) -> None:
             self.name, self.precision, self.costs = 'fake', precision, costs
@@ -170,10 +172,10 @@ def test_extractor_on_any_backend_gives_the_same_keypoints(weights):
         create_backend('onnxruntime', 'fp32', model, weights, file_sha256(weights)), cfg
     ).extract(image)
     assert len(eager) == len(onnx)
-    order_a = np.lexsort(eager.keypoints.numpy().round(2).T)
-    order_b = np.lexsort(onnx.keypoints.numpy().round(2).T)
-    assert torch.allclose(eager.keypoints[order_a], onnx.keypoints[order_b], atol=1e-2)
-    assert torch.allclose(eager.descriptors[order_a], onnx.descriptors[order_b], atol=1e-3)
+    order_a = np.lexsort(eager.keypoints.round(2).T)
+    order_b = np.lexsort(onnx.keypoints.round(2).T)
+    assert np.allclose(eager.keypoints[order_a], onnx.keypoints[order_b], atol=1e-2)
+    assert np.allclose(eager.descriptors[order_a], onnx.descriptors[order_b], atol=1e-3)
 
 
 def test_large_inputs_are_shrunk_and_absurd_ones_refused(weights):
@@ -182,7 +184,7 @@ def test_large_inputs_are_shrunk_and_absurd_ones_refused(weights):
     features = extractor.extract(big)
     assert features.image_size == (800, 1200)
     assert extractor.network_size(800, 1200)[0] * extractor.network_size(800, 1200)[1] <= 100_000
-    xy = features.keypoints.numpy()
+    xy = features.keypoints
     assert xy[:, 0].max() > 900 and xy[:, 1].max() > 600  # in input pixels, not network ones
     huge = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), (12000, 12000), (0, 0))
     with pytest.raises(ValueError, match='Mpx'):
@@ -255,12 +257,17 @@ print(' '.join(sorted(m for m in ('onnxruntime', 'onnx', 'torch') if m in sys.mo
 
 @pytest.mark.parametrize(
     ('backend', 'precision', 'loaded'),
-    [('torch', 'fp32', 'torch'), ('onnxruntime', 'int8', 'onnx onnxruntime torch')],
+    [
+        ('torch', 'fp32', 'torch'),
+        ('onnxruntime', 'int8', 'onnxruntime'),
+        ('auto', 'auto', 'onnxruntime'),
+    ],
 )
 def test_the_runtimes_a_pipeline_loads(backend, precision, loaded):
     """What a node's process holds for each backend: with PyTorch, neither ONNX Runtime nor
-    the onnx package is ever loaded; with ONNX Runtime, PyTorch still is (the keypoint
-    selection, matching and the load-time check use it), and so is the onnx package."""
+    the onnx package is ever loaded; with ONNX Runtime (also the automatic choice on a CPU
+    with the bundled weights), neither PyTorch nor the onnx package is: selection, matching
+    and the load-time check run on NumPy against the reference recorded in the model."""
     import subprocess
     import sys
 
@@ -268,3 +275,63 @@ def test_the_runtimes_a_pipeline_loads(backend, precision, loaded):
     out = subprocess.run(run, capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == loaded
+
+
+def _relabelled(source: Path, weights: Path, precision: str = 'fp32') -> Path:
+    """A copy of the ONNX model ``source`` labelled as ``weights``' export (its recorded
+    reference outputs left as they were)."""
+    import onnx
+
+    from kp2d_core.export import set_metadata
+
+    proto = onnx.load(str(source))
+    set_metadata(proto, {'kp2d_weights_sha256': file_sha256(weights), 'kp2d_precision': precision})
+    target = weights.with_suffix(f'.{precision}.onnx')
+    onnx.save(proto, str(target))
+    return target
+
+
+def test_without_pytorch_the_recorded_reference_decides(weights, tmp_path, caplog):
+    """Without the weights loaded, an ONNX model is checked against the reference outputs it
+    recorded at export: they must be these weights' (a model of other weights relabelled for
+    them is refused), and the model must reproduce them (tampered outputs are refused); a
+    model without them is not used without PyTorch, and the choice falls back to it."""
+    import onnx
+
+    from kp2d_core.artifacts import REFERENCE_KEY, decode_reference, encode_reference
+    from kp2d_core.backends import onnx_without_torch
+    from kp2d_core.export import set_metadata
+
+    copy = tmp_path / 'model.pt'
+    shutil.copy(weights, copy)
+    sha = file_sha256(copy)
+    export_onnx(load_model(copy), copy.with_suffix('.fp32.onnx'), sha, (64, 96))
+    chosen = create_backend('onnxruntime', 'fp32', None, copy, sha)
+    assert label(chosen) == 'onnxruntime:fp32'
+
+    torch.manual_seed(99)
+    other = export_onnx(KeypointNet().eval(), tmp_path / 'other.onnx', 'other-sha', (64, 96))
+    _relabelled(other, copy)
+    with pytest.raises(ValueError, match='computed from other weights'):
+        create_backend('onnxruntime', 'fp32', None, copy, sha)
+
+    reference = export_onnx(load_model(copy), tmp_path / 'own.onnx', sha, (64, 96))
+    proto = onnx.load(str(reference))
+    own = decode_reference({p.key: p.value for p in proto.metadata_props}[REFERENCE_KEY], sha)
+    own['coords'] = own['coords'] + 2.0  # keypoints the model does not compute
+    set_metadata(proto, {REFERENCE_KEY: encode_reference(own, sha)})
+    onnx.save(proto, str(copy.with_suffix('.fp32.onnx')))
+    with pytest.raises(ValueError, match='does not compute what these weights compute'):
+        create_backend('onnxruntime', 'fp32', None, copy, sha)
+
+    proto = onnx.load(str(reference))
+    del proto.metadata_props[:]
+    set_metadata(proto, {'kp2d_weights_sha256': sha, 'kp2d_precision': 'fp32'})
+    onnx.save(proto, str(copy.with_suffix('.fp32.onnx')))
+    with pytest.raises(ValueError, match='records no reference outputs'):
+        create_backend('onnxruntime', 'fp32', None, copy, sha)
+    with caplog.at_level(logging.INFO, logger='kp2d_core.backends'):
+        assert onnx_without_torch(copy, 'onnxruntime', 'fp32') is None
+    assert 'not available without PyTorch' in caplog.text
+    with_torch = create_backend('onnxruntime', 'fp32', load_model(copy), copy, sha)
+    assert label(with_torch) == 'onnxruntime:fp32'  # checked against the loaded weights

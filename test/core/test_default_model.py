@@ -62,7 +62,7 @@ def test_bundled_model_tracks_the_bundled_sequence():
     tracker = HomographyTracker()
     for k, frame in enumerate(frames):
         features = extractor.extract(frame)
-        result = tracker.update(features, ImagePoints.of(features.keypoints.numpy(), None), k)
+        result = tracker.update(features, ImagePoints.of(features.keypoints, None), k)
         if k == 0:
             continue
         assert result.H_key_to_cur is not None, result.reason

@@ -196,7 +196,7 @@ def _features(pts: np.ndarray, desc: torch.Tensor) -> Features:
 
 
 def _update(tracker, features: Features, stamp_ns: int, camera=CAMERA):
-    points = ImagePoints.of(features.keypoints.numpy().astype(np.float64), camera)
+    points = ImagePoints.of(features.keypoints.astype(np.float64), camera)
     return tracker.update(features, points, stamp_ns)
 
 

@@ -243,7 +243,7 @@ def test_walking_down_a_corridor_keeps_one_scale():
         tracker = HomographyTracker(TrackerConfig(min_keyframe_inliers=20))
         estimate, truth, methods = {}, {}, set()
         for i, (T, features) in enumerate(_corridor_walk(seed)):
-            points = ImagePoints.of(features.keypoints.numpy().astype(np.float64), CAMERA)
+            points = ImagePoints.of(features.keypoints.astype(np.float64), CAMERA)
             result = tracker.update(features, points, i * 100_000_000)
             assert result.T_world_cur is not None
             estimate[i], truth[i] = result.T_world_cur, T

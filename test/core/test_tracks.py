@@ -22,7 +22,7 @@ def _frame(xy: np.ndarray, desc: torch.Tensor) -> tuple[Features, ImagePoints]:
     xy = np.asarray(xy, np.float64)
     scores = torch.linspace(1.0, 0.1, len(xy))
     features = Features(torch.as_tensor(xy, dtype=torch.float32), scores, desc, HW)
-    return features, ImagePoints.of(features.keypoints.numpy().astype(np.float64), None)
+    return features, ImagePoints.of(features.keypoints.astype(np.float64), None)
 
 
 def _scene(count: int = 120, seed: int = 0) -> tuple[np.ndarray, torch.Tensor]:

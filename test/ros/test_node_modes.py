@@ -174,6 +174,25 @@ def test_lifecycle_node_works_only_when_active(ros, weights, tmp_path):
         _finish(proc, log)
 
 
+@pytest.mark.skipif(not os.path.isdir('/proc/self'), reason='reads /proc/PID/maps (Linux)')
+def test_default_node_on_a_cpu_runs_without_pytorch(ros, tmp_path):
+    """With the defaults on a machine without CUDA (bundled weights, automatic backend), the
+    node runs the ONNX Runtime int8 model and never maps PyTorch's libraries (about 200 MiB
+    of its memory, README Node memory)."""
+    log = tmp_path / 'node.log'
+    proc = start_node({}, {'image': '/np/image'}, log)
+    probe = Probe('/np')
+    try:
+        assert probe.wait_for_node(90.0), log.read_text()[-2000:]
+        assert probe.send(image_msg(_frame(), 1_700_000_000 * 10**9))
+        maps = open(f'/proc/{proc.pid}/maps').read()  # noqa: SIM115 - read at once
+    finally:
+        probe.node.destroy_node()
+        _finish(proc, log)
+    assert 'kp2d ready: backend onnxruntime:int8 on cpu' in log.read_text()
+    assert 'onnxruntime' in maps and 'libtorch' not in maps
+
+
 @pytest.mark.parametrize('delay_s', [0.5, None])
 def test_sigint_to_the_process_group_exits_cleanly(ros, weights, tmp_path, delay_s):
     log = tmp_path / 'node.log'
