@@ -36,7 +36,7 @@ from kp2d_core.structure import (
     reprojected_within,
     scale_from_depths,
     translation_from_points,
-    triangulate,
+    triangulate_with_parallax,
 )
 
 ESSENTIAL_SUPPORT = 0.9  # an E with fewer points in front than this share of H's inliers
@@ -182,8 +182,8 @@ def matched_depths(
     the keyframe's) triangulated from the matches with the frame's motion, NaN elsewhere,
     and which of them are firm (size,) bool (FIRM_PARALLAX_DEG of parallax)."""
     T = relative.T_cur_key
-    X = triangulate(T, K, m.key, m.cur, threshold_px)
-    steady = np.isfinite(triangulate(T, K, m.key, m.cur, threshold_px, FIRM_PARALLAX_DEG)[:, 2])
+    X, cosine = triangulate_with_parallax(T, K, m.key, m.cur, threshold_px)
+    steady = np.isfinite(X[:, 2]) & (cosine <= np.cos(np.radians(FIRM_PARALLAX_DEG)))
     depths, firm = np.full(size, np.nan), np.zeros(size, bool)
     index = m.idx_cur if current else m.idx_key
     depths[index] = X @ T[2, :3] + T[2, 3] if current else X[:, 2]

@@ -28,7 +28,9 @@ from kp2d_core.tracks import FeatureTracker, TrackConfig, Tracks
 
 class FeatureExtractor(Protocol):
     """What the pipeline needs from a front-end: :class:`KeypointExtractor`, or the classical
-    front-ends of the sequence benchmark (:mod:`kp2d_core.evaluation.frontends`)."""
+    front-ends of the sequence benchmark (:mod:`kp2d_core.evaluation.frontends`). A front-end
+    that carries state from frame to frame (KLT) also has ``reset()``, which
+    :meth:`FramePipeline.reset` calls."""
 
     def extract(self, image: np.ndarray) -> Features: ...
 
@@ -129,6 +131,10 @@ class FramePipeline:
         return self.track(self.extract(image), stamp_ns, camera)
 
     def reset(self) -> None:
-        """Forget the keyframe and the tracks; restart the trajectory at the identity."""
+        """Forget the keyframe, the tracks and the front-end's state (if it keeps any);
+        restart the trajectory at the identity."""
         self.tracker.reset()
         self.feature_tracker.reset()
+        reset_front_end = getattr(self.extractor, 'reset', None)
+        if reset_front_end is not None:
+            reset_front_end()

@@ -33,10 +33,24 @@ def triangulate(
         T_cur_ref: (4, 4) motion from the reference to the current camera.
         K: (3, 3) intrinsics; pts_ref, pts_cur: (N, 2) pixels.
     """
+    pts = (pts_ref, pts_cur)
+    return triangulate_with_parallax(T_cur_ref, K, *pts, max_error_px, min_parallax_deg)[0]
+
+
+def triangulate_with_parallax(
+    T_cur_ref: np.ndarray,
+    K: np.ndarray,
+    pts_ref: np.ndarray,
+    pts_cur: np.ndarray,
+    max_error_px: float,
+    min_parallax_deg: float = MIN_PARALLAX_DEG,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`triangulate`, and the (N,) cosine of each point's parallax angle (the angle
+    between its rays from the two camera centres; NaN where it cannot be formed)."""
     ref = np.asarray(pts_ref, np.float64).reshape(-1, 2)
     cur = np.asarray(pts_cur, np.float64).reshape(-1, 2)
     if len(ref) == 0:
-        return np.zeros((0, 3))
+        return np.zeros((0, 3)), np.zeros(0)
     R, t = T_cur_ref[:3, :3], T_cur_ref[:3, 3]
     X = cv2.triangulatePoints(K @ np.eye(3, 4), K @ T_cur_ref[:3], ref.T, cur.T)
     with np.errstate(divide='ignore', invalid='ignore'):
@@ -49,7 +63,7 @@ def triangulate(
     good = (X[:, 2] > 0) & (X_cur[:, 2] > 0) & (error <= max_error_px)
     good &= cosine <= np.cos(np.radians(min_parallax_deg))
     X[~good] = np.nan
-    return X
+    return X, cosine
 
 
 def reprojection_errors(K: np.ndarray, X: np.ndarray, pts: np.ndarray) -> np.ndarray:

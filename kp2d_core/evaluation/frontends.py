@@ -67,6 +67,10 @@ class KltExtractor:
 
     def __init__(self, max_corners: int = 1000, seed: int = 0) -> None:
         self.max_corners, self.seed = max_corners, seed
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the previous image and its corners (a new sequence starts)."""
         self.previous: np.ndarray | None = None
         self.points = np.zeros((0, 2), np.float32)
         self.ids = np.zeros(0, np.int64)

@@ -165,3 +165,27 @@ def test_tiny_rendered_sequence_through_every_front_end(tmp_path):
     assert kp2d['tracked_ratio'] == 1.0 and kp2d['h_corner_err_px_median'] < 2.0
     assert kp2d['track_length_median'] >= 2
     assert (out / 'report.md').is_file() and (out / f'{sequence.name}.png').is_file()
+
+
+def test_a_reset_pipeline_runs_a_sequence_as_a_fresh_one():
+    """The benchmark runs every sequence through one pipeline per front-end: a reset must
+    leave nothing of the previous sequence, also in a front-end that tracks between frames
+    (KLT once carried corners tracked from the last frame of the previous sequence)."""
+    from kp2d_core.evaluation.frontends import KltExtractor
+    from kp2d_core.pipeline import FramePipeline
+    from kp2d_core.samples import synthetic_sequence
+
+    first, _ = synthetic_sequence(4, (120, 160))
+    second = [np.ascontiguousarray(frame[::-1, ::-1]) for frame in first]  # another scene
+
+    def run(pipeline: FramePipeline, frames) -> list:
+        pipeline.reset()
+        out = [pipeline.process(frame, (k + 1) * SECOND) for k, frame in enumerate(frames)]
+        return [(r.features.keypoints, r.tracks.ages, r.track.H_key_to_cur) for r in out]
+
+    reused = FramePipeline(KltExtractor(200))
+    run(reused, first)
+    again, fresh = run(reused, second), run(FramePipeline(KltExtractor(200)), second)
+    for (xy_a, ages_a, H_a), (xy_b, ages_b, H_b) in zip(again, fresh):
+        assert np.array_equal(xy_a, xy_b) and np.array_equal(ages_a, ages_b)
+        assert (H_a is None and H_b is None) or np.allclose(H_a, H_b)
