@@ -36,7 +36,7 @@ from kp2d_core.structure import (
     reprojected_within,
     scale_from_depths,
     translation_from_points,
-    triangulate_with_parallax,
+    triangulate,
 )
 
 ESSENTIAL_SUPPORT = 0.9  # an E with fewer points in front than this share of H's inliers
@@ -182,7 +182,7 @@ def matched_depths(
     the keyframe's) triangulated from the matches with the frame's motion, NaN elsewhere,
     and which of them are firm (size,) bool (FIRM_PARALLAX_DEG of parallax)."""
     T = relative.T_cur_key
-    X, cosine = triangulate_with_parallax(T, K, m.key, m.cur, threshold_px)
+    X, cosine = triangulate(T, K, m.key, m.cur, threshold_px)
     steady = np.isfinite(X[:, 2]) & (cosine <= np.cos(np.radians(FIRM_PARALLAX_DEG)))
     depths, firm = np.full(size, np.nan), np.zeros(size, bool)
     index = m.idx_cur if current else m.idx_key

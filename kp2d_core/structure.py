@@ -23,30 +23,19 @@ def triangulate(
     pts_cur: np.ndarray,
     max_error_px: float,
     min_parallax_deg: float = MIN_PARALLAX_DEG,
-) -> np.ndarray:
-    """(N, 3) points in the reference camera from their pixels in two views.
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 3) points in the reference camera from their pixels in two views, and the (N,)
+    cosine of each one's parallax angle (between its rays from the two camera centres; NaN
+    where it cannot be formed).
 
-    Rows are NaN for points behind either camera, seen with less than ``min_parallax_deg``
-    of parallax (their depth is noise) or reprojecting more than ``max_error_px`` away.
+    Rows of the points are NaN for points behind either camera, seen with less than
+    ``min_parallax_deg`` of parallax (their depth is noise) or reprojecting more than
+    ``max_error_px`` away.
 
     Args:
         T_cur_ref: (4, 4) motion from the reference to the current camera.
         K: (3, 3) intrinsics; pts_ref, pts_cur: (N, 2) pixels.
     """
-    pts = (pts_ref, pts_cur)
-    return triangulate_with_parallax(T_cur_ref, K, *pts, max_error_px, min_parallax_deg)[0]
-
-
-def triangulate_with_parallax(
-    T_cur_ref: np.ndarray,
-    K: np.ndarray,
-    pts_ref: np.ndarray,
-    pts_cur: np.ndarray,
-    max_error_px: float,
-    min_parallax_deg: float = MIN_PARALLAX_DEG,
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`triangulate`, and the (N,) cosine of each point's parallax angle (the angle
-    between its rays from the two camera centres; NaN where it cannot be formed)."""
     ref = np.asarray(pts_ref, np.float64).reshape(-1, 2)
     cur = np.asarray(pts_cur, np.float64).reshape(-1, 2)
     if len(ref) == 0:
@@ -94,7 +83,7 @@ def scale_from_depths(
         K: (3, 3) intrinsics; pts_ref, pts_cur: (N, 2) pixels.
         depths: (N,) known depths in the reference camera, NaN where unknown.
     """
-    z = triangulate(T_cur_ref, K, pts_ref, pts_cur, max_error_px)[:, 2]
+    z = triangulate(T_cur_ref, K, pts_ref, pts_cur, max_error_px)[0][:, 2]
     with np.errstate(divide='ignore', invalid='ignore'):
         ratio = np.asarray(depths, np.float64) / z
     ratio = ratio[np.isfinite(ratio) & (ratio > 0)]

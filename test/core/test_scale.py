@@ -54,15 +54,15 @@ def test_triangulated_points_and_what_has_no_depth():
     rng = np.random.default_rng(0)
     points = _box(rng)
     ref, cur = _views(points, MOTION, 0.0, rng)
-    assert np.allclose(triangulate(MOTION, K, ref, cur, 1.0), points, atol=1e-6)
+    assert np.allclose(triangulate(MOTION, K, ref, cur, 1.0)[0], points, atol=1e-6)
     behind = cur.copy()
     behind[:10] = ref[:10]  # no parallax at all: the depth is undefined
     cur_far = cur.copy()
     cur_far[10:20] += 5.0  # off the epipolar line: reprojects far away
-    X = triangulate(MOTION, K, ref, behind, 1.0)
+    X, _ = triangulate(MOTION, K, ref, behind, 1.0)
     assert np.isnan(X[:10]).all() and np.isfinite(X[10:]).all()
-    assert np.isnan(triangulate(MOTION, K, ref, cur_far, 1.0)[10:20]).all()
-    assert triangulate(MOTION, K, ref[:0], cur[:0], 1.0).shape == (0, 3)
+    assert np.isnan(triangulate(MOTION, K, ref, cur_far, 1.0)[0][10:20]).all()
+    assert triangulate(MOTION, K, ref[:0], cur[:0], 1.0)[0].shape == (0, 3)
 
 
 def test_an_essential_matrix_translation_takes_the_scale_of_known_depths():
