@@ -73,8 +73,13 @@ def reference_from_outputs(
     """
     top = np.argsort(-score.reshape(-1), kind='stable')[:REFERENCE_CELLS]
     coords = coords[0].reshape(2, -1)[:, top].astype(np.float32)
-    unit = unit_rows(descriptors[0, :, ::2, ::2], axis=0)
+    unit = _compared_descriptors(descriptors)
     return {'top': top.astype(np.int64), 'coords': coords, 'descriptors': unit.astype(np.float16)}
+
+
+def _compared_descriptors(descriptors: np.ndarray) -> np.ndarray:
+    """(D, h/2, w/2) unit vectors: every second descriptor of (1, D, h, w) in each direction."""
+    return unit_rows(descriptors[0, :, ::2, ::2], axis=0)
 
 
 def encode_reference(reference: dict[str, np.ndarray], weights_sha256: str) -> str:
@@ -117,7 +122,7 @@ def compare_to_reference(
         ValueError: the outputs do not have the reference's shapes.
     """
     flat = coords[0].reshape(2, -1)
-    sub = unit_rows(descriptors[0, :, ::2, ::2], axis=0)
+    sub = _compared_descriptors(descriptors)
     expected = reference['descriptors'].astype(np.float32)
     if reference['top'].max(initial=0) >= flat.shape[1] or sub.shape != expected.shape:
         raise ValueError(

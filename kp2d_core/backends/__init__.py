@@ -6,8 +6,9 @@ passes); when several remain, each is timed on a 240x320 input and the fastest w
 choice and the timings are logged.
 
 ``onnx_without_torch`` makes the ONNX Runtime choice from the model files alone, so a process
-that runs it never loads PyTorch (README, Node memory): on a machine without CUDA, when ONNX
-Runtime is asked for explicitly, or when 'auto' would try ONNX Runtime int8 first (the
+that runs it never loads PyTorch (README, Node memory): for a run on the CPU (the caller
+decides the device, with :func:`cuda_present` for 'auto'), when ONNX Runtime is asked for
+explicitly, or when 'auto' would try ONNX Runtime int8 first (the
 fastest choice on every CPU measured) and it passed the gate.
 """
 
@@ -87,7 +88,7 @@ def onnx_file(
 ) -> Path:
     """The ONNX model of ``weights`` at ``precision``: beside the weights, or exported (fp32,
     needs ``model``) into the cache. TensorRT fp16 builds its engine from the fp32 model."""
-    stored = 'fp32' if precision == 'fp16' else precision
+    stored = _stored_precision(precision)
     beside = weights.with_suffix(f'.{stored}.onnx')
     if beside.is_file():
         return beside
@@ -99,6 +100,11 @@ def onnx_file(
     if model is None:
         raise ValueError(f'no fp32 ONNX model of {weights} exported yet')
     return _export(model, cached, sha256)
+
+
+def _stored_precision(precision: str) -> str:
+    """The precision of the ONNX file a precision runs from (TensorRT fp16: the fp32 file)."""
+    return 'fp32' if precision == 'fp16' else precision
 
 
 def _export(model: KeypointNet, path: Path, sha256: str) -> Path:
@@ -155,8 +161,7 @@ def _checked_session(
         session = onnx_backend.OnnxRuntimeBackend(path, precision, device)
     except Exception as exc:  # onnxruntime's own exception types: an unloadable file
         raise ValueError(f'{path} is not a readable ONNX model ({str(exc)[:200]})') from exc
-    stored = 'fp32' if precision == 'fp16' else precision
-    onnx_backend.check_provenance(session.metadata, path, sha256, stored)
+    onnx_backend.check_provenance(session.metadata, path, sha256, _stored_precision(precision))
     if model is None:
         reference = onnx_backend.stored_reference(session, sha256)
     else:
@@ -168,9 +173,9 @@ def _checked_session(
 
 
 def onnx_without_torch(weights: Path, backend: str, precision: str) -> Backend | None:
-    """The ONNX Runtime choice made from the model files alone (see the module doc), or None
-    when the choice needs PyTorch (then :func:`select_backend` makes it)."""
-    if backend not in ('auto', 'onnxruntime') or not onnx_backend.available() or cuda_present():
+    """The ONNX Runtime choice for a CPU run made from the model files alone (see the module
+    doc), or None when the choice needs PyTorch (then :func:`select_backend` makes it)."""
+    if backend not in ('auto', 'onnxruntime') or not onnx_backend.available():
         return None
     sha = file_sha256(weights)
     passed = passing_choices(weights, sha)
