@@ -35,6 +35,7 @@ _EXPORTS = {
     'load_model': 'kp2d_core.checkpoint',
     'match': 'kp2d_core.matching',
     'match_descriptors': 'kp2d_core.matching',
+    'refine_homography': 'kp2d_core.refine',
     'save_checkpoint': 'kp2d_core.checkpoint',
 }
 
@@ -55,6 +56,7 @@ __all__ = [
     'load_model',
     'match',
     'match_descriptors',
+    'refine_homography',
     'save_checkpoint',
 ]
 

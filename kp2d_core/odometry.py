@@ -91,7 +91,12 @@ class Matched:
 
 
 def relative_motion(
-    H: np.ndarray, m: Matched, K: np.ndarray, scene: Scene, threshold_px: float
+    H: np.ndarray,
+    m: Matched,
+    K: np.ndarray,
+    scene: Scene,
+    threshold_px: float,
+    consensus: np.ndarray | None = None,
 ) -> Relative | None:
     """The frame's motion against the keyframe in world units, or None.
 
@@ -103,7 +108,9 @@ def relative_motion(
     degenerate and its rotation arbitrary (fewer points pass its cheirality test); in a
     scene with depth a homography bends the rotation. A decomposition that the points off
     the plane decided names the keyframe's plane (``scene.plane_normal`` is updated): the
-    prior of the frames after it.
+    prior of the frames after it. ``consensus``: the sample-consensus homography ``H`` was
+    refined from, which the model selection weighs against the essential matrix as it was
+    fitted to the same matches (default ``H``).
     """
     known = firm = None
     if scene.depths is not None and scene.firm is not None:
@@ -111,7 +118,7 @@ def relative_motion(
     pose = pose_from_essential(m.key, m.cur, K, threshold_px)
     if pose is not None and (
         pose.support < ESSENTIAL_SUPPORT * m.inliers.sum()  # degenerate: points behind
-        or prefers_homography(H, pose, K, m.key, m.cur)
+        or prefers_homography(H if consensus is None else consensus, pose, K, m.key, m.cur)
     ):
         pose = None
     if pose is None:

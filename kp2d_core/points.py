@@ -45,6 +45,21 @@ class ImagePoints:
         """``pixels`` are rectified pixels (the camera has distortion)."""
         return self.camera is not None and self.camera.distorted
 
+    def pixel_jacobians(self, index: np.ndarray, step_px: float = 0.5) -> np.ndarray:
+        """(M, 2, 2) derivatives of ``pixels`` by ``raw`` at the keypoints ``index`` selects
+        (central differences): how far a raw pixel's error moves a geometry-frame pixel, up
+        to several times near a fisheye's border. The identity without distortion."""
+        raw, camera = self.raw[index], self.camera
+        if camera is None or not camera.distorted:
+            return np.broadcast_to(np.eye(2), (len(raw), 2, 2)).copy()
+        jacobians = np.empty((len(raw), 2, 2))
+        for axis in range(2):
+            step = np.zeros(2)
+            step[axis] = step_px
+            ahead, behind = camera.rectify(raw + step), camera.rectify(raw - step)
+            jacobians[:, :, axis] = (ahead - behind) / (2.0 * step_px)
+        return jacobians
+
     @property
     def intrinsics(self) -> np.ndarray | None:
         """(3, 3) camera matrix of ``pixels`` (``P`` when rectified, else ``K``), or None."""

@@ -5,23 +5,29 @@ camera does not drift. The keyframe is replaced by the current frame when the ho
 inliers fall below ``min_keyframe_inliers``, the estimation fails, the pose is not a rigid
 transform or the camera calibration changes. A keyframe whose own pose is unknown takes the
 pose of the last frame measured against the old keyframe (one frame's motion off, not the
-whole keyframe's). Geometry runs on
-:class:`~kp2d_core.camera.ImagePoints`: rectified pixels when the camera has lens distortion,
-raw pixels otherwise. With intrinsics, the homography (or, for non-planar scenes, an
-essential matrix) gives the camera motion, chained through keyframes into a pose
-``T_world_cur`` (the first keyframe's camera is the world), with one scale along it
-(:mod:`kp2d_core.odometry`). Stamps are integer nanoseconds.
+whole keyframe's). Geometry runs on :class:`~kp2d_core.points.ImagePoints`: rectified
+pixels when the camera has lens distortion, raw pixels otherwise; the sample-consensus
+homography is refined through the lens model (:mod:`kp2d_core.refine`), and the model
+selection weighs it as consensus fitted it. With intrinsics, the homography (or, for
+non-planar scenes, an essential matrix) gives the camera motion, chained through keyframes
+into a pose ``T_world_cur`` (the first keyframe's camera is the world), with one scale along
+it (:mod:`kp2d_core.odometry`). Stamps are integer nanoseconds.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from kp2d_core.camera import same_camera
 from kp2d_core.frontend import Features
-from kp2d_core.homography import METHODS, estimate_homography, reprojection_rms
+from kp2d_core.homography import (
+    METHODS,
+    HomographyResult,
+    estimate_homography,
+    reprojection_rms,
+)
 from kp2d_core.matching import match
 from kp2d_core.motion import invert_pose, is_pose, relative_pose_variance
 from kp2d_core.odometry import (
@@ -32,6 +38,7 @@ from kp2d_core.odometry import (
     relative_motion,
 )
 from kp2d_core.points import ImagePoints
+from kp2d_core.refine import refine_homography
 
 ORIGIN_VARIANCE = 1e-9  # the first keyframe is the world origin: known, but never exactly 0
 
@@ -184,12 +191,15 @@ class HomographyTracker:
         result = estimate_homography(
             geo_key, geo_cur, None, cfg.ransac_method, cfg.ransac_threshold_px
         )
+        consensus = result.H
+        if result.ok:
+            result = _refined(result, key.points, points, idx_key, idx_cur)
         residual = reprojection_rms(result.H, geo_key, geo_cur, result.inliers)
         m = Matched(geo_key, geo_cur, idx_key, idx_cur, result.inliers)
         K, threshold = points.intrinsics, cfg.ransac_threshold_px
         relative = None
         if result.ok and K is not None:
-            relative = relative_motion(result.H, m, K, key.scene, threshold)
+            relative = relative_motion(result.H, m, K, key.scene, threshold, consensus)
         if relative is not None and not relative.scaled:  # the scale restarts: the frames
             size = len(key.features)  # after it against this keyframe keep the new one
             depths = matched_depths(relative, m, K, size, threshold, current=False)
@@ -251,3 +261,23 @@ class HomographyTracker:
         scene = carried_scene(relative, key.scene)
         variance = np.diag(covariance).copy()
         self.key = _Keyframe(features, points, stamp_ns, T_world_cur, variance, scene)
+
+
+def _refined(
+    result: HomographyResult,
+    key: ImagePoints,
+    cur: ImagePoints,
+    idx_key: np.ndarray,
+    idx_cur: np.ndarray,
+) -> HomographyResult:
+    """``result`` with its homography refined on its inliers under each point's noise through
+    the lens (:func:`~kp2d_core.refine.refine_homography`); the inliers are kept."""
+    sel_key, sel_cur = idx_key[result.inliers], idx_cur[result.inliers]
+    H = refine_homography(
+        result.H,
+        key.pixels[sel_key],
+        cur.pixels[sel_cur],
+        key.pixel_jacobians(sel_key),
+        cur.pixel_jacobians(sel_cur),
+    )
+    return replace(result, H=H)

@@ -348,13 +348,16 @@ def _corridor(rng, planar: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return ref[inside], cur[inside], R
 
 
-def test_a_corridor_step_takes_the_essential_matrix_rotation():
+@pytest.mark.parametrize('seed', [0, 11, 21, 45])
+def test_a_corridor_step_takes_the_essential_matrix_rotation(seed):
     """After a short step down a corridor a homography still explains 85 % of the matches
-    within 3 px, but its decomposition bends the rotation (by 2.0 deg here, which the
+    within 3 px, but its decomposition bends the rotation (by 2.0 deg for seed 0, which the
     former inlier-share rule accepted). The model choice (GRIC) takes the essential matrix;
-    before a wall, the homography."""
+    before a wall, the homography. It weighs the homography as sample consensus fitted it,
+    not as refined: the refinement settles on one of the corridor's planes, and with seeds
+    11, 21 and 45 that refined homography would have tipped GRIC to itself."""
     for planar in (False, True):
-        pts_ref, pts_cur, R = _corridor(np.random.default_rng(0), planar)
+        pts_ref, pts_cur, R = _corridor(np.random.default_rng(seed), planar)
         generator = torch.Generator().manual_seed(0)
         desc = torch.randn(len(pts_ref), 64, generator=generator)
         desc = torch.nn.functional.normalize(desc, dim=1)
