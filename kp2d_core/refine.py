@@ -54,9 +54,9 @@ def refine_homography(
     J1 = T1[0, 0] * (eye if jac1 is None else jac1)
     G = T1 @ H @ np.linalg.inv(T0)
     h = (G / G[2, 2]).ravel()[:8]
-    cost = _robust_cost(h, x0, x1, J0, J1)[0]
+    state = _robust_cost(h, x0, x1, J0, J1)
     for _ in range(ITERATIONS):
-        _, weights, residual, jacobian = _robust_cost(h, x0, x1, J0, J1)
+        cost, weights, residual, jacobian = state
         weighted = (weights @ jacobian).reshape(-1, 8)
         normal = jacobian.reshape(-1, 8).T @ weighted
         gradient = weighted.T @ residual.ravel()
@@ -64,12 +64,11 @@ def refine_homography(
             candidate = h - np.linalg.solve(normal, gradient)
         except np.linalg.LinAlgError:
             break
-        new_cost = _robust_cost(candidate, x0, x1, J0, J1)[0]
-        if not new_cost < cost:
+        trial = _robust_cost(candidate, x0, x1, J0, J1)
+        if not trial[0] < cost:
             break
-        converged = cost - new_cost < 1e-9 * cost
-        h, cost = candidate, new_cost
-        if converged:
+        h, state = candidate, trial
+        if cost - trial[0] < 1e-9 * cost:
             break
     refined = np.linalg.inv(T1) @ np.append(h, 1.0).reshape(3, 3) @ T0
     if not np.isfinite(refined).all() or abs(refined[2, 2]) < 1e-12:
