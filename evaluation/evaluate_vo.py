@@ -32,7 +32,8 @@ from kp2d_core.pipeline import FramePipeline, PipelineConfig
 from kp2d_core.tracking import TrackerConfig
 from kp2d_core.tracks import TrackConfig
 
-FRONT_ENDS = ('kp2d', 'orb', 'akaze', 'sift', 'klt')  # also kp2d_fp32: eager fp32 PyTorch
+FRONT_ENDS = ('kp2d', 'orb', 'akaze', 'sift', 'klt')  # also kp2d_fp32 (eager PyTorch fp32)
+# and kp2d_subpixel (tracker.subpixel on)
 COLUMNS = (
     ('front_end', 'front-end', '{}'),
     ('tracked_ratio', 'tracked', '{:.3f}'),
@@ -49,14 +50,17 @@ COLUMNS = (
 
 def make_pipeline(name: str, args: argparse.Namespace) -> FramePipeline:
     """The node's pipeline with ``name``'s front-end (defaults as the node's)."""
-    if name in ('kp2d', 'kp2d_fp32'):  # the node's automatic backend, or the reference
-        cfg = PipelineConfig()
+    if name in ('kp2d', 'kp2d_fp32', 'kp2d_subpixel'):  # the node's automatic backend, the
+        cfg = PipelineConfig()  # reference, or with tracker.subpixel on
         fields = {'top_k': args.top_k}
         if name == 'kp2d_fp32':
             fields.update(backend='torch', precision='fp32')
         extractor = dataclasses.replace(cfg.extractor, **fields)
+        tracker = dataclasses.replace(cfg.tracker, subpixel=name == 'kp2d_subpixel')
         pipeline = FramePipeline.from_config(
-            dataclasses.replace(cfg, extractor=extractor), args.checkpoint, args.device
+            dataclasses.replace(cfg, extractor=extractor, tracker=tracker),
+            args.checkpoint,
+            args.device,
         )
         print(f'{name}: backend {label(pipeline.extractor.backend)}')
         return pipeline

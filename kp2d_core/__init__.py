@@ -36,6 +36,7 @@ _EXPORTS = {
     'match': 'kp2d_core.matching',
     'match_descriptors': 'kp2d_core.matching',
     'refine_homography': 'kp2d_core.refine',
+    'refine_matches': 'kp2d_core.subpixel',
     'save_checkpoint': 'kp2d_core.checkpoint',
 }
 
@@ -57,6 +58,7 @@ __all__ = [
     'match',
     'match_descriptors',
     'refine_homography',
+    'refine_matches',
     'save_checkpoint',
 ]
 

@@ -10,7 +10,7 @@ imported (:func:`~kp2d_core.backends.onnx_without_torch`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import os
 from pathlib import Path
 import sys
@@ -25,6 +25,7 @@ from kp2d_core.config import CELL_SIZE, ExtractorConfig
 from kp2d_core.geometry import in_image, is_tensor, normalize_image, resize_points, sample_map
 from kp2d_core.images import MIN_IMAGE_SIDE, image_to_array
 from kp2d_core.matching import unit_rows
+from kp2d_core.subpixel import DescriptorMap
 
 if TYPE_CHECKING:
     import torch
@@ -45,12 +46,15 @@ class Features:
         scores: (N,) float32 scores in (0, 1], sorted in decreasing order.
         descriptors: (N, D) float32, unit L2 norm.
         image_size: (H, W) of the input image.
+        dense: the image's dense descriptors, for refining matched keypoints (KP2D; None
+            for other front-ends, and once the frame is tracked).
     """
 
     keypoints: np.ndarray
     scores: np.ndarray
     descriptors: np.ndarray
     image_size: tuple[int, int]
+    dense: DescriptorMap | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ('keypoints', 'scores', 'descriptors'):  # any array-like, as float32
@@ -207,11 +211,13 @@ class KeypointExtractor:
         factor = (self.cfg.max_input_pixels / pixels) ** 0.5
         return max(MIN_IMAGE_SIDE, int(height * factor)), max(MIN_IMAGE_SIDE, int(width * factor))
 
-    def extract(self, image: np.ndarray) -> Features:
+    def extract(self, image: np.ndarray, keep_dense: bool = False) -> Features:
         """Keypoints of one NumPy image (see :func:`image_to_array` for accepted inputs).
 
         An image is resized to the network size before it is converted, so memory stays
-        bounded for large frames; keypoints are still in input pixels.
+        bounded for large frames; keypoints are still in input pixels. ``keep_dense``
+        attaches the dense descriptors (``Features.dense``, 20 MB at 640x480) for refining
+        matches (the pipeline asks for them and drops them after tracking).
 
         Raises:
             ValueError: for images it cannot take (with the reason).
@@ -221,10 +227,14 @@ class KeypointExtractor:
         net_hw = self.network_size(*size)
         if net_hw != size and image.dtype in SHRINKABLE:
             image = resize_image(image, net_hw)
-        return self.extract_batch(image_to_array(image, self.cfg.channel_order), size)[0]
+        image = image_to_array(image, self.cfg.channel_order)
+        return self.extract_batch(image, size, keep_dense)[0]
 
     def extract_batch(
-        self, images: np.ndarray | torch.Tensor, original_size: tuple[int, int] | None = None
+        self,
+        images: np.ndarray | torch.Tensor,
+        original_size: tuple[int, int] | None = None,
+        keep_dense: bool = False,
     ) -> list[Features]:
         """Keypoints of a batch of same-size images.
 
@@ -232,6 +242,8 @@ class KeypointExtractor:
             images: (B, 3|1, H, W) float RGB in [0, 1] (a torch tensor is copied to host).
             original_size: (H, W) the keypoints refer to when ``images`` were already resized
                 from an original of another size (default: the size of ``images``).
+            keep_dense: attach each image's dense descriptors (``Features.dense``; they keep
+                the batch's descriptor output alive while any of them is held).
 
         Returns:
             One :class:`Features` per image, coordinates in (original) input pixels.
@@ -250,11 +262,12 @@ class KeypointExtractor:
         padded = normalize_image(pad_to_cell_multiple(net_in), self.backend.use_color)
         out = self.backend(padded)
         size = original_size or size
+        padded_hw = (padded.shape[-2], padded.shape[-1])
         features = []
-        for xy, scores, desc in select_keypoints(out, self.cfg, net_size):
-            features.append(
-                Features(resize_points(xy, net_size, size).astype(np.float32), scores, desc, size)
-            )
+        for b, (xy, scores, desc) in enumerate(select_keypoints(out, self.cfg, net_size)):
+            dense = DescriptorMap(out.descriptors[b], padded_hw, size, net_size)
+            xy = resize_points(xy, net_size, size).astype(np.float32)
+            features.append(Features(xy, scores, desc, size, dense if keep_dense else None))
         return features
 
 

@@ -12,7 +12,7 @@ so they compute the same thing from the same defaults (the dataclass defaults of
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import os
 from typing import Protocol
 
@@ -101,7 +101,10 @@ class FramePipeline:
         self.feature_tracker.cfg = cfg.tracks
 
     def extract(self, image: np.ndarray) -> Features:
-        """Keypoints of one image (raises ValueError for images it cannot take)."""
+        """Keypoints of one image (raises ValueError for images it cannot take); with
+        ``tracker.subpixel`` KP2D's carry their dense descriptors until :meth:`track`."""
+        if isinstance(self.extractor, KeypointExtractor):
+            return self.extractor.extract(image, keep_dense=self.tracker.cfg.subpixel)
         return self.extractor.extract(image)
 
     def track(
@@ -111,6 +114,7 @@ class FramePipeline:
         points = ImagePoints.of(features.keypoints, camera)
         track = self.tracker.update(features, points, stamp_ns)
         tracks = self.feature_tracker.update(features, points, stamp_ns)
+        features = replace(features, dense=None)  # the dense map is not kept past tracking
         return FrameResult(int(stamp_ns), features, points, track, tracks)
 
     def process(

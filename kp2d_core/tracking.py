@@ -39,6 +39,7 @@ from kp2d_core.odometry import (
 )
 from kp2d_core.points import ImagePoints
 from kp2d_core.refine import refine_homography
+from kp2d_core.subpixel import refined_points
 
 ORIGIN_VARIANCE = 1e-9  # the first keyframe is the world origin: known, but never exactly 0
 
@@ -54,6 +55,7 @@ class TrackerConfig:
     ransac_threshold_px: float = 3.0
     min_keyframe_inliers: int = 40  # fewer inliers than this: the frame becomes the keyframe
     keyframe_inlier_ratio: float = 0.5  # or fewer than this share of the first frame's inliers
+    subpixel: bool = False  # refine matched points on the dense descriptors (where given)
 
     def __post_init__(self) -> None:
         if self.ransac_method not in METHODS:
@@ -124,6 +126,9 @@ class _Keyframe:
     reference_inliers: int | None = None  # inliers of the first frame tracked against it
     latest: tuple | None = None  # (T_world, covariance, relative) of the last frame with a pose
 
+    def __post_init__(self) -> None:  # its matches refine the other frame's points
+        self.features = replace(self.features, dense=None)
+
     @property
     def last(self) -> tuple[np.ndarray, np.ndarray]:
         """(T_world (4, 4), variances (6,)) of the last frame measured against it, or its own."""
@@ -187,13 +192,16 @@ class HomographyTracker:
         cfg = self.cfg
         matches = match(key.features, features, cfg.mutual, cfg.max_distance, cfg.ratio)
         idx_key, idx_cur = matches.indices[:, 0], matches.indices[:, 1]
-        geo_key, geo_cur = key.points.pixels[idx_key], points.pixels[idx_cur]
+        cur = points  # the matched points refined toward their keyframe partners (not kept)
+        if cfg.subpixel and features.dense is not None:
+            cur = refined_points(points, key.features, features, idx_key, idx_cur)
+        geo_key, geo_cur = key.points.pixels[idx_key], cur.pixels[idx_cur]
         result = estimate_homography(
             geo_key, geo_cur, None, cfg.ransac_method, cfg.ransac_threshold_px
         )
         consensus = result.H
         if result.ok:
-            result = _refined(result, key.points, points, idx_key, idx_cur)
+            result = _refined(result, key.points, cur, idx_key, idx_cur)
         residual = reprojection_rms(result.H, geo_key, geo_cur, result.inliers)
         m = Matched(geo_key, geo_cur, idx_key, idx_cur, result.inliers)
         K, threshold = points.intrinsics, cfg.ransac_threshold_px
@@ -240,7 +248,7 @@ class HomographyTracker:
             T_world_cur,
             method,
             key.points.raw[idx_key],
-            points.raw[idx_cur],
+            cur.raw[idx_cur],
             result.inliers,
             residual,
             covariance,

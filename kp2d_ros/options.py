@@ -157,6 +157,7 @@ def _tracker(values: dict[str, Any]) -> TrackerConfig:
         ransac_method=values['tracker.ransac_method'],
         ransac_threshold_px=values['tracker.ransac_threshold_px'],
         min_keyframe_inliers=values['tracker.min_keyframe_inliers'],
+        subpixel=values['tracker.subpixel'],
     )
 
 

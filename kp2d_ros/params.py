@@ -126,6 +126,11 @@ PARAMETERS: tuple[Param, ...] = (
         high=100_000,
     ),
     Param(
+        'tracker.subpixel',
+        _TRACKER.subpixel,
+        'refine matched keypoints on the dense descriptors (KP2D)',
+    ),
+    Param(
         'tracks.max_count',
         _TRACKS.max_tracks,
         'live feature tracks at most; 0 = no tracking',
