@@ -119,14 +119,23 @@ def sample_map(feature_map: Array, xy: Array, height: int, width: int) -> Array:
     return sampled.squeeze(2).transpose(1, 2)
 
 
+def map_coordinates(
+    xy: np.ndarray, map_hw: tuple[int, int], image_hw: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(..., 2) image pixels -> x and y (...) in a map covering the image at a stride, as
+    :func:`sample_map` samples it: x' = (x + 0.5) * w / W - 0.5, clamped to the map."""
+    (h, w), (height, width) = map_hw, image_hw
+    mx = np.clip((xy[..., 0] + 0.5) * (w / width) - 0.5, 0.0, w - 1.0)
+    my = np.clip((xy[..., 1] + 0.5) * (h / height) - 0.5, 0.0, h - 1.0)
+    return mx, my
+
+
 def _sample_map_numpy(
     feature_map: np.ndarray, xy: np.ndarray, height: int, width: int
 ) -> np.ndarray:
     """:func:`sample_map` on NumPy: (B, C, h, w) map, (B, N, 2) pixels -> (B, N, C)."""
     h, w = feature_map.shape[-2:]
-    # A pixel x of the image is x' = (x + 0.5) * w / W - 0.5 in the map; border: clamp.
-    mx = np.clip((xy[..., 0] + 0.5) * (w / width) - 0.5, 0.0, w - 1.0)
-    my = np.clip((xy[..., 1] + 0.5) * (h / height) - 0.5, 0.0, h - 1.0)
+    mx, my = map_coordinates(xy, (h, w), (height, width))
     x0 = np.minimum(np.floor(mx).astype(np.intp), max(w - 2, 0))
     y0 = np.minimum(np.floor(my).astype(np.intp), max(h - 2, 0))
     x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)

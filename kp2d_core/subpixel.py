@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kp2d_core.geometry import resize_points
+from kp2d_core.geometry import map_coordinates, resize_points
 from kp2d_core.points import ImagePoints
 
 if TYPE_CHECKING:
@@ -131,10 +131,7 @@ def _window_weights(points: np.ndarray, dense: DescriptorMap) -> tuple[np.ndarra
         (M, 2) top-left cell (x, y) of each point's window, (M, G, K) weights, K = WINDOW^2.
     """
     h, w = dense.values.shape[-2:]
-    height, width = dense.network_hw
-    # The sampling of geometry.sample_map: pixel x is (x + 0.5) * w / W - 0.5 in the map.
-    mx = np.clip((points[..., 0] + 0.5) * (w / width) - 0.5, 0.0, w - 1.0)
-    my = np.clip((points[..., 1] + 0.5) * (h / height) - 0.5, 0.0, h - 1.0)
+    mx, my = map_coordinates(points, (h, w), dense.network_hw)
     corner = np.stack(
         [
             np.clip(np.floor(mx.min(axis=1)), 0, max(w - WINDOW, 0)),

@@ -125,11 +125,7 @@ PARAMETERS: tuple[Param, ...] = (
         low=4,
         high=100_000,
     ),
-    Param(
-        'tracker.subpixel',
-        _TRACKER.subpixel,
-        'refine matched keypoints on the dense descriptors (KP2D)',
-    ),
+    Param('tracker.subpixel', _TRACKER.subpixel, 'sub-pixel matches on KP2D descriptors'),
     Param(
         'tracks.max_count',
         _TRACKS.max_tracks,
