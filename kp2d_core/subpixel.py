@@ -3,8 +3,8 @@
 A keypoint of the current image matched to a keypoint of another image is moved to where the
 current image's dense descriptors agree best with its partner's descriptor: the soft-argmax
 of their cosine over a grid of sub-pixel offsets within ``radius`` pixels of the network
-input. Detected keypoints land about 0.8-0.9 px from their partner's true position on this
-project's sequences; refined, 0.3-0.8 px (README, Sequence benchmark).
+input. Matched keypoints of the bundled model lie 0.8-1.0 px from their partner's true
+position on this project's planar sequences; refined, 0.45-0.75 px (README, Behaviour).
 
 The descriptor map is sampled bilinearly (as :func:`kp2d_core.geometry.sample_map` samples
 it), and the cosine at every offset is computed exactly from a 3x3-cell window per point: a

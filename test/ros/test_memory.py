@@ -52,7 +52,8 @@ def test_rss_and_its_breakdown_are_read_from_proc():
     assert sum(parts.values()) == pytest.approx(total, rel=0.2)
 
 
-ARENA_SCRIPT = """
+# A subprocess with the node's allocator settings and the backend on a random fp32 model.
+BACKEND_SCRIPT = """
 import sys, numpy as np, torch
 from kp2d_ros.memory import configure_allocator, rss_mib, trim
 from kp2d_core import KeypointNet
@@ -61,7 +62,12 @@ from kp2d_core.export import export_onnx
 configure_allocator()
 torch.manual_seed(0)
 path = export_onnx(KeypointNet().eval(), sys.argv[1], 'x', (64, 96))
-backend = OnnxRuntimeBackend(path, 'fp32', torch.device('cpu'))
+backend = OnnxRuntimeBackend(path, 'fp32')
+"""
+
+ARENA_SCRIPT = (
+    BACKEND_SCRIPT
+    + """
 small, large = torch.rand(1, 3, 240, 320), torch.rand(1, 3, 960, 1280)
 for _ in range(3):
     backend(small)
@@ -77,6 +83,7 @@ for _ in range(3):
 trim()
 print(at_once, kept, rss_mib() - before)
 """
+)
 
 
 @pytest.mark.skipif(not GLIBC, reason='glibc allocator settings (Linux)')
@@ -112,16 +119,9 @@ def test_peak_memory_is_the_program_s_own_not_its_parent_s():
     assert ballast.sum() > 0 and inherited >= own
 
 
-PATTERN_SCRIPT = """
-import sys, numpy as np, torch
-from kp2d_ros.memory import configure_allocator, rss_mib, trim
-from kp2d_core import KeypointNet
-from kp2d_core.backends.onnx_backend import OnnxRuntimeBackend
-from kp2d_core.export import export_onnx
-configure_allocator()
-torch.manual_seed(0)
-path = export_onnx(KeypointNet().eval(), sys.argv[1], 'x', (64, 96))
-backend = OnnxRuntimeBackend(path, 'fp32')
+PATTERN_SCRIPT = (
+    BACKEND_SCRIPT
+    + """
 if sys.argv[2] == 'pattern':  # ONNX Runtime's default: a planned block for the activations
     import onnxruntime as ort
     options = ort.SessionOptions()
@@ -136,6 +136,7 @@ for _ in range(3):
 trim()
 print(rss_mib() - before)
 """
+)
 
 
 @pytest.mark.skipif(not GLIBC, reason='glibc allocator settings (Linux)')
