@@ -31,6 +31,7 @@ from kp2d_core.artifacts import (
     file_sha256,
     reference_from_outputs,
 )
+from kp2d_core.int8_graph import lean_int8_graph
 from kp2d_core.networks import KeypointNet
 
 __all__ = [
@@ -129,6 +130,7 @@ def quantize_int8(
     calibration: Iterable[np.ndarray],
     weights_sha256: str = '',
     reduce_range: bool = True,
+    lean: bool = True,
 ) -> Path:
     """Statically quantise an exported model to int8 (ONNX QDQ) for CPU inference.
 
@@ -136,7 +138,8 @@ def quantize_int8(
     convolutions are quantised (quantising the coordinate arithmetic after the location head
     rounds keypoints to about 1 px); weights per output channel (int8), activations uint8 with
     ranges from the 99.999th percentile of the calibration images; the last convolution of the
-    location head (256 -> 2 channels, 0.04 % of the compute) stays float32.
+    location head (256 -> 2 channels, 0.04 % of the compute) stays float32. The graph is
+    then rewritten to need less memory at run time (:func:`~kp2d_core.int8_graph.lean_int8_graph`).
 
     Args:
         fp32_path: the fp32 model from :func:`export_onnx`.
@@ -146,6 +149,7 @@ def quantize_int8(
         reduce_range: 7-bit weights. CPUs without VNNI (AVX2) multiply uint8 by int8 with a
             16-bit intermediate that saturates on 8-bit weights, moving keypoints; 7-bit
             weights avoid it on every CPU (README, Fast inference).
+        lean: rewrite the graph to need less memory (False: as the quantiser wrote it).
     """
     import onnx
     from onnxruntime.quantization import (
@@ -187,6 +191,8 @@ def quantize_int8(
         )
     carried = {k: v for k, v in read_metadata(fp32_path).items() if k == REFERENCE_KEY}
     proto = onnx.load(str(tmp))
+    if lean:
+        lean_int8_graph(proto)
     set_metadata(proto, {WEIGHTS_SHA_KEY: weights_sha256, PRECISION_KEY: 'int8', **carried})
     onnx.save(proto, str(tmp))
     os.replace(tmp, out_path)

@@ -62,6 +62,7 @@ def main() -> None:
         args.int8 = True
     weights = args.checkpoint or default_weights_path()
     out_dir = args.out_dir or weights.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
     sha = file_sha256(weights)
     model = load_model(weights)
     if args.reference_only:
