@@ -6,11 +6,12 @@ keyframe carries the scene in them (:class:`Scene`): the plane (d' = d + n'.t fr
 to keyframe) and the depths of its keypoints, triangulated when it became the keyframe.
 The points of firm depth give the motion of an essential matrix's frames, and of a
 homography's in a scene with depth (a keyframe made from an essential matrix or PnP, where a
-homography is bent): the model's rotation with the translation they give, or PnP where that
-explains clearly more of them. With too few of them, the depths scale an essential
-matrix's unit translation and give a homography its plane's distance. An essential matrix
-with nothing to measure it by restarts the scale (unit translation) and gives the keyframe
-depths in the new one.
+homography is bent): the model's rotation with the translation they give, or, for a
+homography, PnP where that explains clearly more of them. With too few of them, the depths
+scale an essential matrix's unit translation and give a homography its plane's distance.
+An essential matrix with nothing to measure it by restarts the scale and gives the keyframe
+depths in the new one, which the homography's translation (its plane at the carried
+distance) keeps close to the old one.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ class Relative(NamedTuple):
     method: str  # 'homography', 'essential' or 'pnp'
     normal: np.ndarray | None = None  # (3,) the plane carried on, in the keyframe's camera
     distance: float | None = None  # its distance (world units), None when not measured
-    scaled: bool = True  # False: an essential matrix's unit translation (the scale restarts)
+    scaled: bool = True  # False: an essential matrix not measured by depths (scale restarts)
     deep: bool = False  # measured in a scene with depth (essential matrix, known points)
 
 
@@ -137,7 +138,7 @@ def relative_motion(
         if deep is not None:
             return deep
     if essential:
-        return _scaled_essential(T, pose.inliers, m, K, scene, known, threshold_px)
+        return _scaled_essential(T, pose.inliers, m, K, scene, known, threshold_px, H)
     distance = scene.plane_distance
     carried = scene.plane_normal is not None and pose.normal is not None
     carried = carried and float(pose.normal @ scene.plane_normal) >= PRIOR_AGREEMENT
@@ -152,13 +153,17 @@ def relative_motion(
 
 def _with_depths(R, method, m: Matched, K, known, firm, scene, threshold_px) -> Relative | None:
     """The motion from the keyframe's points of firm depth: the model's (``method``'s)
-    rotation ``R`` with the translation they give, or PnP where it reprojects clearly more of
-    them (by POINTS_MARGIN of them: the model's rotation is bent); None if neither works.
-    The keyframe's plane goes on with it (a frame that becomes the keyframe carries it)."""
+    rotation ``R`` with the translation they give, or, for a homography, PnP where it
+    reprojects clearly more of them (by POINTS_MARGIN of them: the homography's rotation is
+    bent by the depth); None if neither works. An essential matrix keeps its rotation: it
+    models the depth, and fits all matches, while PnP bends its rotation to the errors of
+    depths triangulated over a few degrees of parallax (on the corridors it chose PnP at
+    0.4-0.6 deg off where the essential matrix was 0.2 deg off). The keyframe's plane goes
+    on with it (a frame that becomes the keyframe carries it)."""
     points, cur = back_project(K, m.key[firm], known[firm]), m.cur[firm]
     t = translation_from_points(R, points, cur, K, threshold_px)
     T = None if t is None else make_pose(R, t)
-    moved = pose_from_points(points, cur, K, threshold_px)
+    moved = None if method == 'essential' else pose_from_points(points, cur, K, threshold_px)
     if moved is not None:
         by_points = reprojected_within(moved, points, cur, K, threshold_px)
         by_rotation = -1 if T is None else reprojected_within(T, points, cur, K, threshold_px)
@@ -170,16 +175,33 @@ def _with_depths(R, method, m: Matched, K, known, firm, scene, threshold_px) -> 
     return Relative(T, method, scene.plane_normal, scene.plane_distance, deep=deep)
 
 
-def _scaled_essential(T_unit, used, m, K, scene, known, threshold_px) -> Relative:
-    """An essential-matrix pose scaled by the keyframe's points of known depth."""
+def _scaled_essential(T_unit, used, m, K, scene, known, threshold_px, H) -> Relative:
+    """An essential-matrix pose scaled by the keyframe's points of known depth. Without
+    them the scale restarts at this frame (the keyframe's depths are triangulated with it),
+    from the length of the homography's translation with its plane at the distance carried
+    along (a unit translation where it has none): the scale of the frames before stays
+    nearly the same instead of jumping to one plane distance per frame."""
     T, scale = T_unit.copy(), None
     if known is not None:
         pts_key, pts_cur, depths = m.key[used], m.cur[used], known[used]
         scale = scale_from_depths(T, K, pts_key, pts_cur, depths, threshold_px)
-    if scale is None:  # nothing to measure it by: the scale restarts (unit translation)
+    if scale is None:  # nothing to measure it by: the scale restarts
+        T[:3, 3] *= _homography_length(H, m, K, scene) or 1.0
         return Relative(T, 'essential', scene.plane_normal, None, scaled=False, deep=True)
     T[:3, 3] *= scale
     return Relative(T, 'essential', scene.plane_normal, scene.plane_distance, deep=True)
+
+
+def _homography_length(H, m: Matched, K, scene: Scene) -> float | None:
+    """Length of the homography's translation in world units (its plane at the carried
+    distance), or None where it has no valid decomposition."""
+    on = (m.key[m.inliers], m.cur[m.inliers])
+    off = (m.key[~m.inliers], m.cur[~m.inliers])
+    pose = pose_from_homography(H, K, *on, scene.plane_normal, off)
+    if pose is None:
+        return None
+    length = float(np.linalg.norm(pose.T_cur_ref[:3, 3])) * scene.plane_distance
+    return length if length > 0 else None
 
 
 def matched_depths(

@@ -182,14 +182,46 @@ def test_a_frame_placed_by_the_known_points_passes_the_plane_and_the_depth_on(mo
     assert abs(carried.plane_distance - (4.0 + normal @ MOTION[:3, 3])) < 0.01
 
 
-def test_an_essential_matrix_against_known_depths_takes_its_translation_from_them():
+def test_an_essential_matrix_against_known_depths_takes_its_translation_from_them(monkeypatch):
     """The essential matrix's rotation with the translation the points give (not the scale of
-    its unit translation): in the world's units, and the next keyframe knows depth."""
+    its unit translation): in the world's units, and the next keyframe knows depth. PnP is
+    not asked: it would bend the rotation to the depths' errors."""
+    import kp2d_core.odometry as odometry
+
+    def no_pnp(*args):
+        raise AssertionError('PnP replaced an essential matrix')
+
+    monkeypatch.setattr(odometry, 'pose_from_points', no_pnp)
     rng = np.random.default_rng(6)
     m, scene, H = _deep_keyframe(_box(rng), 0.0, rng)
     relative = relative_motion(H, m, K, scene, 3.0)
     assert relative.method == 'essential' and relative.scaled and relative.deep
     assert np.linalg.norm(relative.T_cur_key[:3, 3] - MOTION[:3, 3]) < 0.02
+
+
+def test_an_essential_matrix_without_depths_restarts_at_the_homography_s_scale(monkeypatch):
+    """With no depth known, an essential matrix's translation takes the length of the
+    homography's (its plane at the carried distance, 6) instead of a unit translation, which
+    made the rendered corridor's steps 15-60 times too long until its scale snapped back."""
+    from kp2d_core.motion import RelativePose
+    import kp2d_core.odometry as odometry
+
+    rng = np.random.default_rng(9)
+    ref, cur = _views(_wall(rng), MOTION, 0.3, rng)
+    H, _ = cv2.findHomography(ref, cur, 0)
+    index = np.arange(len(ref))
+    m = Matched(ref, cur, index, index, np.ones(len(ref), bool))
+    unit = make_pose(MOTION[:3, :3], MOTION[:3, 3] / np.linalg.norm(MOTION[:3, 3]))
+    essential = RelativePose(unit, 'essential', None, 1000)
+    monkeypatch.setattr(odometry, 'pose_from_essential', lambda *args: essential)
+    monkeypatch.setattr(odometry, 'prefers_homography', lambda *args: False)
+    scene = Scene(plane_normal=np.array([0.0, 0.0, -1.0]), plane_distance=6.0)
+    relative = relative_motion(H, m, K, scene, 3.0)
+    assert relative.method == 'essential' and not relative.scaled
+    assert np.allclose(relative.T_cur_key[:3, 3], MOTION[:3, 3], atol=0.03)
+    monkeypatch.setattr(odometry, 'pose_from_homography', lambda *args: None)
+    unscaled = relative_motion(H, m, K, scene, 3.0)  # nothing to size it by: a unit step
+    assert np.isclose(np.linalg.norm(unscaled.T_cur_key[:3, 3]), 1.0)
 
 
 def test_in_a_scene_with_depth_a_homography_measures_its_plane_by_the_known_depths(
