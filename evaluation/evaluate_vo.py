@@ -33,7 +33,7 @@ from kp2d_core.tracking import TrackerConfig
 from kp2d_core.tracks import TrackConfig
 
 FRONT_ENDS = ('kp2d', 'orb', 'akaze', 'sift', 'klt')  # also kp2d_fp32 (eager PyTorch fp32)
-# and kp2d_subpixel (tracker.subpixel on)
+# and kp2d_detected (tracker.subpixel off: the detected keypoints)
 COLUMNS = (
     ('front_end', 'front-end', '{}'),
     ('tracked_ratio', 'tracked', '{:.3f}'),
@@ -50,13 +50,13 @@ COLUMNS = (
 
 def make_pipeline(name: str, args: argparse.Namespace) -> FramePipeline:
     """The node's pipeline with ``name``'s front-end (defaults as the node's)."""
-    if name in ('kp2d', 'kp2d_fp32', 'kp2d_subpixel'):  # the node's automatic backend, the
-        cfg = PipelineConfig()  # reference, or with tracker.subpixel on
+    if name in ('kp2d', 'kp2d_fp32', 'kp2d_detected'):  # the node's automatic backend, the
+        cfg = PipelineConfig()  # reference, or with tracker.subpixel off
         fields = {'top_k': args.top_k}
         if name == 'kp2d_fp32':
             fields.update(backend='torch', precision='fp32')
         extractor = dataclasses.replace(cfg.extractor, **fields)
-        tracker = dataclasses.replace(cfg.tracker, subpixel=name == 'kp2d_subpixel')
+        tracker = dataclasses.replace(cfg.tracker, subpixel=name != 'kp2d_detected')
         pipeline = FramePipeline.from_config(
             dataclasses.replace(cfg, extractor=extractor, tracker=tracker),
             args.checkpoint,

@@ -55,7 +55,7 @@ class TrackerConfig:
     ransac_threshold_px: float = 3.0
     min_keyframe_inliers: int = 40  # fewer inliers than this: the frame becomes the keyframe
     keyframe_inlier_ratio: float = 0.5  # or fewer than this share of the first frame's inliers
-    subpixel: bool = False  # refine matched points on the dense descriptors (where given)
+    subpixel: bool = True  # refine matched points on the dense descriptors (where given)
 
     def __post_init__(self) -> None:
         if self.ransac_method not in METHODS:

@@ -137,14 +137,14 @@ def test_tiny_rendered_sequence_through_every_front_end(tmp_path):
         '--out',
         str(out),
         '--front-ends',
-        'kp2d,orb,akaze,sift,klt,kp2d_subpixel',
+        'kp2d,orb,akaze,sift,klt,kp2d_detected',
         '--top-k',
         '300',
     ]
     run = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     results = json.loads((out / 'vo_results.json').read_text())
-    names = ['kp2d', 'orb', 'akaze', 'sift', 'klt', 'kp2d_subpixel']
+    names = ['kp2d', 'orb', 'akaze', 'sift', 'klt', 'kp2d_detected']
     assert [r['front_end'] for r in results] == names
     keys = {
         'sequence',
