@@ -52,8 +52,8 @@ def split_input_convolution(proto: Any, bands: int = INPUT_BANDS) -> bool:
     if bands < 2:
         raise ValueError(f'bands must be at least 2, got {bands}')
     graph = proto.graph
-    uses, makers = _consumers(graph), _producers(graph)
-    found = _input_convolution(graph, uses, makers)
+    uses = _consumers(graph)
+    found = _input_convolution(graph, uses)
     if found is None:
         return False
     dq_in, conv, q_out = found
@@ -115,7 +115,7 @@ def int8_upsampling(proto: Any) -> bool:
     return True
 
 
-def _input_convolution(graph, uses, makers):
+def _input_convolution(graph, uses):
     """(DequantizeLinear, Conv, QuantizeLinear) of the convolution on the graph input."""
     for quantize in uses.get(graph.input[0].name, []):
         if quantize.op_type != 'QuantizeLinear':

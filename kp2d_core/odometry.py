@@ -123,9 +123,7 @@ def relative_motion(
     ):
         pose = None
     if pose is None:
-        on = (m.key[m.inliers], m.cur[m.inliers])
-        off = (m.key[~m.inliers], m.cur[~m.inliers])
-        pose = pose_from_homography(H, K, *on, scene.plane_normal, off)
+        pose = _homography_pose(H, m, K, scene)
     if pose is None:
         return None
     if pose.decided:
@@ -157,9 +155,10 @@ def _with_depths(R, method, m: Matched, K, known, firm, scene, threshold_px) -> 
     reprojects clearly more of them (by POINTS_MARGIN of them: the homography's rotation is
     bent by the depth); None if neither works. An essential matrix keeps its rotation: it
     models the depth, and fits all matches, while PnP bends its rotation to the errors of
-    depths triangulated over a few degrees of parallax (on the corridors it chose PnP at
-    0.4-0.6 deg off where the essential matrix was 0.2 deg off). The keyframe's plane goes
-    on with it (a frame that becomes the keyframe carries it)."""
+    depths triangulated over a few degrees of parallax (on the corridors PnP was chosen at
+    0.46-0.60 deg off where the model's rotation was 0.23-0.46; README, Sequence
+    benchmark). The keyframe's plane goes on with it (a frame that becomes the keyframe
+    carries it)."""
     points, cur = back_project(K, m.key[firm], known[firm]), m.cur[firm]
     t = translation_from_points(R, points, cur, K, threshold_px)
     T = None if t is None else make_pose(R, t)
@@ -192,12 +191,18 @@ def _scaled_essential(T_unit, used, m, K, scene, known, threshold_px, H) -> Rela
     return Relative(T, 'essential', scene.plane_normal, scene.plane_distance, deep=True)
 
 
+def _homography_pose(H, m: Matched, K, scene: Scene):
+    """The homography's decomposition, its inliers and outliers deciding between solutions
+    and the keyframe's plane as the prior (:func:`~kp2d_core.motion.pose_from_homography`)."""
+    on = (m.key[m.inliers], m.cur[m.inliers])
+    off = (m.key[~m.inliers], m.cur[~m.inliers])
+    return pose_from_homography(H, K, *on, scene.plane_normal, off)
+
+
 def _homography_length(H, m: Matched, K, scene: Scene) -> float | None:
     """Length of the homography's translation in world units (its plane at the carried
     distance), or None where it has no valid decomposition."""
-    on = (m.key[m.inliers], m.cur[m.inliers])
-    off = (m.key[~m.inliers], m.cur[~m.inliers])
-    pose = pose_from_homography(H, K, *on, scene.plane_normal, off)
+    pose = _homography_pose(H, m, K, scene)
     if pose is None:
         return None
     length = float(np.linalg.norm(pose.T_cur_ref[:3, 3])) * scene.plane_distance
