@@ -31,7 +31,7 @@ from kp2d_core.artifacts import (
     file_sha256,
     reference_from_outputs,
 )
-from kp2d_core.int8_graph import lean_int8_graph
+from kp2d_core.int8_graph import lean_int8_graph, producers
 from kp2d_core.networks import KeypointNet
 
 __all__ = [
@@ -233,10 +233,10 @@ def _working_dir(path: str) -> Iterator[None]:
 
 def location_output_conv(proto: object) -> str:
     """Name of the convolution that produces the location head's offsets (it feeds the Tanh)."""
-    producers = {out: node for node in proto.graph.node for out in node.output}
+    makers = producers(proto.graph)
     for node in proto.graph.node:
         if node.op_type == 'Tanh':
-            producer = producers.get(node.input[0])
+            producer = makers.get(node.input[0])
             if producer is not None and producer.op_type == 'Conv':
                 return producer.name
     raise ValueError('no Conv -> Tanh (location head) in the exported graph')

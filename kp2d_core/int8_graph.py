@@ -58,7 +58,7 @@ def split_input_convolution(proto: Any, bands: int = INPUT_BANDS) -> bool:
         return False
     dq_in, conv, q_out = found
     src, prefix = dq_in.input[0], f'{conv.name}_band'
-    attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
+    attrs = _attributes(conv)
     limits, nodes = _band_limits(graph, src, bands, prefix)
     outputs = []
     for k, (start, end) in enumerate(limits):
@@ -91,7 +91,7 @@ def int8_upsampling(proto: Any) -> bool:
     from onnx import helper
 
     graph = proto.graph
-    uses, makers = _consumers(graph), _producers(graph)
+    uses, makers = _consumers(graph), producers(graph)
     found = _float_upsampling(graph, uses, makers)
     if found is None:
         return False
@@ -131,10 +131,14 @@ def _input_convolution(graph, uses):
     return None
 
 
-def _plain_3x3(conv) -> bool:
+def _attributes(node) -> dict[str, Any]:
     from onnx import helper
 
-    attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _plain_3x3(conv) -> bool:
+    attrs = _attributes(conv)
     return (
         list(attrs.get('kernel_shape', [])) == [3, 3]
         and list(attrs.get('pads', [0] * 4)) == [1, 1, 1, 1]
@@ -213,7 +217,8 @@ def _consumers(graph) -> dict[str, list]:
     return uses
 
 
-def _producers(graph) -> dict[str, Any]:
+def producers(graph) -> dict[str, Any]:
+    """Output name -> the node that computes it, of an ONNX graph."""
     return {name: node for node in graph.node for name in node.output}
 
 
