@@ -33,7 +33,9 @@ from kp2d_core.tracking import TrackerConfig
 from kp2d_core.tracks import TrackConfig
 
 FRONT_ENDS = ('kp2d', 'orb', 'akaze', 'sift', 'klt')  # also kp2d_fp32 (eager PyTorch fp32)
-# and kp2d_detected (tracker.subpixel off: the detected keypoints)
+# Any front-end with '_detected' (e.g. sift_detected): tracker.align off, its matches as found;
+# kp2d_subpixel: tracker.align off, KP2D's matches refined on its dense descriptors instead.
+DETECTED, SUBPIXEL = '_detected', 'kp2d_subpixel'
 COLUMNS = (
     ('front_end', 'front-end', '{}'),
     ('tracked_ratio', 'tracked', '{:.3f}'),
@@ -50,13 +52,15 @@ COLUMNS = (
 
 def make_pipeline(name: str, args: argparse.Namespace) -> FramePipeline:
     """The node's pipeline with ``name``'s front-end (defaults as the node's)."""
-    if name in ('kp2d', 'kp2d_fp32', 'kp2d_detected'):  # the node's automatic backend, the
-        cfg = PipelineConfig()  # reference, or with tracker.subpixel off
+    detected = name.endswith(DETECTED) or name == SUBPIXEL
+    base = 'kp2d' if name == SUBPIXEL else name.removesuffix(DETECTED)
+    tracker = TrackerConfig(subpixel=name == SUBPIXEL, align=not detected)
+    if base in ('kp2d', 'kp2d_fp32'):  # the node's automatic backend, or the reference
+        cfg = PipelineConfig()
         fields = {'top_k': args.top_k}
-        if name == 'kp2d_fp32':
+        if base == 'kp2d_fp32':
             fields.update(backend='torch', precision='fp32')
         extractor = dataclasses.replace(cfg.extractor, **fields)
-        tracker = dataclasses.replace(cfg.tracker, subpixel=name != 'kp2d_detected')
         pipeline = FramePipeline.from_config(
             dataclasses.replace(cfg, extractor=extractor, tracker=tracker),
             args.checkpoint,
@@ -64,12 +68,12 @@ def make_pipeline(name: str, args: argparse.Namespace) -> FramePipeline:
         )
         print(f'{name}: backend {label(pipeline.extractor.backend)}')
         return pipeline
-    if name == 'klt':  # descriptors identify KLT's own tracks: gate out everything else
-        tracker = TrackerConfig(max_distance=KLT_MAX_DISTANCE)
+    if base == 'klt':  # descriptors identify KLT's own tracks: gate out everything else
+        tracker = dataclasses.replace(tracker, max_distance=KLT_MAX_DISTANCE)
         tracks = TrackConfig(max_descriptor_distance=KLT_MAX_DISTANCE)
         return FramePipeline(KltExtractor(args.top_k), tracker, tracks)
-    if name in ('orb', 'akaze', 'sift'):
-        return FramePipeline(ClassicalExtractor(name, args.top_k))
+    if base in ('orb', 'akaze', 'sift'):
+        return FramePipeline(ClassicalExtractor(base, args.top_k), tracker)
     raise SystemExit(f'unknown front-end {name!r}; choose from {FRONT_ENDS}')
 
 

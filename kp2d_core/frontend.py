@@ -48,6 +48,8 @@ class Features:
         image_size: (H, W) of the input image.
         dense: the image's dense descriptors, for refining matched keypoints (KP2D; None
             for other front-ends, and once the frame is tracked).
+        gray: (H, W) uint8 grey image, for aligning matched keypoints photometrically (set by
+            the pipeline with ``tracker.align``; None once the frame is tracked).
     """
 
     keypoints: np.ndarray
@@ -55,6 +57,7 @@ class Features:
     descriptors: np.ndarray
     image_size: tuple[int, int]
     dense: DescriptorMap | None = field(default=None, repr=False, compare=False)
+    gray: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ('keypoints', 'scores', 'descriptors'):  # any array-like, as float32

@@ -234,3 +234,18 @@ def to_unit_float(image: np.ndarray) -> np.ndarray:
             )
         return image
     raise ValueError(f'unsupported image dtype {image.dtype}; use uint8, uint16 or float')
+
+
+def gray_uint8(image: np.ndarray, channel_order: str = 'bgr') -> np.ndarray:
+    """(H, W) uint8 luminance of any image :func:`image_to_array` takes (the input of
+    photometric steps: OpenCV's Lucas-Kanade needs 8 bits).
+
+    Raises:
+        ValueError: as :func:`image_to_array` does.
+    """
+    array = image_to_array(image, channel_order)[0]  # (C, H, W) RGB in [0, 1]
+    if array.shape[0] == 3:
+        luma = 0.299 * array[0] + 0.587 * array[1] + 0.114 * array[2]
+    else:
+        luma = array[0]
+    return np.clip(np.rint(luma * 255.0), 0, 255).astype(np.uint8)

@@ -11,7 +11,10 @@ homography, PnP where that explains clearly more of them. With too few of them, 
 scale an essential matrix's unit translation and give a homography its plane's distance.
 An essential matrix with nothing to measure it by restarts the scale and gives the keyframe
 depths in the new one, which the homography's translation (its plane at the carried
-distance) keeps close to the old one.
+distance) keeps close to the old one. A homography's plane distance is carried only where
+the keyframe's depths of its inliers cannot measure it: a keyframe renewed on a homography
+in a scene with depth carries the distance of the plane it was placed on, while the next
+frames' homographies may fit another (a corridor's wall, then its floor).
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import numpy as np
 
 from kp2d_core.epipolar import prefers_homography
 from kp2d_core.motion import (
-    PRIOR_AGREEMENT,
     make_pose,
     pose_from_essential,
     pose_from_homography,
@@ -137,12 +139,9 @@ def relative_motion(
             return deep
     if essential:
         return _scaled_essential(T, pose.inliers, m, K, scene, known, threshold_px, H)
-    distance = scene.plane_distance
-    carried = scene.plane_normal is not None and pose.normal is not None
-    carried = carried and float(pose.normal @ scene.plane_normal) >= PRIOR_AGREEMENT
+    distance = scene.plane_distance  # carried, unless the keyframe's depths measure it
     on_plane = m.inliers & np.isfinite(known) if known is not None else np.zeros_like(m.inliers)
-    remeasure = scene.deep or not carried  # in a scene with depth the plane is not kept
-    if remeasure and pose.normal is not None and on_plane.sum() >= MIN_SCALE_POINTS:
+    if pose.normal is not None and on_plane.sum() >= MIN_SCALE_POINTS:
         measured = plane_distance(pose.normal, K, m.key[on_plane], known[on_plane])
         distance = measured or distance  # measured by the known depths
     T[:3, 3] *= distance  # plane-distance units -> world units

@@ -21,6 +21,7 @@ import numpy as np
 from kp2d_core.camera import CameraModel
 from kp2d_core.config import ExtractorConfig
 from kp2d_core.frontend import Features, KeypointExtractor
+from kp2d_core.images import gray_uint8
 from kp2d_core.points import ImagePoints
 from kp2d_core.tracking import HomographyTracker, TrackerConfig, TrackResult
 from kp2d_core.tracks import FeatureTracker, TrackConfig, Tracks
@@ -102,10 +103,16 @@ class FramePipeline:
 
     def extract(self, image: np.ndarray) -> Features:
         """Keypoints of one image (raises ValueError for images it cannot take); with
-        ``tracker.subpixel`` KP2D's carry their dense descriptors until :meth:`track`."""
+        ``tracker.subpixel`` KP2D's carry their dense descriptors, with ``tracker.align``
+        every front-end's its grey image, until :meth:`track`."""
         if isinstance(self.extractor, KeypointExtractor):
-            return self.extractor.extract(image, keep_dense=self.tracker.cfg.subpixel)
-        return self.extractor.extract(image)
+            features = self.extractor.extract(image, keep_dense=self.tracker.cfg.subpixel)
+        else:
+            features = self.extractor.extract(image)
+        if self.tracker.cfg.align:
+            order = getattr(getattr(self.extractor, 'cfg', None), 'channel_order', 'bgr')
+            features = replace(features, gray=gray_uint8(image, order))
+        return features
 
     def track(
         self, features: Features, stamp_ns: int, camera: CameraModel | None = None
@@ -114,7 +121,7 @@ class FramePipeline:
         points = ImagePoints.of(features.keypoints, camera)
         track = self.tracker.update(features, points, stamp_ns)
         tracks = self.feature_tracker.update(features, points, stamp_ns)
-        features = replace(features, dense=None)  # the dense map is not kept past tracking
+        features = replace(features, dense=None, gray=None)  # not kept past tracking
         return FrameResult(int(stamp_ns), features, points, track, tracks)
 
     def process(

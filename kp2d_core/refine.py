@@ -9,11 +9,14 @@ correspondence here counts by the inverse of its own covariance, under a Cauchy 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from kp2d_core.camera import as_points
 from kp2d_core.geometry import warp_points
-from kp2d_core.homography import MIN_CORRESPONDENCES, is_degenerate
+from kp2d_core.homography import MIN_CORRESPONDENCES, HomographyResult, is_degenerate
+from kp2d_core.points import ImagePoints
 
 ITERATIONS = 10  # Gauss-Newton steps at most
 CAUCHY_SCALE_PX = 1.4  # robust scale of a correspondence's whitened residual (raw pixels)
@@ -31,14 +34,17 @@ def refine_homography(
     Both points of a correspondence are detected with the same isotropic error in raw image
     pixels; the lens's rectification stretches it (``jac0``, ``jac1``: derivatives of the
     geometry frame's pixels by raw pixels, up to several times at a fisheye's border) and
-    ``H`` carries view 0's into view 1. Each residual is whitened by that covariance and
+    ``H`` carries view 0's into view 1. A point whose own error is known (an aligned match,
+    :mod:`kp2d_core.alignment`) passes the derivative times the square root of its raw-pixel
+    covariance, in units of a detected keypoint's error. Each residual is whitened by that covariance and
     weighted by a Cauchy loss (Gauss-Newton, coordinates normalised); a sample-consensus
     estimate weighs every inlier alike and stops at its best minimal-sample model.
 
     Args:
         H: (3, 3) homography from view 0 to view 1 (H[2, 2] != 0).
         pts0, pts1: (M, 2) inlier correspondences in the geometry frame, M >= 4.
-        jac0, jac1: (M, 2, 2) derivatives (None: the identity, an undistorted camera).
+        jac0, jac1: (M, 2, 2) derivatives (None: the identity, an undistorted camera), or
+            their products with the points' noise (above); not both singular for a point.
 
     Returns:
         (3, 3) refined homography (H[2, 2] = 1), or ``H`` itself where the refinement does
@@ -75,6 +81,30 @@ def refine_homography(
         return H
     refined = refined / refined[2, 2]
     return H if is_degenerate(refined, pts0) else refined
+
+
+def refined_result(
+    result: HomographyResult,
+    key: ImagePoints,
+    cur: ImagePoints,
+    indices: np.ndarray,
+    noise: tuple[np.ndarray, np.ndarray] | None,
+) -> HomographyResult:
+    """``result`` with its homography refined on its inliers under each point's noise through
+    the lens (:func:`refine_homography`); the inliers are kept.
+
+    Args:
+        indices: (M, 2) keyframe and current indices of the matches.
+        noise: (M, 2, 2) keyframe and current square roots of each match's covariance in raw
+            pixels (:class:`~kp2d_core.alignment.Alignment`), or None: a detected keypoint's.
+    """
+    sel_key, sel_cur = indices[result.inliers, 0], indices[result.inliers, 1]
+    jac_key, jac_cur = key.pixel_jacobians(sel_key), cur.pixel_jacobians(sel_cur)
+    if noise is not None:
+        jac_key = jac_key @ noise[0][result.inliers]
+        jac_cur = jac_cur @ noise[1][result.inliers]
+    H = refine_homography(result.H, key.pixels[sel_key], cur.pixels[sel_cur], jac_key, jac_cur)
+    return replace(result, H=H)
 
 
 def _normaliser(points: np.ndarray) -> np.ndarray:

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from kp2d_core.alignment import aligned_points
 from kp2d_core.camera import same_camera
 from kp2d_core.frontend import Features
 from kp2d_core.homography import (
     METHODS,
-    HomographyResult,
     estimate_homography,
     reprojection_rms,
 )
@@ -38,7 +38,7 @@ from kp2d_core.odometry import (
     relative_motion,
 )
 from kp2d_core.points import ImagePoints
-from kp2d_core.refine import refine_homography
+from kp2d_core.refine import refined_result
 from kp2d_core.subpixel import refined_points
 
 ORIGIN_VARIANCE = 1e-9  # the first keyframe is the world origin: known, but never exactly 0
@@ -55,7 +55,8 @@ class TrackerConfig:
     ransac_threshold_px: float = 3.0
     min_keyframe_inliers: int = 40  # fewer inliers than this: the frame becomes the keyframe
     keyframe_inlier_ratio: float = 0.5  # or fewer than this share of the first frame's inliers
-    subpixel: bool = True  # refine matched points on the dense descriptors (where given)
+    subpixel: bool = False  # refine matched points on the dense descriptors (where given)
+    align: bool = True  # align matched points photometrically (kp2d_core.alignment)
 
     def __post_init__(self) -> None:
         if self.ransac_method not in METHODS:
@@ -199,9 +200,18 @@ class HomographyTracker:
         result = estimate_homography(
             geo_key, geo_cur, None, cfg.ransac_method, cfg.ransac_threshold_px
         )
+        key_gray, gray, noise = key.features.gray, features.gray, None
+        if result.ok and cfg.align and gray is not None and key_gray is not None:
+            cur, aligned = aligned_points(
+                cur, key.points, gray, key_gray, *matches.indices.T, result.H
+            )
+            noise, geo_cur = (aligned.key_noise, aligned.cur_noise), cur.pixels[idx_cur]
+            result = estimate_homography(
+                geo_key, geo_cur, None, cfg.ransac_method, cfg.ransac_threshold_px
+            )
         consensus = result.H
         if result.ok:
-            result = _refined(result, key.points, cur, idx_key, idx_cur)
+            result = refined_result(result, key.points, cur, matches.indices, noise)
         residual = reprojection_rms(result.H, geo_key, geo_cur, result.inliers)
         m = Matched(geo_key, geo_cur, idx_key, idx_cur, result.inliers)
         K, threshold = points.intrinsics, cfg.ransac_threshold_px
@@ -269,23 +279,3 @@ class HomographyTracker:
         scene = carried_scene(relative, key.scene)
         variance = np.diag(covariance).copy()
         self.key = _Keyframe(features, points, stamp_ns, T_world_cur, variance, scene)
-
-
-def _refined(
-    result: HomographyResult,
-    key: ImagePoints,
-    cur: ImagePoints,
-    idx_key: np.ndarray,
-    idx_cur: np.ndarray,
-) -> HomographyResult:
-    """``result`` with its homography refined on its inliers under each point's noise through
-    the lens (:func:`~kp2d_core.refine.refine_homography`); the inliers are kept."""
-    sel_key, sel_cur = idx_key[result.inliers], idx_cur[result.inliers]
-    H = refine_homography(
-        result.H,
-        key.pixels[sel_key],
-        cur.pixels[sel_cur],
-        key.pixel_jacobians(sel_key),
-        cur.pixel_jacobians(sel_cur),
-    )
-    return replace(result, H=H)

@@ -158,6 +158,7 @@ def _tracker(values: dict[str, Any]) -> TrackerConfig:
         ransac_threshold_px=values['tracker.ransac_threshold_px'],
         min_keyframe_inliers=values['tracker.min_keyframe_inliers'],
         subpixel=values['tracker.subpixel'],
+        align=values['tracker.align'],
     )
 
 

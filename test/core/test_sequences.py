@@ -137,14 +137,15 @@ def test_tiny_rendered_sequence_through_every_front_end(tmp_path):
         '--out',
         str(out),
         '--front-ends',
-        'kp2d,orb,akaze,sift,klt,kp2d_detected',
+        'kp2d,orb,akaze,sift,klt,kp2d_detected,kp2d_subpixel,sift_detected',
         '--top-k',
         '300',
     ]
     run = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     results = json.loads((out / 'vo_results.json').read_text())
-    names = ['kp2d', 'orb', 'akaze', 'sift', 'klt', 'kp2d_detected']
+    names = ['kp2d', 'orb', 'akaze', 'sift', 'klt', 'kp2d_detected', 'kp2d_subpixel']
+    names.append('sift_detected')
     assert [r['front_end'] for r in results] == names
     keys = {
         'sequence',
@@ -162,7 +163,7 @@ def test_tiny_rendered_sequence_through_every_front_end(tmp_path):
     for row in results:
         assert keys <= set(row) and row['frames'] == 5
         assert 0.0 <= row['tracked_ratio'] <= 1.0 and 0.0 <= row['pose_ratio'] <= 1.0
-    for kp2d in (results[0], results[-1]):
+    for kp2d in (results[0], results[5], results[6]):
         assert kp2d['tracked_ratio'] == 1.0 and kp2d['h_corner_err_px_median'] < 2.0
         assert kp2d['track_length_median'] >= 2
     assert (out / 'report.md').is_file() and (out / f'{sequence.name}.png').is_file()

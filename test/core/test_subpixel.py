@@ -112,7 +112,8 @@ def test_matched_keypoints_of_a_real_pair_move_toward_their_true_positions(extra
 
 def test_the_tracker_reports_refined_points_and_keeps_no_dense_map(extractor):
     """With the pipeline, the current frame's matched points are the refined ones (the
-    detected ones with ``tracker.subpixel`` off), and no dense map outlives tracking."""
+    detected ones with ``tracker.subpixel`` off; alignment off), and no dense map outlives
+    tracking."""
     from kp2d_core.pipeline import FramePipeline
     from kp2d_core.samples import synthetic_pair
 
@@ -120,7 +121,7 @@ def test_the_tracker_reports_refined_points_and_keeps_no_dense_map(extractor):
     reported = {}
     for subpixel in (True, False):
         pipeline = FramePipeline(extractor)
-        pipeline.tracker.cfg = replace(pipeline.tracker.cfg, subpixel=subpixel)
+        pipeline.tracker.cfg = replace(pipeline.tracker.cfg, subpixel=subpixel, align=False)
         pipeline.process(image0, 1, None)
         result = pipeline.process(image1, 2, None)
         assert result.features.dense is None and pipeline.tracker.key.features.dense is None
