@@ -200,18 +200,20 @@ class HomographyTracker:
         result = estimate_homography(
             geo_key, geo_cur, None, cfg.ransac_method, cfg.ransac_threshold_px
         )
-        key_gray, gray, noise = key.features.gray, features.gray, None
+        key_gray, gray, noise, pairs = key.features.gray, features.gray, None, matches.indices
         if result.ok and cfg.align and gray is not None and key_gray is not None:
-            cur, aligned = aligned_points(
-                cur, key.points, gray, key_gray, *matches.indices.T, result.H
-            )
-            noise, geo_cur = (aligned.key_noise, aligned.cur_noise), cur.pixels[idx_cur]
-            result = estimate_homography(
-                geo_key, geo_cur, None, cfg.ransac_method, cfg.ransac_threshold_px
-            )
+            cur, aligned = aligned_points(cur, key.points, gray, key_gray, *pairs.T, result.H)
+            if aligned.ok.sum() >= cfg.min_keyframe_inliers:  # a match the images do not
+                pairs, ok = pairs[aligned.ok], aligned.ok  # confirm is not one
+                idx_key, idx_cur = pairs[:, 0], pairs[:, 1]
+                noise = (aligned.key_noise[ok], aligned.cur_noise[ok])
+                geo_key, geo_cur = key.points.pixels[idx_key], cur.pixels[idx_cur]
+                result = estimate_homography(
+                    geo_key, geo_cur, None, cfg.ransac_method, cfg.ransac_threshold_px
+                )
         consensus = result.H
         if result.ok:
-            result = refined_result(result, key.points, cur, matches.indices, noise)
+            result = refined_result(result, key.points, cur, pairs, noise)
         residual = reprojection_rms(result.H, geo_key, geo_cur, result.inliers)
         m = Matched(geo_key, geo_cur, idx_key, idx_cur, result.inliers)
         K, threshold = points.intrinsics, cfg.ransac_threshold_px
