@@ -36,9 +36,10 @@ def refine_homography(
     geometry frame's pixels by raw pixels, up to several times at a fisheye's border) and
     ``H`` carries view 0's into view 1. A point whose own error is known (an aligned match,
     :mod:`kp2d_core.alignment`) passes the derivative times the square root of its raw-pixel
-    covariance, in units of a detected keypoint's error. Each residual is whitened by that covariance and
-    weighted by a Cauchy loss (Gauss-Newton, coordinates normalised); a sample-consensus
-    estimate weighs every inlier alike and stops at its best minimal-sample model.
+    covariance, in units of a detected keypoint's error. Each residual is whitened by that
+    covariance and weighted by a Cauchy loss (Gauss-Newton, coordinates normalised); a
+    sample-consensus estimate weighs every inlier alike and stops at its best minimal-sample
+    model.
 
     Args:
         H: (3, 3) homography from view 0 to view 1 (H[2, 2] != 0).
