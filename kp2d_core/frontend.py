@@ -46,10 +46,8 @@ class Features:
         scores: (N,) float32 scores in (0, 1], sorted in decreasing order.
         descriptors: (N, D) float32, unit L2 norm.
         image_size: (H, W) of the input image.
-        dense: the image's dense descriptors, for refining matched keypoints (KP2D; None
-            for other front-ends, and once the frame is tracked).
-        gray: (H, W) uint8 grey image, for aligning matched keypoints photometrically (set by
-            the pipeline with ``tracker.align``; None once the frame is tracked).
+        dense: the dense descriptors for refining matches (KP2D only; None once tracked).
+        gray: (H, W) uint8 grey image for aligning matches (``tracker.align``; None after).
     """
 
     keypoints: np.ndarray
@@ -154,8 +152,7 @@ def _is_torch_model(model: object) -> bool:
 class KeypointExtractor:
     """KP2D inference: ``KeypointExtractor.from_checkpoint().extract(image) -> Features``.
 
-    Runs any :class:`~kp2d_core.backends.Backend` (a ``KeypointNet`` is wrapped into the eager
-    PyTorch one).
+    Runs any :class:`~kp2d_core.backends.Backend` (a ``KeypointNet`` runs as the eager one).
     """
 
     def __init__(self, model: KeypointNet | Backend, cfg: ExtractorConfig | None = None) -> None:
