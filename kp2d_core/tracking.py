@@ -202,9 +202,9 @@ class HomographyTracker:
         )
         key_gray, gray, noise, pairs = key.features.gray, features.gray, None, matches.indices
         if result.ok and cfg.align and gray is not None and key_gray is not None:
-            cur, aligned = aligned_points(cur, key.points, gray, key_gray, *pairs.T, result.H)
+            moved, aligned = aligned_points(cur, key.points, gray, key_gray, *pairs.T, result.H)
             if aligned.ok.sum() >= cfg.min_keyframe_inliers:  # a match the images do not
-                pairs, ok = pairs[aligned.ok], aligned.ok  # confirm is not one
+                cur, pairs, ok = moved, pairs[aligned.ok], aligned.ok  # confirm is not one
                 idx_key, idx_cur = pairs[:, 0], pairs[:, 1]
                 noise = (aligned.key_noise[ok], aligned.cur_noise[ok])
                 geo_key, geo_cur = key.points.pixels[idx_key], cur.pixels[idx_cur]

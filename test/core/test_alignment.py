@@ -167,3 +167,17 @@ def test_matches_the_images_do_not_confirm_are_left_out(extractor):
     assert len(track.pts_cur) < 0.8 * len(pairs)
     assert not any(tuple(np.round(p, 3)) in kept for p in moved[shifted])
     assert corner_error(track.H_key_to_cur, H_true, *HW) < 0.2
+
+
+def test_too_few_confirmed_matches_keep_the_frame_s_matches_as_found(extractor):
+    """Where fewer than ``min_keyframe_inliers`` matches are confirmed, the frame keeps its
+    matches as found: the reported points are the detected keypoints, none moved."""
+    from kp2d_core.pipeline import FramePipeline
+
+    image0, image1, _ = synthetic_pair(HW, 0.0, 0.05)
+    pipeline = FramePipeline(extractor)
+    pipeline.tracker.cfg = replace(pipeline.tracker.cfg, min_keyframe_inliers=100_000)
+    pipeline.process(image0, 1, None)
+    result = pipeline.process(image1, 2, None)
+    gaps = result.track.pts_cur[:, None] - result.features.keypoints[None]
+    assert len(gaps) > 50 and np.linalg.norm(gaps, axis=-1).min(axis=1).max() == 0.0
