@@ -15,24 +15,17 @@ import cv2
 import numpy as np
 
 from kp2d_core.camera import CameraModel
-from kp2d_core.geometry import warp_points
+from kp2d_core.geometry import sample_map, warp_points
+from kp2d_core.points import ImagePoints
 
-__all__ = ['LensTables', 'frame_map', 'resample_into', 'resampling_map', 'to_geometry', 'to_raw']
+__all__ = ['LensTables', 'frame_map', 'resample_into', 'resampling_map', 'to_raw']
 
 GRID_STEP = 4  # px between exactly mapped pixels; bilinear in between
 MAX_TABLES = 4  # cameras whose lens tables are kept
 
 
-def to_geometry(camera: CameraModel | None, raw: np.ndarray) -> np.ndarray:
-    """(N, 2) raw pixels -> geometry-frame pixels (rectified with distortion, else raw)."""
-    raw = np.asarray(raw, np.float64).reshape(-1, 2)
-    if camera is None or not camera.distorted:
-        return raw
-    return camera.rectify(raw)
-
-
 def to_raw(camera: CameraModel | None, pixels: np.ndarray) -> np.ndarray:
-    """(N, 2) geometry-frame pixels -> raw pixels (the inverse of :func:`to_geometry`)."""
+    """(N, 2) geometry-frame pixels -> raw pixels (the inverse of ``ImagePoints.pixels``)."""
     pixels = np.asarray(pixels, np.float64).reshape(-1, 2)
     if camera is None or not camera.distorted:
         return pixels
@@ -43,7 +36,7 @@ def to_raw(camera: CameraModel | None, pixels: np.ndarray) -> np.ndarray:
 def frame_map(camera: CameraModel | None, H: np.ndarray, raw: np.ndarray) -> np.ndarray:
     """(N, 2) raw pixels of one frame -> (N, 2) raw pixels of another under the geometry-frame
     homography ``H`` (3, 3) between them (through the lens on both sides)."""
-    return to_raw(camera, warp_points(H, to_geometry(camera, raw)))
+    return to_raw(camera, warp_points(H, ImagePoints.of(raw, camera).pixels))
 
 
 class LensTables:
@@ -53,7 +46,7 @@ class LensTables:
         grid: (ny, nx, 2) raw pixels every :data:`GRID_STEP` pixels, one step beyond the
             image on every side (see :func:`resampling_map`).
         grid_rectified: (ny, nx, 2) their rectified pixels (exact).
-        table: (h, w, 2) float32 raw pixels of the rectified pixels ``origin + (x, y)``
+        table: (2, h, w) float32 raw pixels of the rectified pixels ``origin + (x, y)``
             (OpenCV's undistortion maps over the rectified image's extent).
         origin: (2,) rectified pixel of the table's first cell.
     """
@@ -72,12 +65,17 @@ class LensTables:
         map_x, map_y = undistort.initUndistortRectifyMap(
             camera.K, camera.D, camera.R, shifted, size, cv2.CV_32FC1
         )
-        self.table, self.origin = np.stack([map_x, map_y], -1), low
+        self.table, self.origin = np.stack([map_x, map_y]), low
 
     def raw(self, rectified: np.ndarray) -> np.ndarray:
         """(..., 2) rectified pixels -> (..., 2) raw pixels, bilinear in the table (NaN
         outside it)."""
-        return _bilinear(self.table, rectified - self.origin)
+        cells = rectified - self.origin
+        h, w = self.table.shape[1:]
+        flat = sample_map(self.table[None], cells.reshape(1, -1, 2), h, w)[0]
+        x, y = cells[..., 0], cells[..., 1]
+        inside = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
+        return np.where(inside[..., None], flat.reshape(cells.shape), np.nan)
 
 
 def raw_grid(image_hw: tuple[int, int]) -> np.ndarray:
@@ -89,20 +87,6 @@ def raw_grid(image_hw: tuple[int, int]) -> np.ndarray:
     xs = step * np.arange(nx) + (step - 1) / 2.0 - step
     ys = step * np.arange(ny) + (step - 1) / 2.0 - step
     return np.stack(np.meshgrid(xs, ys), -1)
-
-
-def _bilinear(table: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """(h, w, C) table sampled at (..., 2) cell coordinates -> (..., C); NaN outside."""
-    h, w = table.shape[:2]
-    x, y = xy[..., 0], xy[..., 1]
-    inside = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
-    x, y = np.where(inside, x, 0.0), np.where(inside, y, 0.0)
-    x0 = np.minimum(np.floor(x).astype(np.intp), max(w - 2, 0))
-    y0 = np.minimum(np.floor(y).astype(np.intp), max(h - 2, 0))
-    ax, ay = (x - x0)[..., None], (y - y0)[..., None]
-    top = table[y0, x0] * (1 - ax) + table[y0, x0 + 1] * ax
-    bottom = table[y0 + 1, x0] * (1 - ax) + table[y0 + 1, x0 + 1] * ax
-    return np.where(inside[..., None], top * (1 - ay) + bottom * ay, np.nan)
 
 
 _TABLES: dict[tuple, LensTables] = {}
