@@ -224,6 +224,36 @@ def test_an_essential_matrix_without_depths_restarts_at_the_homography_s_scale(m
     assert np.isclose(np.linalg.norm(unscaled.T_cur_key[:3, 3]), 1.0)
 
 
+def test_without_a_valid_decomposition_of_the_homography_the_essential_matrix_is_taken(
+    monkeypatch,
+):
+    """A homography fitted across a scene with depth over a short baseline may have no
+    decomposition in front of its inliers. The essential matrix, though it was rejected
+    (fewer points in front than the homography's inliers), then gives the motion: such
+    frames of the rendered fisheye corridor had no pose at all."""
+    import dataclasses
+
+    from kp2d_core.motion import pose_from_essential
+    import kp2d_core.odometry as odometry
+
+    def weak_essential(*args):
+        return dataclasses.replace(pose_from_essential(*args), support=20)
+
+    monkeypatch.setattr(odometry, 'pose_from_essential', weak_essential)
+    monkeypatch.setattr(odometry, 'pose_from_homography', lambda *args: None)
+    rng = np.random.default_rng(10)
+    ref, cur = _views(_box(rng), MOTION, 0.3, rng)
+    H, _ = cv2.findHomography(ref, cur, 0)
+    index = np.arange(len(ref))
+    m = Matched(ref, cur, index, index, np.ones(len(ref), bool))
+    relative = relative_motion(H, m, K, Scene(), 3.0)
+    assert relative is not None and relative.method == 'essential'
+    turn = relative.T_cur_key[:3, :3] @ MOTION[:3, :3].T
+    assert np.degrees(np.linalg.norm(cv2.Rodrigues(turn)[0])) < 0.2
+    direction = relative.T_cur_key[:3, 3] / np.linalg.norm(relative.T_cur_key[:3, 3])
+    assert direction @ MOTION[:3, 3] / np.linalg.norm(MOTION[:3, 3]) > 0.999
+
+
 def test_in_a_scene_with_depth_a_homography_measures_its_plane_by_the_known_depths(
     monkeypatch,
 ):
