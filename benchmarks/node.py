@@ -65,12 +65,16 @@ def extract_alone(extractor: KeypointExtractor, frames: list[np.ndarray]) -> flo
 
 def tracking_cost(extractor: KeypointExtractor, frames: list[np.ndarray]) -> tuple[float, float]:
     """Median milliseconds per frame of the keyframe homography tracker and of the feature
-    tracks, on the extractor's features of ``frames`` (a camera sweep, no intrinsics)."""
+    tracks, on the extractor's features of ``frames`` (a camera sweep, no intrinsics), with
+    the grey images the default tracker aligns its matches on."""
+    from dataclasses import replace
+
+    from kp2d_core.images import gray_uint8
     from kp2d_core.points import ImagePoints
     from kp2d_core.tracking import HomographyTracker
     from kp2d_core.tracks import FeatureTracker
 
-    features = [extractor.extract(frame) for frame in frames[:15]]
+    features = [replace(extractor.extract(f), gray=gray_uint8(f)) for f in frames[:15]]
     homography, tracks = HomographyTracker(), FeatureTracker()
     costs: list[tuple[float, float]] = []
     for index, feats in enumerate(features):

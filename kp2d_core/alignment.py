@@ -29,7 +29,7 @@ from kp2d_core.camera import CameraModel
 from kp2d_core.lens_warp import frame_map, resample_into
 from kp2d_core.points import ImagePoints
 
-__all__ = ['Alignment', 'align_matches', 'aligned_points']
+__all__ = ['Alignment', 'KeyImage', 'align_matches', 'aligned_points']
 
 WINDOW = (21, 21)
 SMOOTH_SIGMA = 0.7  # px; both images, so interpolation and noise bias the optimum less
@@ -105,6 +105,28 @@ def patch_noise(tensors: np.ndarray) -> np.ndarray:
     return vectors @ (scales[:, :, None] * vectors.transpose(0, 2, 1))
 
 
+@dataclass(frozen=True)
+class KeyImage:
+    """What alignment needs of a keyframe, computed once for every frame matched to it.
+
+    Attributes:
+        smooth: (H, W) uint8 keyframe image under :data:`SMOOTH_SIGMA` pixels.
+        raw: (N, 2) float64 its keypoints, raw pixels.
+        tensors: (N, 2, 2) the structure tensor of each keypoint's patch in ``smooth``.
+    """
+
+    smooth: np.ndarray
+    raw: np.ndarray
+    tensors: np.ndarray
+
+    @classmethod
+    def of(cls, gray: np.ndarray, raw: np.ndarray) -> KeyImage:
+        """From the (H, W) uint8 keyframe image and its (N, 2) keypoints (raw pixels)."""
+        smooth = smoothed(gray)  # before resampling: a smooth image interpolates exactly
+        raw = np.asarray(raw, np.float64).reshape(-1, 2)
+        return cls(smooth, raw, structure_tensors(smooth, raw))
+
+
 def _lucas_kanade(key: np.ndarray, warped: np.ndarray, key_raw, start) -> tuple:
     found, status, _ = cv2.calcOpticalFlowPyrLK(
         key,
@@ -134,61 +156,58 @@ def _settled(found, ok, aligned, cur_raw, inside, cur_hw) -> np.ndarray:
 
 
 def align_matches(
-    key_gray: np.ndarray,
+    key: KeyImage,
     cur_gray: np.ndarray,
     camera: CameraModel | None,
     H_key_to_cur: np.ndarray,
-    key_raw: np.ndarray,
+    idx_key: np.ndarray,
     cur_raw: np.ndarray,
 ) -> Alignment:
     """Move each current-frame match to where the images agree around its keyframe partner.
 
     Args:
-        key_gray: (H, W) uint8 keyframe image.
+        key: the keyframe's image and keypoints (:meth:`KeyImage.of`).
         cur_gray: (H', W') uint8 current image.
         camera: the lens both frames share (None: raw pixels are the geometry frame).
         H_key_to_cur: (3, 3) geometry-frame homography from the keyframe to the current frame
             (the consensus of the matches).
-        key_raw: (M, 2) keyframe keypoints, raw pixels.
+        idx_key: (M,) the matched keyframe keypoints (indices into ``key.raw``).
         cur_raw: (M, 2) their matches in the current frame, raw pixels.
 
     Returns:
         :class:`Alignment` (points where it did not settle stay ``cur_raw``).
     """
-    key_raw = np.asarray(key_raw, np.float64).reshape(-1, 2)
+    idx_key = np.asarray(idx_key, np.intp).ravel()
+    key_raw = key.raw[idx_key]
     cur_raw = np.asarray(cur_raw, np.float64).reshape(-1, 2)
     detected = np.broadcast_to(DETECTED_SIGMA_PX * np.eye(2), (len(key_raw), 2, 2))
     if len(key_raw) == 0:
         return Alignment(cur_raw.copy(), np.zeros(0, bool), detected.copy(), detected.copy())
-    key = smoothed(key_gray)  # before resampling: a smooth image interpolates exactly
-    warped, inside = resample_into(smoothed(cur_gray), camera, H_key_to_cur, key.shape)
-    warped = match_brightness(warped, key, inside)
+    warped, inside = resample_into(smoothed(cur_gray), camera, H_key_to_cur, key.smooth.shape)
+    warped = match_brightness(warped, key.smooth, inside)
     start = frame_map(camera, np.linalg.inv(H_key_to_cur), cur_raw)  # the match, key pixels
     start = np.where(np.isfinite(start), start, key_raw)
-    found, ok = _lucas_kanade(key, warped, key_raw, start)
+    found, ok = _lucas_kanade(key.smooth, warped, key_raw, start)
     aligned = frame_map(camera, H_key_to_cur, found)
     ok = _settled(found, ok, aligned, cur_raw, inside, cur_gray.shape[:2])
     cur_noise, key_noise = detected.copy(), detected.copy()
-    cur_noise[ok] = patch_noise(structure_tensors(key, key_raw[ok]))
+    cur_noise[ok] = patch_noise(key.tensors[idx_key[ok]])
     key_noise[ok] = 0.0
     return Alignment(np.where(ok[:, None], aligned, cur_raw), ok, key_noise, cur_noise)
 
 
 def aligned_points(
     points: ImagePoints,
-    key: ImagePoints,
     cur_gray: np.ndarray,
-    key_gray: np.ndarray,
+    key: KeyImage,
     idx_key: np.ndarray,
     idx_cur: np.ndarray,
     H_key_to_cur: np.ndarray,
 ) -> tuple[ImagePoints, Alignment]:
     """``points`` (the current frame's) with the matched ones, ``idx_cur``, aligned to their
-    keyframe partners ``idx_key`` of ``key`` (:func:`align_matches`, whose result for the
-    matches comes second); the others unchanged."""
+    keyframe partners ``idx_key`` (:func:`align_matches`, whose result for the matches comes
+    second); the others unchanged."""
     raw = points.raw.copy()
-    alignment = align_matches(
-        key_gray, cur_gray, points.camera, H_key_to_cur, key.raw[idx_key], raw[idx_cur]
-    )
+    alignment = align_matches(key, cur_gray, points.camera, H_key_to_cur, idx_key, raw[idx_cur])
     raw[idx_cur] = alignment.cur_raw
     return ImagePoints.of(raw, points.camera), alignment

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from kp2d_core.alignment import aligned_points
+from kp2d_core.alignment import KeyImage, aligned_points
 from kp2d_core.camera import same_camera
 from kp2d_core.frontend import Features
 from kp2d_core.homography import (
@@ -126,6 +126,7 @@ class _Keyframe:
     scene: Scene = field(default_factory=Scene)  # its plane and depths, in world units
     reference_inliers: int | None = None  # inliers of the first frame tracked against it
     latest: tuple | None = None  # (T_world, covariance, relative) of the last frame with a pose
+    image: KeyImage | None = None  # for alignment, made from features.gray when first needed
 
     def __post_init__(self) -> None:  # its matches refine the other frame's points
         self.features = replace(self.features, dense=None)
@@ -136,6 +137,14 @@ class _Keyframe:
         if self.latest is None:
             return self.T_world, self.variance
         return self.latest[0], np.diag(self.latest[1]).copy()
+
+    def key_image(self) -> KeyImage | None:
+        """What aligning a frame to it needs (None without a grey image); its grey image is
+        dropped once the smoothed one is made."""
+        if self.image is None and self.features.gray is not None:
+            self.image = KeyImage.of(self.features.gray, self.points.raw)
+            self.features = replace(self.features, gray=None)
+        return self.image
 
 
 class HomographyTracker:
@@ -200,9 +209,10 @@ class HomographyTracker:
         result = estimate_homography(
             geo_key, geo_cur, None, cfg.ransac_method, cfg.ransac_threshold_px
         )
-        key_gray, gray, noise, pairs = key.features.gray, features.gray, None, matches.indices
-        if result.ok and cfg.align and gray is not None and key_gray is not None:
-            moved, aligned = aligned_points(cur, key.points, gray, key_gray, *pairs.T, result.H)
+        gray, noise, pairs = features.gray, None, matches.indices
+        key_image = key.key_image() if result.ok and cfg.align and gray is not None else None
+        if key_image is not None:
+            moved, aligned = aligned_points(cur, gray, key_image, *pairs.T, result.H)
             if aligned.ok.sum() >= cfg.min_keyframe_inliers:  # a match the images do not
                 cur, pairs, ok = moved, pairs[aligned.ok], aligned.ok  # confirm is not one
                 idx_key, idx_cur = pairs[:, 0], pairs[:, 1]

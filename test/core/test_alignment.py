@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from kp2d_core.alignment import align_matches
+from kp2d_core.alignment import KeyImage, align_matches
 from kp2d_core.evaluation.scenes import camera_for
 from kp2d_core.geometry import corner_error
 from kp2d_core.images import gray_uint8, read_image
@@ -74,7 +74,8 @@ def test_matches_move_to_where_the_images_agree_through_the_lens(lens):
     matched = truth + rng.normal(0.0, 0.7, truth.shape)
     matched[0] = truth[0] + [6.0, 0.0]
     consensus = np.array([[1, 0, 0.4], [0, 1, -0.3], [0, 0, 1]]) @ H_true
-    alignment = align_matches(key, cur, camera, consensus, corners, matched)
+    index = np.arange(len(corners))
+    alignment = align_matches(KeyImage.of(key, corners), cur, camera, consensus, index, matched)
     aligned, ok = alignment.cur_raw, alignment.ok
     before = np.linalg.norm(matched - truth, axis=1)[1:]
     after = np.linalg.norm(aligned - truth, axis=1)[1:]
@@ -86,7 +87,8 @@ def test_matches_move_to_where_the_images_agree_through_the_lens(lens):
 
 def test_nothing_to_align():
     gray = np.zeros((48, 64), np.uint8)
-    alignment = align_matches(gray, gray, None, np.eye(3), np.zeros((0, 2)), np.zeros((0, 2)))
+    key = KeyImage.of(gray, np.zeros((0, 2)))
+    alignment = align_matches(key, gray, None, np.eye(3), np.zeros(0, int), np.zeros((0, 2)))
     assert alignment.cur_raw.shape == (0, 2) and alignment.ok.shape == (0,)
     assert alignment.key_noise.shape == alignment.cur_noise.shape == (0, 2, 2)
 
@@ -102,7 +104,7 @@ def extractor():
 def test_the_tracker_s_homography_gains_from_aligned_matches(extractor):
     """The bundled model on two views of the sample photo: with ``tracker.align`` the
     keyframe-to-frame homography is closer to the truth, the reported points are the aligned
-    ones, and only the keyframe keeps its grey image."""
+    ones, and only the keyframe keeps its (smoothed) grey image."""
     from kp2d_core.pipeline import FramePipeline
 
     image0, image1, H_true = synthetic_pair(HW, 0.0, 0.05)
@@ -113,12 +115,35 @@ def test_the_tracker_s_homography_gains_from_aligned_matches(extractor):
         pipeline.process(image0, 1, None)
         result = pipeline.process(image1, 2, None)
         assert result.features.gray is None and result.features.dense is None
-        assert (pipeline.tracker.key.features.gray is not None) == align
+        assert pipeline.tracker.key.features.gray is None
+        assert (pipeline.tracker.key.image is not None) == align
         errors[align] = corner_error(result.track.H_key_to_cur, H_true, *HW)
         gaps = result.track.pts_cur[:, None] - result.features.keypoints[None]
         points[align] = np.linalg.norm(gaps, axis=-1).min(axis=1)  # to the nearest keypoint
     assert errors[True] < 0.7 * errors[False], errors
     assert np.median(points[True]) > 0.05 and points[False].max() == 0.0
+
+
+def test_the_keyframe_s_image_is_prepared_once(extractor, monkeypatch):
+    """Its smoothed image and patch structure tensors are made for the first frame aligned
+    to it and serve the next ones (they were made again for every frame, 4-5 ms each at
+    640x480); the same alignment as made fresh."""
+    from kp2d_core.pipeline import FramePipeline
+
+    made, original = [], KeyImage.of
+
+    def counted(gray, raw):
+        made.append(len(raw))
+        return original(gray, raw)
+
+    image0, image1, _ = synthetic_pair(HW, 0.0, 0.05)
+    pipeline = FramePipeline(extractor)
+    monkeypatch.setattr(KeyImage, 'of', staticmethod(counted))
+    pipeline.process(image0, 1, None)
+    first = pipeline.process(image1, 2, None).track
+    again = pipeline.process(image1, 3, None).track
+    assert len(made) == 1 and not again.new_keyframe
+    assert np.array_equal(first.pts_cur, again.pts_cur)
 
 
 def test_an_aligned_point_is_as_certain_as_its_patch_s_texture():
