@@ -6,8 +6,8 @@ keyframe carries the scene in them (:class:`Scene`): the plane (d' = d + n'.t fr
 to keyframe) and the depths of its keypoints, triangulated when it became the keyframe.
 The points of firm depth give the motion of an essential matrix's frames, and of a
 homography's in a scene with depth (a keyframe made from an essential matrix or PnP, where a
-homography is bent): the model's rotation with the translation they give, or, for a
-homography, PnP where that explains clearly more of them. With too few of them, the depths
+homography is bent): the model's rotation with the translation they give, or PnP where
+that explains clearly more of them. With too few of them, the depths
 scale an essential matrix's unit translation and give a homography its plane's distance.
 An essential matrix with nothing to measure it by restarts the scale and gives the keyframe
 depths in the new one, which the homography's translation (its plane at the carried
@@ -154,18 +154,19 @@ def relative_motion(
 
 def _with_depths(R, method, m: Matched, K, known, firm, scene, threshold_px) -> Relative | None:
     """The motion from the keyframe's points of firm depth: the model's (``method``'s)
-    rotation ``R`` with the translation they give, or, for a homography, PnP where it
-    reprojects clearly more of them (by POINTS_MARGIN of them: the homography's rotation is
-    bent by the depth); None if neither works. An essential matrix keeps its rotation: it
-    models the depth, and fits all matches, while PnP bends its rotation to the errors of
-    depths triangulated over a few degrees of parallax (on the corridors PnP was chosen at
-    0.46-0.60 deg off where the model's rotation was 0.23-0.46; README, Sequence
-    benchmark). The keyframe's plane goes on with it (a frame that becomes the keyframe
-    carries it)."""
+    rotation ``R`` with the translation they give, or PnP where it reprojects clearly more
+    of them (by POINTS_MARGIN of them: a homography's rotation is bent by the depth, an
+    essential matrix's is poorly fixed over a short baseline); None if neither works. With
+    aligned matches on the rendered corridors (SIFT), PnP's rotation (median, keyframe to
+    frame) was 1.3-7 times closer to the truth than the model's, except for the fisheye
+    corridor's homographies 5 or more frames from their keyframe (twice as far); the
+    margin keeps the model's where the depths, triangulated over a few degrees of parallax,
+    fit worse than it (README, Sequence benchmark). The keyframe's plane goes on with it (a
+    frame that becomes the keyframe carries it)."""
     points, cur = back_project(K, m.key[firm], known[firm]), m.cur[firm]
     t = translation_from_points(R, points, cur, K, threshold_px)
     T = None if t is None else make_pose(R, t)
-    moved = None if method == 'essential' else pose_from_points(points, cur, K, threshold_px)
+    moved = pose_from_points(points, cur, K, threshold_px)
     if moved is not None:
         by_points = reprojected_within(moved, points, cur, K, threshold_px)
         by_rotation = -1 if T is None else reprojected_within(T, points, cur, K, threshold_px)
