@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 MIN_IMAGE_SIDE = 3 * CELL_SIZE  # the outer ring of cells is never a keypoint
 MAX_DECODE_PIXELS = 64_000_000  # default budget of decode_image (a 64 Mpx frame: ~200 MB)
 JPEG_END = b'\xff\xd9'
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)  # R, G, B (ITU-R BT.601)
 JPEG_FILL = 128  # libjpeg's value for the blocks of a corrupt or cut entropy stream
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
@@ -245,7 +246,8 @@ def gray_uint8(image: np.ndarray, channel_order: str = 'bgr') -> np.ndarray:
     """
     array = image_to_array(image, channel_order)[0]  # (C, H, W) RGB in [0, 1]
     if array.shape[0] == 3:
-        luma = 0.299 * array[0] + 0.587 * array[1] + 0.114 * array[2]
+        red, green, blue = LUMA_WEIGHTS
+        luma = red * array[0] + green * array[1] + blue * array[2]
     else:
         luma = array[0]
     return np.clip(np.rint(luma * 255.0), 0, 255).astype(np.uint8)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from kp2d_core.images import LUMA_WEIGHTS
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -38,8 +40,8 @@ class AugmentConfig:
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
-    """(H, W, 3) RGB -> (H, W, 1) luma (ITU-R 601 weights)."""
-    return (image @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+    """(H, W, 3) RGB -> (H, W, 1) luma (:data:`~kp2d_core.images.LUMA_WEIGHTS`)."""
+    return (image @ LUMA_WEIGHTS)[..., None]
 
 
 def adjust_brightness(image: np.ndarray, factor: float) -> np.ndarray:
