@@ -24,6 +24,7 @@ DEFAULT_WEIGHTS = 'kp2d_default.pt'
 WEIGHTS_SHA_KEY = 'kp2d_weights_sha256'
 PRECISION_KEY = 'kp2d_precision'
 REFERENCE_KEY = 'kp2d_reference'
+DESCRIPTOR_QUANTISATION_KEY = 'kp2d_descriptor_quantization'  # of uint8 descriptor outputs
 REFERENCE_FIELDS = ('top', 'coords', 'descriptors')
 REFERENCE_CELLS = 100  # the best-scored cells whose keypoints are compared
 PROBE_HW = (120, 160)  # the probe image the reference outputs are computed on
@@ -132,3 +133,28 @@ def compare_to_reference(
     shift = np.linalg.norm(flat[:, reference['top']] - reference['coords'], axis=0).mean()
     cosine = (sub * expected).sum(axis=0).mean()
     return float(shift), float(cosine)
+
+
+def descriptor_quantisation(
+    metadata: dict[str, str], path: str | os.PathLike
+) -> tuple[float, int]:
+    """(scale, zero point) of an ONNX model's uint8 descriptor output, as recorded in its
+    metadata (:func:`kp2d_core.int8_heads.int8_descriptors`).
+
+    Raises:
+        ValueError: not recorded, or not a positive finite scale and a uint8 zero point.
+    """
+    import json
+
+    text = metadata.get(DESCRIPTOR_QUANTISATION_KEY)
+    try:
+        entry = json.loads(text) if text is not None else None
+        scale, zero_point = float(entry['scale']), entry['zero_point']
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(
+            f'{path} outputs uint8 descriptors without a readable scale and zero point '
+            f'({DESCRIPTOR_QUANTISATION_KEY}: {str(text)[:40]!r})'
+        ) from exc
+    if not (np.isfinite(scale) and scale > 0) or zero_point not in range(256):
+        raise ValueError(f'{path}: implausible descriptor quantisation {text[:40]!r}')
+    return scale, int(zero_point)

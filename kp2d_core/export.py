@@ -31,8 +31,9 @@ from kp2d_core.artifacts import (
     file_sha256,
     reference_from_outputs,
 )
-from kp2d_core.int8_graph import lean_int8_graph, producers
+from kp2d_core.int8_graph import lean_int8_graph
 from kp2d_core.networks import KeypointNet
+from kp2d_core.onnx_graph import producers
 
 __all__ = [
     'export_onnx',

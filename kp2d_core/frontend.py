@@ -22,7 +22,7 @@ import numpy as np
 from kp2d_core.artifacts import default_weights_path
 from kp2d_core.backends import Backend, DenseMaps, cuda_present, onnx_without_torch
 from kp2d_core.config import CELL_SIZE, ExtractorConfig
-from kp2d_core.geometry import in_image, is_tensor, normalize_image, resize_points, sample_map
+from kp2d_core.geometry import in_image, is_tensor, normalize_image, resize_points
 from kp2d_core.images import MIN_IMAGE_SIDE, image_to_array
 from kp2d_core.matching import unit_rows
 from kp2d_core.subpixel import DescriptorMap
@@ -138,8 +138,7 @@ def select_keypoints(
             xy, scores = xy[keep], scores[keep]
         order = np.argsort(-scores, kind='stable')[: cfg.top_k]
         xy, scores = xy[order], scores[order]
-        dense = out.descriptors[b : b + 1].astype(np.float32, copy=False)
-        desc = sample_map(dense, xy[None], height_p, width_p)[0]
+        desc = out.sample_descriptors(b, xy, height_p, width_p)
         results.append((xy, scores, unit_rows(desc)))
     return results
 
@@ -263,11 +262,12 @@ class KeypointExtractor:
         out = self.backend(padded)
         size = original_size or size
         padded_hw = (padded.shape[-2], padded.shape[-1])
+        maps = out.float_descriptors() if keep_dense else None
         features = []
         for b, (xy, scores, desc) in enumerate(select_keypoints(out, self.cfg, net_size)):
-            dense = DescriptorMap(out.descriptors[b], padded_hw, size, net_size)
+            dense = DescriptorMap(maps[b], padded_hw, size, net_size) if keep_dense else None
             xy = resize_points(xy, net_size, size).astype(np.float32)
-            features.append(Features(xy, scores, desc, size, dense if keep_dense else None))
+            features.append(Features(xy, scores, desc, size, dense))
         return features
 
 

@@ -96,7 +96,7 @@ def sample_map(feature_map: Array, xy: Array, height: int, width: int) -> Array:
 
     Args:
         feature_map: (B, C, h, w) map covering an image of size (height, width) at any
-            integer stride (h = height / s).
+            integer stride (h = height / s); NumPy maps of integers are sampled as float32.
         xy: (B, N, 2) pixel coordinates in the full-resolution image.
         height, width: full-resolution image size.
 
@@ -146,7 +146,8 @@ def _sample_map_numpy(
         top = maps[y0[b], x0[b]] * (1 - ax[b]) + maps[y0[b], x1[b]] * ax[b]
         bottom = maps[y1[b], x0[b]] * (1 - ax[b]) + maps[y1[b], x1[b]] * ax[b]
         out.append(top * (1 - ay[b]) + bottom * ay[b])
-    return np.stack(out).astype(feature_map.dtype, copy=False)
+    floating = np.issubdtype(feature_map.dtype, np.floating)
+    return np.stack(out).astype(feature_map.dtype if floating else np.float32, copy=False)
 
 
 def warp_points(H: Array, xy: Array) -> Array:

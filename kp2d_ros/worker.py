@@ -63,5 +63,8 @@ class LatestSlotWorker(Generic[T]):
             except Exception:  # noqa: BLE001 - the handler reports; the thread must live on
                 LOG.exception('frame handler failed')
             finally:
+                # Not kept while waiting for the next one: a large frame's bytes would stay
+                # in memory until another frame came.
+                item = None
                 with self._condition:
                     self._busy = False

@@ -20,6 +20,7 @@ from kp2d_core.artifacts import (
     WEIGHTS_SHA_KEY,
     compare_to_reference,
     decode_reference,
+    descriptor_quantisation,
 )
 from kp2d_core.backends.base import DenseMaps
 
@@ -119,7 +120,7 @@ def check_behaviour(backend: OnnxRuntimeBackend, reference: dict[str, np.ndarray
     from kp2d_core.samples import probe_image
 
     got = backend(probe_image(PROBE_HW, backend.use_color))
-    shift, cosine = compare_to_reference(reference, got.coords, got.descriptors)
+    shift, cosine = compare_to_reference(reference, got.coords, got.float_descriptors())
     shift_limit, cosine_limit = BEHAVIOUR_TOLERANCE[backend.precision]
     if not (shift <= shift_limit and cosine >= cosine_limit):
         raise ValueError(
@@ -174,6 +175,12 @@ class OnnxRuntimeBackend:
         self.device = str(device)
         self.use_color = self.session.get_inputs()[0].shape[1] != 1
         self.path = Path(path)
+        # uint8 descriptors (the int8 model's, kp2d_core.int8_heads) come with their
+        # quantisation; they are dequantised where they are sampled.
+        quantised = self.session.get_outputs()[2].type == 'tensor(uint8)'
+        self.descriptor_quantisation = (
+            descriptor_quantisation(self.metadata, self.path) if quantised else (1.0, 0)
+        )
 
     def _release(self) -> None:
         """Give back what another input size took (a larger input's activations, or the
@@ -193,4 +200,4 @@ class OnnxRuntimeBackend:
             # let all of its memory go.
             outputs = [np.array(output, copy=True) for output in outputs]
             self._release()
-        return DenseMaps(*outputs)
+        return DenseMaps(*outputs, *self.descriptor_quantisation)

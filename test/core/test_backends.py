@@ -52,7 +52,7 @@ def test_onnx_matches_pytorch_on_random_and_real_images(weights, tmp_path):
         # Tolerances: float32 reassociation only (BatchNorm folded by the exporter).
         assert np.allclose(got.score, expected[0], atol=1e-5)
         assert np.allclose(got.coords, expected[1], atol=1e-3)  # px
-        assert np.allclose(got.descriptors, expected[2], atol=1e-4, rtol=1e-4)
+        assert np.allclose(got.float_descriptors(), expected[2], atol=1e-4, rtol=1e-4)
 
 
 def test_shipped_int8_model_keeps_keypoints_in_place():
@@ -71,7 +71,8 @@ def test_shipped_int8_model_keeps_keypoints_in_place():
     # Quantising the coordinate arithmetic would round keypoints to ~1 px; the recipe keeps
     # the top-300 keypoints within a fraction of a pixel.
     assert shift.mean() < 0.25, shift.mean()
-    cosine = (unit_rows(got.descriptors, axis=1) * unit_rows(descriptors, axis=1)).sum(axis=1)
+    dense = got.float_descriptors()
+    cosine = (unit_rows(dense, axis=1) * unit_rows(descriptors, axis=1)).sum(axis=1)
     assert cosine.mean() > 0.99
 
 

@@ -208,6 +208,28 @@ def test_worker_keeps_only_the_newest_item():
     worker.stop()
 
 
+def test_worker_lets_go_of_a_frame_once_it_is_handled():
+    """A large frame's bytes must not stay in memory until the next frame comes."""
+    import gc
+    import weakref
+
+    class Frame(bytearray):
+        pass
+
+    handled = []
+    worker = LatestSlotWorker(lambda item: handled.append(len(item)))
+    frame = Frame(1 << 20)
+    alive = weakref.ref(frame)
+    worker.submit(frame)
+    del frame
+    deadline = time.monotonic() + 5
+    while not (handled and worker.idle()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    gc.collect()
+    assert handled == [1 << 20] and alive() is None
+    worker.stop()
+
+
 @NEEDS_ROS
 def test_cloud_and_homography_layouts():
     from sensor_msgs.msg import JointState
