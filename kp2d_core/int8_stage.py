@@ -95,7 +95,9 @@ def pad_input_channels(proto: Any) -> bool:
 
     graph = proto.graph
     quantize = _input_quantisation(graph)
-    weights = _input_weights(graph, quantize) if quantize is not None else None
+    if quantize is None or len(quantize.input) < 3:  # no zero point to pad with
+        return False
+    weights = _input_weights(graph, quantize)
     if not weights:
         return False
     inits = initializers(graph)
