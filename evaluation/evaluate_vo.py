@@ -4,6 +4,7 @@ sequences, against the ground truth.
 
     python evaluation/evaluate_vo.py SEQ_DIR [SEQ_DIR ...] \
         --front-ends kp2d,orb,akaze,sift,klt --out OUT [--checkpoint model.pt] [--top-k 1000]
+        [--ransac-threshold PX]
 
 SEQ_DIR is a TUM RGB-D style folder (rgb.txt, groundtruth.txt, camera.yaml, optional
 groundtruth_homography.txt; evaluation/build_sequences.py writes these) or an EuRoC ASL folder
@@ -55,6 +56,8 @@ def make_pipeline(name: str, args: argparse.Namespace) -> FramePipeline:
     detected = name.endswith(DETECTED) or name == SUBPIXEL
     base = 'kp2d' if name == SUBPIXEL else name.removesuffix(DETECTED)
     tracker = TrackerConfig(subpixel=name == SUBPIXEL, align=not detected)
+    if getattr(args, 'ransac_threshold', None) is not None:
+        tracker = dataclasses.replace(tracker, ransac_threshold_px=args.ransac_threshold)
     if base in ('kp2d', 'kp2d_fp32'):  # the node's automatic backend, or the reference
         cfg = PipelineConfig()
         fields = {'top_k': args.top_k}
@@ -145,6 +148,12 @@ def main() -> None:
     parser.add_argument('--device', default='auto')
     parser.add_argument('--top-k', type=int, default=1000)
     parser.add_argument('--no-plots', action='store_true')
+    parser.add_argument(
+        '--ransac-threshold',
+        type=float,
+        default=None,
+        help="tracker.ransac_threshold_px for every front-end (default: the node's, 3 px)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     names = [n for n in args.front_ends.split(',') if n]

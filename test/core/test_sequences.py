@@ -169,6 +169,26 @@ def test_tiny_rendered_sequence_through_every_front_end(tmp_path):
     assert (out / 'report.md').is_file() and (out / f'{sequence.name}.png').is_file()
 
 
+def test_the_benchmark_s_ransac_threshold_reaches_every_front_end():
+    import argparse
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        'evaluate_vo', ROOT / 'evaluation' / 'evaluate_vo.py'
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = argparse.Namespace(top_k=50, checkpoint=None, device='cpu', ransac_threshold=None)
+    default = module.make_pipeline('orb', args).tracker.cfg.ransac_threshold_px
+    for name in ('orb', 'klt', 'sift_detected'):
+        args.ransac_threshold = 2.5
+        assert module.make_pipeline(name, args).tracker.cfg.ransac_threshold_px == 2.5
+    assert default == 3.0
+    args.ransac_threshold = 0.0
+    with pytest.raises(ValueError, match='ransac_threshold_px'):
+        module.make_pipeline('orb', args)
+
+
 def test_a_reset_pipeline_runs_a_sequence_as_a_fresh_one():
     """The benchmark runs every sequence through one pipeline per front-end: a reset must
     leave nothing of the previous sequence, also in a front-end that tracks between frames
