@@ -18,6 +18,7 @@ from kp2d_core.onnx_graph import (
     attributes,
     consumers,
     drop_unused,
+    forget_types,
     initializers,
     producers,
     rename_input,
@@ -49,10 +50,7 @@ def int8_upsampling(proto: Any) -> bool:
             added.append(helper.make_node('QuantizeLinear', [name, *q_cat.input[1:]], [quantised]))
             concat.input[index] = quantised
     concat.output[0] = q_cat.output[0]
-    stale = {shuffle.output[0]}  # now uint8: its recorded float type would contradict it
-    kept = [info for info in graph.value_info if info.name not in stale]
-    del graph.value_info[:]
-    graph.value_info.extend(kept)
+    forget_types(graph, {shuffle.output[0]})  # now uint8, not the float recorded
     replace(graph, concat, [q_cat, concat], added + [concat])
     drop_unused(graph)
     return True
@@ -112,10 +110,7 @@ def pad_output_channels(proto: Any) -> bool:
         ]
         cut = helper.make_node('Slice', [q_out.output[0], *bounds], [sliced])
         replace(graph, q_out, [q_out], [q_out, cut])
-        stale = {conv.output[0], q_out.output[0]}  # now wider than recorded
-        kept = [info for info in graph.value_info if info.name not in stale]
-        del graph.value_info[:]
-        graph.value_info.extend(kept)
+        forget_types(graph, {conv.output[0], q_out.output[0]})  # now wider than recorded
         changed = True
     if changed:
         drop_unused(graph)

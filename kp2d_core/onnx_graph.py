@@ -80,6 +80,12 @@ def drop_unused(graph) -> None:
     del graph.initializer[:]
     graph.initializer.extend(kept)
     made = {name for node in graph.node for name in node.output}
-    infos = [info for info in graph.value_info if info.name in made]
+    forget_types(graph, {info.name for info in graph.value_info} - made)
+
+
+def forget_types(graph, names: set[str]) -> None:
+    """Drop the recorded types (value_info) of these tensors: ones whose type or shape a
+    rewrite changed, or that no longer exist."""
+    kept = [info for info in graph.value_info if info.name not in names]
     del graph.value_info[:]
-    graph.value_info.extend(infos)
+    graph.value_info.extend(kept)
