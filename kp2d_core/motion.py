@@ -22,7 +22,6 @@ PARALLAX_PX = 1.0  # epipolar distance (px) at which a match stops counting for 
 PARALLAX_MARGIN = 0.06  # share of the matches a decomposition must win by (planar: < 0.03)
 IN_FRONT_SHARE = 0.8  # share of the inliers a plane must be in front of to be a candidate
 PRIOR_AGREEMENT = np.cos(np.radians(30.0))  # a solution this close to the prior is its plane
-ESSENTIAL_METHODS = (cv2.USAC_MAGSAC, cv2.RANSAC)  # both fitted; a tie keeps the first
 MIN_NOISE_PX = 0.3  # keypoints are not localised better than this, whatever the fit says
 TRANSLATION_FACTOR = 3.0  # translation from a homography is less certain than rotation
 
@@ -106,7 +105,7 @@ def pose_from_homography(
         # No translation (e.g. a still camera): every solution is the same rotation and the
         # plane normal is undefined, so the visibility test below cannot choose.
         return RelativePose(make_pose(rotations[0], np.zeros(3)), 'homography', prior_normal)
-    ref, cur = _normalized(pts_ref, K), _normalized(pts_cur, K)
+    ref, cur = normalized_coordinates(pts_ref, K), normalized_coordinates(pts_cur, K)
     try:
         valid = cv2.filterHomographyDecompByVisibleRefpoints(rotations, normals, ref, cur)
     except cv2.error:
@@ -190,54 +189,12 @@ def nearest_rotation(M: np.ndarray) -> np.ndarray:
     return U @ np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt)) or 1.0]) @ Vt
 
 
-def _normalized(pts: np.ndarray, K: np.ndarray) -> np.ndarray:
+def normalized_coordinates(pts: np.ndarray, K: np.ndarray) -> np.ndarray:
     """(N, 2) pixels -> (N, 1, 2) float32 normalised image coordinates (K^-1 p)."""
     pts = np.asarray(pts, np.float64).reshape(-1, 2)
     xy = (pts - K[:2, 2]) / [K[0, 0], K[1, 1]]
     xy[:, 0] -= K[0, 1] / K[0, 0] * xy[:, 1]  # skew
     return np.ascontiguousarray(xy.reshape(-1, 1, 2), np.float32)
-
-
-def pose_from_essential(
-    pts_ref: np.ndarray, pts_cur: np.ndarray, K: np.ndarray, threshold_px: float = 1.0
-) -> RelativePose | None:
-    """Relative pose from an essential matrix (for non-planar scenes); unit translation.
-
-    RANSAC (its best five-point sample's matrix) and MAGSAC++ (OpenCV's USAC: local
-    optimisation, a final fit on the inliers) on normalised coordinates (USAC finds nothing
-    on pixels with a camera matrix in OpenCV 4.14); the fit with more inliers in front of
-    both cameras wins, MAGSAC++ on a tie. On boxes of 300 points with 0.3 px noise RANSAC's
-    rotation was 0.3-1.6 deg off, MAGSAC++'s 0.01-0.1; before a dominant plane MAGSAC++
-    may settle on a matrix with half its inliers behind the cameras.
-    """
-    if len(pts_ref) < MIN_POSE_POINTS:
-        return None
-    ref = _normalized(pts_ref, K).reshape(-1, 2).astype(np.float64)
-    cur = _normalized(pts_cur, K).reshape(-1, 2).astype(np.float64)
-    threshold = threshold_px / (0.5 * (K[0, 0] + K[1, 1]))
-    fits = [_essential_fit(ref, cur, method, threshold) for method in ESSENTIAL_METHODS]
-    good, R, t, mask = max(
-        (f for f in fits if f is not None), key=lambda f: f[0], default=(0,) * 4
-    )
-    if good < MIN_POSE_POINTS:
-        return None
-    inliers = np.asarray(mask).ravel() > 0
-    return RelativePose(make_pose(R, t.ravel()), 'essential', support=int(good), inliers=inliers)
-
-
-def _essential_fit(
-    ref: np.ndarray, cur: np.ndarray, method: int, threshold: float
-) -> tuple | None:
-    """(points in front, R, t, their mask) of one robust essential-matrix fit on (N, 2)
-    normalised coordinates, or None when it finds no matrix."""
-    eye = np.eye(3)
-    try:
-        E, mask = cv2.findEssentialMat(ref, cur, eye, method, 0.999, threshold)
-        if E is None or E.shape != (3, 3):
-            return None
-        return cv2.recoverPose(E, ref, cur, eye, mask=mask)  # in front of both cameras
-    except cv2.error:  # degenerate samples: no pose, not an error
-        return None
 
 
 def is_pose(T: np.ndarray | None) -> bool:

@@ -25,11 +25,8 @@ from typing import NamedTuple
 import numpy as np
 
 from kp2d_core.epipolar import prefers_homography
-from kp2d_core.motion import (
-    make_pose,
-    pose_from_essential,
-    pose_from_homography,
-)
+from kp2d_core.essential import pose_from_essential
+from kp2d_core.motion import make_pose, pose_from_homography
 from kp2d_core.structure import (
     FIRM_PARALLAX_DEG,
     MIN_SCALE_POINTS,
@@ -84,6 +81,8 @@ class Matched:
     Attributes:
         key, cur: (M, 2) keyframe and current pixels; idx_key, idx_cur: (M,) keypoint indices.
         inliers: (M,) bool, the homography's inliers.
+        noise: keyframe and current (M, 2, 2) square roots of each point's covariance in
+            geometry pixels (:func:`~kp2d_core.refine.geometry_noise`); None: the identity.
     """
 
     key: np.ndarray
@@ -91,6 +90,7 @@ class Matched:
     idx_key: np.ndarray
     idx_cur: np.ndarray
     inliers: np.ndarray
+    noise: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def relative_motion(
@@ -122,7 +122,7 @@ def relative_motion(
     known = firm = None
     if scene.depths is not None and scene.firm is not None:
         known, firm = scene.depths[m.idx_key], scene.firm[m.idx_key]
-    essential = pose = pose_from_essential(m.key, m.cur, K, threshold_px)
+    essential = pose = pose_from_essential(m.key, m.cur, K, threshold_px, m.noise)
     if pose is not None and (
         pose.support < ESSENTIAL_SUPPORT * m.inliers.sum()  # degenerate: points behind
         or prefers_homography(H if consensus is None else consensus, pose, K, m.key, m.cur)

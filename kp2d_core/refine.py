@@ -5,10 +5,13 @@ best model of a minimal sample, polished on inliers that all count alike. Keypoi
 with the same error in raw image pixels, but a lens's rectification stretches it (several
 times at a fisheye's border) and the homography carries view 0's error into view 1: each
 correspondence here counts by the inverse of its own covariance, under a Cauchy loss.
+The robust Gauss-Newton steps and each match's noise in geometry pixels serve the essential
+matrix's motion as well (:func:`~kp2d_core.epipolar.refined_motion`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -61,22 +64,7 @@ def refine_homography(
     J1 = T1[0, 0] * (eye if jac1 is None else jac1)
     G = T1 @ H @ np.linalg.inv(T0)
     h = (G / G[2, 2]).ravel()[:8]
-    state = _robust_cost(h, x0, x1, J0, J1)
-    for _ in range(ITERATIONS):
-        cost, weights, residual, jacobian = state
-        weighted = (weights @ jacobian).reshape(-1, 8)
-        normal = jacobian.reshape(-1, 8).T @ weighted
-        gradient = weighted.T @ residual.ravel()
-        try:
-            candidate = h - np.linalg.solve(normal, gradient)
-        except np.linalg.LinAlgError:
-            break
-        trial = _robust_cost(candidate, x0, x1, J0, J1)
-        if not trial[0] < cost:
-            break
-        h, state = candidate, trial
-        if cost - trial[0] < 1e-9 * cost:
-            break
+    h = robust_gauss_newton(h, lambda h: _robust_cost(h, x0, x1, J0, J1))
     refined = np.linalg.inv(T1) @ np.append(h, 1.0).reshape(3, 3) @ T0
     if not np.isfinite(refined).all() or abs(refined[2, 2]) < 1e-12:
         return H
@@ -84,27 +72,85 @@ def refine_homography(
     return H if is_degenerate(refined, pts0) else refined
 
 
-def refined_result(
-    result: HomographyResult,
+def robust_gauss_newton(params: np.ndarray, state: Callable[[np.ndarray], tuple]) -> np.ndarray:
+    """Minimise a robust cost by Gauss-Newton steps, each taken only where it lowers the cost
+    (at most :data:`ITERATIONS`).
+
+    Args:
+        params: (P,) starting parameters.
+        state: parameters -> (cost, (M, k, k) weighted information matrices, (M, k)
+            residuals, (M, k, P) derivatives of the residuals by the parameters).
+
+    Returns:
+        (P,) the parameters of the lowest cost reached.
+    """
+    current = state(params)
+    for _ in range(ITERATIONS):
+        cost, weights, residual, jacobian = current
+        weighted = (weights @ jacobian).reshape(-1, len(params))
+        normal = jacobian.reshape(-1, len(params)).T @ weighted
+        gradient = weighted.T @ residual.ravel()
+        try:
+            candidate = params - np.linalg.solve(normal, gradient)
+        except np.linalg.LinAlgError:
+            break
+        trial = state(candidate)
+        if not trial[0] < cost:
+            break
+        params, current = candidate, trial
+        if cost - trial[0] < 1e-9 * cost:
+            break
+    return params
+
+
+def cauchy_weights(squared: np.ndarray) -> tuple[float, np.ndarray]:
+    """(cost, (M,) weights) of the Cauchy loss at :data:`CAUCHY_SCALE_PX` for (M,) squared
+    whitened residuals; the cost is infinite where it is not finite."""
+    scale2 = CAUCHY_SCALE_PX**2
+    cost = float(scale2 * np.log1p(squared / scale2).sum())
+    return (cost if np.isfinite(cost) else float('inf')), 1.0 / (1.0 + squared / scale2)
+
+
+def geometry_noise(
     key: ImagePoints,
     cur: ImagePoints,
     indices: np.ndarray,
     noise: tuple[np.ndarray, np.ndarray] | None,
-) -> HomographyResult:
-    """``result`` with its homography refined on its inliers under each point's noise through
-    the lens (:func:`refine_homography`); the inliers are kept.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Keyframe and current (M, 2, 2) square roots of each match's covariance in geometry
+    pixels, in units of a detected keypoint's error: the lens's derivatives
+    (:meth:`~kp2d_core.points.ImagePoints.pixel_jacobians`) times the raw-pixel noise.
 
     Args:
         indices: (M, 2) keyframe and current indices of the matches.
         noise: (M, 2, 2) keyframe and current square roots of each match's covariance in raw
             pixels (:class:`~kp2d_core.alignment.Alignment`), or None: a detected keypoint's.
     """
-    sel_key, sel_cur = indices[result.inliers, 0], indices[result.inliers, 1]
-    jac_key, jac_cur = key.pixel_jacobians(sel_key), cur.pixel_jacobians(sel_cur)
-    if noise is not None:
-        jac_key = jac_key @ noise[0][result.inliers]
-        jac_cur = jac_cur @ noise[1][result.inliers]
-    H = refine_homography(result.H, key.pixels[sel_key], cur.pixels[sel_cur], jac_key, jac_cur)
+    jac_key, jac_cur = key.pixel_jacobians(indices[:, 0]), cur.pixel_jacobians(indices[:, 1])
+    if noise is None:
+        return jac_key, jac_cur
+    return jac_key @ noise[0], jac_cur @ noise[1]
+
+
+def refined_result(
+    result: HomographyResult,
+    key: ImagePoints,
+    cur: ImagePoints,
+    indices: np.ndarray,
+    noise: tuple[np.ndarray, np.ndarray],
+) -> HomographyResult:
+    """``result`` with its homography refined on its inliers under each point's noise through
+    the lens (:func:`refine_homography`); the inliers are kept.
+
+    Args:
+        indices: (M, 2) keyframe and current indices of the matches.
+        noise: the matches' noise in geometry pixels (:func:`geometry_noise`).
+    """
+    inl = result.inliers
+    sel_key, sel_cur = indices[inl, 0], indices[inl, 1]
+    H = refine_homography(
+        result.H, key.pixels[sel_key], cur.pixels[sel_cur], noise[0][inl], noise[1][inl]
+    )
     return replace(result, H=H)
 
 
@@ -135,14 +181,11 @@ def _robust_cost(
     information = np.linalg.inv(covariance)
     residual = prediction - x1
     squared = np.sum(residual * (information @ residual[:, :, None])[:, :, 0], axis=1)
-    scale2 = CAUCHY_SCALE_PX**2
-    cost = float(scale2 * np.log1p(squared / scale2).sum())
-    weights = information / (1.0 + squared / scale2)[:, None, None]
+    cost, cauchy = cauchy_weights(squared)
+    weights = information * cauchy[:, None, None]
     jacobian = np.zeros((len(x0), 2, 8))
     jacobian[:, 0, 0:3] = np.stack([x, y, np.ones_like(x)], 1) / depth[:, None]
     jacobian[:, 1, 3:6] = jacobian[:, 0, 0:3]
     jacobian[:, 0, 6:8] = -u[:, None] * x0 / depth[:, None]
     jacobian[:, 1, 6:8] = -v[:, None] * x0 / depth[:, None]
-    if not np.isfinite(cost):
-        cost = float('inf')
     return cost, weights, residual, jacobian

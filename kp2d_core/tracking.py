@@ -7,9 +7,10 @@ transform or the camera calibration changes. A keyframe whose own pose is unknow
 pose of the last frame measured against the old keyframe (one frame's motion off, not the
 whole keyframe's). Geometry runs on :class:`~kp2d_core.points.ImagePoints`: rectified
 pixels when the camera has lens distortion, raw pixels otherwise; the sample-consensus
-homography is refined through the lens model (:mod:`kp2d_core.refine`), and the model
-selection weighs it as consensus fitted it. With intrinsics, the homography (or, for
-non-planar scenes, an essential matrix) gives the camera motion, chained through keyframes
+homography is refined through the lens model under each match's own noise
+(:mod:`kp2d_core.refine`; an essential matrix's motion likewise), and the model selection
+weighs it as consensus fitted it. With intrinsics, the homography (or, for non-planar
+scenes, an essential matrix) gives the camera motion, chained through keyframes
 into a pose ``T_world_cur`` (the first keyframe's camera is the world), with one scale along
 it (:mod:`kp2d_core.odometry`). Stamps are integer nanoseconds.
 """
@@ -38,7 +39,7 @@ from kp2d_core.odometry import (
     relative_motion,
 )
 from kp2d_core.points import ImagePoints
-from kp2d_core.refine import refined_result
+from kp2d_core.refine import geometry_noise, refined_result
 from kp2d_core.subpixel import refined_points
 
 ORIGIN_VARIANCE = 1e-9  # the first keyframe is the world origin: known, but never exactly 0
@@ -221,11 +222,11 @@ class HomographyTracker:
                 result = estimate_homography(
                     geo_key, geo_cur, None, cfg.ransac_method, cfg.ransac_threshold_px
                 )
-        consensus = result.H
+        consensus, noise = result.H, geometry_noise(key.points, cur, pairs, noise)
         if result.ok:
             result = refined_result(result, key.points, cur, pairs, noise)
         residual = reprojection_rms(result.H, geo_key, geo_cur, result.inliers)
-        m = Matched(geo_key, geo_cur, idx_key, idx_cur, result.inliers)
+        m = Matched(geo_key, geo_cur, idx_key, idx_cur, result.inliers, noise)
         K, threshold = points.intrinsics, cfg.ransac_threshold_px
         relative = None
         if result.ok and K is not None:

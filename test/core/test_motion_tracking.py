@@ -9,10 +9,10 @@ import torch
 
 from kp2d_core import Features
 from kp2d_core.camera import CameraModel, camera_matrix
+from kp2d_core.essential import pose_from_essential
 from kp2d_core.motion import (
     invert_pose,
     make_pose,
-    pose_from_essential,
     pose_from_homography,
     rotation_to_quaternion,
 )
