@@ -9,10 +9,22 @@ from __future__ import annotations
 from collections import Counter, deque
 from dataclasses import dataclass
 import threading
+from typing import Any
 
 import numpy as np
 
 NANOSECONDS = 1_000_000_000
+
+
+def stamp_ns(stamp: Any) -> int:
+    """builtin_interfaces/Time to integer nanoseconds."""
+    return int(stamp.sec) * NANOSECONDS + int(stamp.nanosec)
+
+
+def time_msg(cls: Any, nanoseconds: int) -> Any:
+    """builtin_interfaces/Time of integer nanoseconds (exact)."""
+    sec, nanosec = divmod(int(nanoseconds), NANOSECONDS)
+    return cls(sec=sec, nanosec=nanosec)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from rclpy.clock import ClockType
 from rclpy.time import Time
 
 from kp2d_core.camera import CameraModel
-from kp2d_ros.messages import stamp_ns
+from kp2d_ros.bookkeeping import stamp_ns
 
 
 def camera_model(msg: Any) -> CameraModel:

@@ -30,8 +30,8 @@ from sensor_msgs_py import point_cloud2
 from kp2d_core.motion import rotation_to_quaternion
 from kp2d_core.tracking import TrackResult
 from kp2d_core.tracks import Tracks
+from kp2d_ros.bookkeeping import time_msg
 
-NANOSECONDS = 1_000_000_000
 HOMOGRAPHY_NAMES = [f'h{r}{c}' for r in range(3) for c in range(3)] + [
     'inliers',
     'matches',
@@ -40,17 +40,6 @@ HOMOGRAPHY_NAMES = [f'h{r}{c}' for r in range(3) for c in range(3)] + [
     'rectified',
 ]
 VINS_CHANNELS = ('id', 'u', 'v', 'velocity_x', 'velocity_y')
-
-
-def stamp_ns(stamp: Any) -> int:
-    """builtin_interfaces/Time to integer nanoseconds."""
-    return int(stamp.sec) * NANOSECONDS + int(stamp.nanosec)
-
-
-def time_msg(cls: Any, nanoseconds: int) -> Any:
-    """builtin_interfaces/Time of integer nanoseconds (exact)."""
-    sec, nanosec = divmod(int(nanoseconds), NANOSECONDS)
-    return cls(sec=sec, nanosec=nanosec)
 
 
 def cloud_fields(dim: int) -> list[PointField]:

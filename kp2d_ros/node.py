@@ -83,6 +83,12 @@ def make_node(lifecycle: bool, **kwargs: Any) -> Any:
 
 
 def run(args: list[str] | None, lifecycle: bool) -> None:
+    from kp2d_ros.dependencies import NODE_LIBRARIES, MissingLibraryError, require_libraries
+
+    try:
+        require_libraries('kp2d_node', NODE_LIBRARIES)
+    except MissingLibraryError as exc:
+        raise SystemExit(str(exc)) from None
     signal.signal(signal.SIGINT, _quiet_exit)
     signal.signal(signal.SIGTERM, _quiet_exit)
     for name, value in BLAS_THREADS.items():

@@ -19,7 +19,7 @@ import csv
 import logging
 from pathlib import Path
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -30,11 +30,12 @@ from kp2d_core.pipeline import FramePipeline, FrameResult
 from kp2d_core.tracking import TrackResult
 from kp2d_core.tracks import Tracks
 from kp2d_core.viz import TrackTrails, draw_flow, put_text
-from kp2d_ros.bookkeeping import NANOSECONDS, StampPolicy
-from kp2d_ros.cameras import CameraInfoPairing
-from kp2d_ros.conversions import ImageError, compressed_msg_to_array, image_msg_to_array
-from kp2d_ros.messages import stamp_ns
+from kp2d_ros.bookkeeping import NANOSECONDS, StampPolicy, stamp_ns
+from kp2d_ros.dependencies import REPLAY_LIBRARIES, MissingLibraryError, require_libraries
 from kp2d_ros.options import options_from_values, params_file_values
+
+if TYPE_CHECKING:
+    from kp2d_ros.cameras import CameraInfoPairing
 
 LOG = logging.getLogger('kp2d.replay')
 COLUMNS = (
@@ -174,7 +175,14 @@ def replay(args: argparse.Namespace) -> int:
 
     Frames and CameraInfo are treated as the node treats them: bad images and invalid
     camera models are skipped and counted, a stamp going back resets the tracker.
+
+    Raises:
+        MissingLibraryError: cv_bridge or message_filters cannot be imported.
     """
+    require_libraries('kp2d_replay', REPLAY_LIBRARIES)
+    from kp2d_ros.cameras import CameraInfoPairing
+    from kp2d_ros.conversions import ImageError
+
     values, unknown = params_file_values(args.params_file) if args.params_file else ({}, [])
     if unknown:
         LOG.warning('ignoring unknown parameters (misspelled?): %s', ', '.join(unknown))
@@ -235,6 +243,8 @@ def _checked_stamp(stamps, msg, counts, pipeline, outputs) -> int | None:
 
 
 def _decode(msg: Any) -> np.ndarray:
+    from kp2d_ros.conversions import compressed_msg_to_array, image_msg_to_array
+
     if isinstance(msg, CompressedImage):
         return compressed_msg_to_array(msg)
     return image_msg_to_array(msg)
@@ -270,8 +280,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
     try:
         replay(parse_args(argv))
-    except (ValueError, OSError) as exc:
-        raise SystemExit(f'kp2d_replay: {exc}') from exc
+    except (ValueError, OSError, MissingLibraryError) as exc:
+        raise SystemExit(f'kp2d_replay: {exc}') from None
 
 
 if __name__ == '__main__':

@@ -22,19 +22,17 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from kp2d_core.artifacts import default_weights_path
 from kp2d_core.frontend import KeypointExtractor
 from kp2d_core.pipeline import FramePipeline
-from kp2d_ros.bookkeeping import FrameStats, StampPolicy, health
+from kp2d_ros.bookkeeping import NANOSECONDS, FrameStats, StampPolicy, health, stamp_ns
 from kp2d_ros.cameras import CameraInfoPairing
 from kp2d_ros.conversions import ImageError, compressed_msg_to_array, image_msg_to_array, quote
 from kp2d_ros.declare import declare_parameters, warn_unknown_overrides
 from kp2d_ros.memory import peak_rss_mib, rss_mib, trim
-from kp2d_ros.messages import stamp_ns
 from kp2d_ros.options import NodeOptions, options_from_values
 from kp2d_ros.outputs import Outputs
 from kp2d_ros.params import PARAMETERS
 from kp2d_ros.worker import LatestSlotWorker
 
 THROTTLE_S = 5.0
-NANOSECONDS = 1_000_000_000
 RELIABILITY = {
     'best_effort': ReliabilityPolicy.BEST_EFFORT,
     'reliable': ReliabilityPolicy.RELIABLE,

@@ -32,11 +32,12 @@ def missing_ros_libraries(names: tuple[str, ...] = ROS_LIBRARIES + ROS_TOOLS) ->
     return [name for name in names if importlib.util.find_spec(name) is None]
 
 
-def require_ros_libraries() -> None:
-    """Skip the calling test module, with one reason naming KP2D_ROS_SRC, when they are missing."""
+def require_ros_libraries(names: tuple[str, ...] = ROS_LIBRARIES + ROS_TOOLS) -> None:
+    """Skip the calling test module, with one reason naming KP2D_ROS_SRC, when any of ``names``
+    is missing."""
     import pytest
 
-    if missing_ros_libraries():
+    if missing_ros_libraries(names):
         pytest.skip(SKIP_REASON, allow_module_level=True)
 
 

@@ -11,8 +11,11 @@ import torch
 
 from kp2d_core import KeypointNet, save_checkpoint
 from kp2d_core.samples import synthetic_sequence
+from kp2d_ros.dependencies import REPLAY_LIBRARIES
 from kp2d_ros.replay import main, parse_args, read_messages, replay
+from kp2d_testing.ros import require_ros_libraries
 
+require_ros_libraries(REPLAY_LIBRARIES)
 rosbags = pytest.importorskip('rosbags', reason='pip install rosbags')
 from rosbags.rosbag2 import StoragePlugin  # noqa: E402
 
