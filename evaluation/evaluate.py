@@ -55,7 +55,12 @@ def parse_settings(text: str) -> list[tuple[tuple[int, int], int]]:
 
 
 def weights_files(args: argparse.Namespace) -> dict[str, Path]:
-    found = {f'KP2D ({Path(p).stem})': Path(p) for p in args.checkpoint or []}
+    paths = [Path(p) for p in args.checkpoint or []]
+    stems = [p.stem for p in paths]
+    found = {
+        f'KP2D ({p.stem if stems.count(p.stem) == 1 else f"{p.parent.name}/{p.stem}"})': p
+        for p in paths
+    }
     if args.default_model:
         found['KP2D (bundled)'] = default_weights_path()
     return found

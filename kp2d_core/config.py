@@ -19,12 +19,19 @@ MAX_NETWORK_PIXELS = 40_000_000  # the network input bounds memory: ~12 GB of ac
 MAX_NMS_RADIUS = 1000.0
 MAX_CROSS_RATIO = 8.0  # offsets beyond 8 cells would not be keypoints of their cell any more
 MAX_DESCRIPTOR_DIM = 4096
+MAX_WIDTH = 1024
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """KeypointNet architecture switches (the V0-V4 ablations are combinations of these)."""
+    """KeypointNet architecture switches (the V0-V4 ablations are combinations of these).
 
+    ``architecture`` 'vgg' is the paper's network; 'light' is the fast variant for CPUs
+    (:mod:`kp2d_core.networks.light_blocks`), shaped by ``widths``, ``downsample`` and
+    ``head_conv``, which the paper's network ignores.
+    """
+
+    architecture: Literal['vgg', 'light'] = 'vgg'
     use_color: bool = True  # 3-channel RGB input; False averages the channels into one.
     do_upsample: bool = True  # pixel-shuffle descriptor upsampling to H/4 with a skip connection
     do_cross: bool = True  # cross-border keypoints: offsets may leave their 8x8 cell
@@ -33,9 +40,24 @@ class ModelConfig:
     with_dropout: bool = True  # Dropout2d(p=dropout) in encoder and heads (training only)
     dropout: float = 0.2
     bn_momentum: float = 0.1
+    widths: tuple[int, int, int, int] = (16, 32, 64, 128)  # light: channels of the 4 stages
+    downsample: Literal['pool', 'stride'] = 'stride'  # light: max-pooling or strided convs
+    head_conv: Literal['full', 'separable'] = 'full'  # light: the heads' 3x3 convolution
 
     def __post_init__(self) -> None:
         # Written so that NaN fails every test; bounds keep a tampered config from allocating.
+        if self.architecture not in ('vgg', 'light'):
+            raise ValueError(f"architecture must be 'vgg' or 'light', got {self.architecture!r}")
+        if len(self.widths) != 4 or not all(1 <= w <= MAX_WIDTH for w in self.widths):
+            raise ValueError(f'widths must be 4 channel counts in [1, {MAX_WIDTH}]')
+        if self.downsample not in ('pool', 'stride') or self.head_conv not in (
+            'full',
+            'separable',
+        ):
+            raise ValueError(
+                f'downsample must be pool or stride and head_conv full or separable, got '
+                f'{self.downsample!r}, {self.head_conv!r}'
+            )
         if not 1.0 <= self.cross_ratio <= MAX_CROSS_RATIO:
             raise ValueError(
                 f'cross_ratio must be in [1, {MAX_CROSS_RATIO}], got {self.cross_ratio}'

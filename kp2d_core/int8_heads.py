@@ -66,12 +66,9 @@ def quantise_before_fanout(proto: Any) -> bool:
     from onnx import helper
 
     graph = proto.graph
-    uses, changed = consumers(graph), False
-    for act in list(graph.node):
-        readers = uses.get(act.output[0], []) if act.op_type in ('LeakyRelu', 'Relu') else []
-        plan = [_quantised_after(reader, uses) for reader in readers]
-        if len(readers) < 2 or any(step is None for step in plan):
-            continue
+    changed = False
+    while (found := _fanout(graph)) is not None:  # one at a time: see pad_output_channels
+        act, readers, plan = found
         added = []
         for index, (reader, scale) in enumerate(zip(readers, plan)):
             copy = f'{act.output[0]}_copy{index}'
@@ -96,12 +93,16 @@ def pad_output_channels(proto: Any) -> bool:
     from onnx import helper
 
     graph = proto.graph
-    uses, changed = consumers(graph), False
-    for conv in list(graph.node):
-        found = _narrow_quantised_conv(graph, conv, uses)
+    changed = False
+    while True:  # one at a time: a rewrite replaces the graph's node list (stale references)
+        uses = consumers(graph)
+        found = next(
+            ((c, f) for c in graph.node if (f := _narrow_quantised_conv(graph, c, uses))),
+            None,
+        )
         if found is None:
-            continue
-        q_out, channels = found
+            break
+        conv, (q_out, channels) = found
         sliced = f'{q_out.output[0]}_sliced'
         rename_input(graph, q_out.output[0], sliced)
         bounds = [
@@ -148,6 +149,18 @@ def int8_descriptors(proto: Any) -> bool:
     entry.value = json.dumps({'scale': float(scale), 'zero_point': int(zero)})
     drop_unused(graph)
     return True
+
+
+def _fanout(graph) -> tuple | None:
+    """(activation, its readers, what each quantises at) of the first float activation read
+    by several quantising readers, or None."""
+    uses = consumers(graph)
+    for act in graph.node:
+        readers = uses.get(act.output[0], []) if act.op_type in ('LeakyRelu', 'Relu') else []
+        plan = [_quantised_after(reader, uses) for reader in readers]
+        if len(readers) >= 2 and all(step is not None for step in plan):
+            return act, readers, plan
+    return None
 
 
 def _quantised_after(reader, uses) -> list | None:

@@ -14,6 +14,12 @@ from torch import nn
 
 from kp2d_core.config import CELL_SIZE, ModelConfig
 from kp2d_core.geometry import interior_cells
+from kp2d_core.networks.light_blocks import (
+    LightDescriptorHead,
+    LightEncoder,
+    LightLocationHead,
+    LightScoreHead,
+)
 
 SKIP_CHANNELS = 128
 TRUNK_CHANNELS = 256
@@ -171,11 +177,21 @@ class DescriptorHead(nn.Module):
 
 
 class KeypointNet(nn.Module):
-    """KP2D keypoint detector and descriptor (randomly initialised; see ``checkpoint``)."""
+    """KP2D keypoint detector and descriptor (randomly initialised; see ``checkpoint``).
+
+    ``cfg.architecture`` picks the paper's encoder and heads ('vgg') or the light ones
+    (:mod:`kp2d_core.networks.light_blocks`); both give the same outputs.
+    """
 
     def __init__(self, cfg: ModelConfig | None = None) -> None:
         super().__init__()
         self.cfg = cfg or ModelConfig()
+        if self.cfg.architecture == 'light':
+            self.encoder = LightEncoder(self.cfg)
+            self.score_head = LightScoreHead(self.cfg)
+            self.location_head = LightLocationHead(self.cfg)
+            self.descriptor_head = LightDescriptorHead(self.cfg)
+            return
         self.encoder = Encoder(self.cfg)
         self.score_head = ScoreHead(self.cfg)
         self.location_head = LocationHead(self.cfg)

@@ -8,6 +8,7 @@ from typing import Any
 from kp2d_core.config import ModelConfig
 from kp2d_core.data.dataset import DataConfig
 from kp2d_core.losses import LossConfig
+from kp2d_core.losses.distillation import DistillConfig
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     epochs: int = 50
     batch_size: int = 8  # per process
     workers: int = 2  # DataLoader worker processes per training process

@@ -18,9 +18,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from kp2d_core.artifacts import default_weights_path
 from kp2d_core.checkpoint import (
     atomic_save,
     check_state_dict,
+    load_model,
     make_checkpoint,
     read_checkpoint,
     save_checkpoint,
@@ -30,10 +32,19 @@ from kp2d_core.data.dataset import ImageFolderPairs, split_files
 from kp2d_core.training import state
 from kp2d_core.training.config import TrainConfig, config_changes, learning_rate
 from kp2d_core.training.distributed import Context, SkipSampler, setup_distributed
-from kp2d_core.training.module import KP2DTrainModule
+from kp2d_core.training.module import KP2DTrainModule, Teacher
 from kp2d_core.training.monitor import Monitor
 
 LOG = logging.getLogger(__name__)
+
+
+def load_teacher(source: str, device: torch.device, bf16: bool) -> Teacher | None:
+    """The distillation teacher: '' none, 'default' the bundled model, else a checkpoint path."""
+    if not source:
+        return None
+    path = default_weights_path() if source == 'default' else Path(source)
+    LOG.info('distilling from %s', path)
+    return Teacher(load_model(path, device), bf16)
 
 
 class Trainer:
@@ -43,7 +54,10 @@ class Trainer:
         self.cfg, self.ctx = cfg, ctx
         self.out = Path(cfg.out_dir)
         torch.manual_seed(cfg.seed + ctx.rank)
-        self.module = KP2DTrainModule(cfg.model, cfg.loss, cfg.bf16).to(ctx.device)
+        teacher = load_teacher(cfg.distill.teacher, ctx.device, cfg.bf16)
+        self.module = KP2DTrainModule(cfg.model, cfg.loss, cfg.bf16, teacher, cfg.distill).to(
+            ctx.device
+        )
         if cfg.zero_init_offsets:
             self.module.zero_init_offsets()
         self.net: nn.Module = self.module

@@ -32,15 +32,15 @@ LOGGED_TERMS = (
     'desc_pos',
     'desc_neg',
 )
+DISTILLED_TERMS = ('kd_total', 'kd_score', 'kd_loc', 'kd_desc')
 
 
 class Monitor:
     """metrics.jsonl, TensorBoard (when installed) and a tqdm bar, on rank 0 only."""
 
-    terms = LOGGED_TERMS
-
     def __init__(self, cfg: TrainConfig, ctx: Context, out: Path, val_files: list[Path]) -> None:
         self.cfg, self.out, self.enabled = cfg, out, ctx.main
+        self.terms = LOGGED_TERMS + (DISTILLED_TERMS if cfg.distill.teacher else ())
         self.device = ctx.device
         self.val_batch = self._validation_batch(val_files) if self.enabled else None
         self.writer = self._tensorboard() if self.enabled and cfg.tensorboard else None
@@ -98,7 +98,8 @@ class Monitor:
         module.eval()
         batch = {k: v.to(self.device) for k, v in self.val_batch.items()}
         losses = module(batch['source'], batch['target'], batch['H'])
-        metrics = {'val/' + k: float(losses[k]) for k in ('total', 'loc', 'recall')}
+        names = ('total', 'loc', 'recall') + (('kd_loc', 'kd_desc') if 'kd_loc' in losses else ())
+        metrics = {'val/' + k: float(losses[k]) for k in names}
         metrics['val/repeatability_3px'] = float(losses['repeatability'])
         if self.writer is not None:
             for key, value in metrics.items():
