@@ -57,12 +57,11 @@ def summary(samples: list[float]) -> dict[str, float]:
 def measure_one(args: argparse.Namespace) -> dict:
     """In this process: one backend (or OpenCV) at one setting; peak RSS included."""
     from kp2d_core import ExtractorConfig, KeypointExtractor, load_model
-    from kp2d_core.artifacts import default_weights_path, file_sha256
-    from kp2d_core.backends import create_backend
-    from kp2d_core.checkpoint import resolve_device
-    from kp2d_core.geometry import normalize_image
-    from kp2d_core.images import image_to_array
-    from kp2d_core.samples import synthetic_pair
+    from kp2d_core.data.samples import synthetic_pair
+    from kp2d_core.images import image_to_array, normalize_image
+    from kp2d_core.inference.backends import create_backend
+    from kp2d_core.model.checkpoint import resolve_device
+    from kp2d_core.model.files import default_weights_path, file_sha256
 
     height, width, top_k = (int(v) for v in args.setting.split(','))
     image = synthetic_pair((height, width))[0]
@@ -83,7 +82,7 @@ def measure_one(args: argparse.Namespace) -> dict:
 
 
 def _peak_mib() -> float:
-    from kp2d_ros.memory import peak_rss_mib
+    from kp2d_ros.process_memory import peak_rss_mib
 
     return peak_rss_mib()  # this program's own peak (ru_maxrss would include the parent's)
 

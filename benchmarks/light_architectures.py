@@ -3,7 +3,7 @@
     python -m benchmarks.light_architectures [--repeats 15] [--size 480,640]
 
 Every candidate is a ``ModelConfig`` of the light architecture with one choice changed from
-the chosen one (``LIGHT`` in :mod:`kp2d_core.networks.variants`); each is exported to ONNX,
+the chosen one (``LIGHT`` in :mod:`kp2d_core.model.variants`); each is exported to ONNX,
 quantised to int8 (random weights: the time does not depend on their values) and timed on one
 image of ``--size`` with the same session settings as the node, fp32 and int8, in this process,
 one after the other. The bundled model (its shipped int8 file and a fresh fp32 export) and
@@ -24,17 +24,16 @@ import cv2
 import numpy as np
 import torch
 
-from kp2d_core.artifacts import default_weights_path
-from kp2d_core.backends.onnx_backend import OnnxRuntimeBackend
-from kp2d_core.checkpoint import load_model
+from kp2d_core.data.samples import synthetic_pair
 from kp2d_core.evaluation.report import cpu_description
-from kp2d_core.export import export_onnx, quantize_int8
-from kp2d_core.geometry import normalize_image
-from kp2d_core.images import image_to_array
-from kp2d_core.networks import KeypointNet
-from kp2d_core.networks.flops import conv_flops
-from kp2d_core.networks.variants import LIGHT
-from kp2d_core.samples import synthetic_pair
+from kp2d_core.images import image_to_array, normalize_image
+from kp2d_core.inference.backends.onnx_backend import OnnxRuntimeBackend
+from kp2d_core.inference.export import export_onnx, quantize_int8
+from kp2d_core.model.checkpoint import load_model
+from kp2d_core.model.files import default_weights_path
+from kp2d_core.model.flops import conv_flops
+from kp2d_core.model.keypoint_net import KeypointNet
+from kp2d_core.model.variants import LIGHT
 
 CANDIDATES: dict[str, dict] = {
     'chosen': {},

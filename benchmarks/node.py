@@ -33,11 +33,11 @@ import rclpy
 from rclpy.serialization import serialize_message
 
 from kp2d_core import ExtractorConfig, KeypointExtractor
-from kp2d_core.artifacts import default_weights_path
-from kp2d_core.backends import label
+from kp2d_core.data.samples import synthetic_sequence
 from kp2d_core.evaluation.report import cpu_description
-from kp2d_core.samples import synthetic_sequence
-from kp2d_ros.memory import rss_breakdown, rss_mib
+from kp2d_core.inference.backends import label
+from kp2d_core.model.files import default_weights_path
+from kp2d_ros.process_memory import rss_breakdown, rss_mib
 from kp2d_testing.ros import (
     Probe,
     diagnostic_values,
@@ -69,10 +69,10 @@ def tracking_cost(extractor: KeypointExtractor, frames: list[np.ndarray]) -> tup
     the grey images the default tracker aligns its matches on."""
     from dataclasses import replace
 
+    from kp2d_core.geometry.image_points import ImagePoints
     from kp2d_core.images import gray_uint8
-    from kp2d_core.points import ImagePoints
-    from kp2d_core.tracking import HomographyTracker
-    from kp2d_core.tracks import FeatureTracker
+    from kp2d_core.vo.feature_tracks import FeatureTracker
+    from kp2d_core.vo.keyframe_tracker import HomographyTracker
 
     features = [replace(extractor.extract(f), gray=gray_uint8(f)) for f in frames[:15]]
     homography, tracks = HomographyTracker(), FeatureTracker()

@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from kp2d_core.checkpoint import resolve_device
 from kp2d_core.config import load_yaml_config
+from kp2d_core.model.checkpoint import resolve_device
 from kp2d_core.training import Context, TrainConfig, Trainer
 
 

@@ -23,20 +23,15 @@ import time
 import torch
 
 from kp2d_core import KeypointNet, load_model
-from kp2d_core.backends import create_backend, label, time_backend
-from kp2d_core.backends.base import REFERENCE
-from kp2d_core.backends.gate import SETTING, gate_path, write_gate
-from kp2d_core.checkpoint import default_weights_path, resolve_device
 from kp2d_core.evaluation.devset import build_devset, holdout_photos
 from kp2d_core.evaluation.extractors import Extractor, kp2d_extractor, opencv_extractor
 from kp2d_core.evaluation.harness import Evaluation, evaluate
-from kp2d_core.evaluation.report import (
-    markdown_table,
-    plot_corner_curve,
-    plot_metrics,
-    write_json,
-)
-from kp2d_core.export import file_sha256
+from kp2d_core.evaluation.report import markdown_table, plot_corner_curve, plot_metrics, write_json
+from kp2d_core.inference.backends import create_backend, label, time_backend
+from kp2d_core.inference.backends.base import REFERENCE
+from kp2d_core.inference.backends.gate import SETTING, gate_path, write_gate
+from kp2d_core.model.checkpoint import resolve_device
+from kp2d_core.model.files import default_weights_path, file_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLDOUT = ROOT / 'training' / 'devset_holdout.txt'

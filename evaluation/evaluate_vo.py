@@ -9,7 +9,7 @@ sequences, against the ground truth.
 SEQ_DIR is a TUM RGB-D style folder (rgb.txt, groundtruth.txt, camera.yaml, optional
 groundtruth_homography.txt; evaluation/build_sequences.py writes these) or an EuRoC ASL folder
 (mav0/...). Every front-end runs through the same per-frame pipeline as the node (keyframes,
-homography, pose, tracks; kp2d_core.pipeline) with the node's default settings. Writes
+homography, pose, tracks; kp2d_core.vo.frame_pipeline) with the node's default settings. Writes
 OUT/vo_results.json (one object per sequence and front-end), OUT/report.md and plots per
 sequence (trajectory top view against the truth, position error over time, track lengths).
 """
@@ -24,14 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from kp2d_core.backends import label
 from kp2d_core.evaluation.frontends import KLT_MAX_DISTANCE, ClassicalExtractor, KltExtractor
 from kp2d_core.evaluation.report import cpu_description
 from kp2d_core.evaluation.sequences import SequenceError, read_sequence
 from kp2d_core.evaluation.vo import RunRecord, ate_rmse, run_sequence, summarise
-from kp2d_core.pipeline import FramePipeline, PipelineConfig
-from kp2d_core.tracking import TrackerConfig
-from kp2d_core.tracks import TrackConfig
+from kp2d_core.inference.backends import label
+from kp2d_core.vo.feature_tracks import TrackConfig
+from kp2d_core.vo.frame_pipeline import FramePipeline, PipelineConfig
+from kp2d_core.vo.keyframe_tracker import TrackerConfig
 
 FRONT_ENDS = ('kp2d', 'orb', 'akaze', 'sift', 'klt')  # also kp2d_fp32 (eager PyTorch fp32)
 # Any front-end with '_detected' (e.g. sift_detected): tracker.align off, its matches as found;

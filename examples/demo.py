@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Demo: KP2D keypoints, matches and keyframe homographies on the bundled camera sweep.
 
-Runs the node's frame pipeline (``kp2d_core.pipeline``, same defaults as the node) with the
-bundled default model (or ``--checkpoint``) over a synthetic camera sweep across the bundled
-photo, compares every keyframe-to-frame homography with the exact one, writes one PNG per
-frame and prints the end-to-end frames per second.
+Runs the node's frame pipeline (``kp2d_core.vo.frame_pipeline``, same defaults as the node) with
+the bundled default model (or ``--checkpoint``) over a synthetic camera sweep across the bundled
+photo, compares every keyframe-to-frame homography with the exact one, writes one PNG per frame and
+prints the end-to-end frames per second.
 
     python examples/demo.py --out outputs/demo
 """
@@ -20,11 +20,11 @@ import cv2
 import numpy as np
 import torch
 
-from kp2d_core.checkpoint import CheckpointNotFoundError
-from kp2d_core.geometry import corner_error
-from kp2d_core.pipeline import FramePipeline, FrameResult, PipelineConfig
-from kp2d_core.samples import synthetic_sequence
+from kp2d_core.data.samples import synthetic_sequence
+from kp2d_core.geometry.coordinates import corner_error
+from kp2d_core.model.files import CheckpointNotFoundError
 from kp2d_core.viz import TrackTrails, draw_flow, put_text
+from kp2d_core.vo.frame_pipeline import FramePipeline, FrameResult, PipelineConfig
 
 LOG = logging.getLogger('kp2d.demo')
 FRAME_PERIOD_NS = 100_000_000  # 10 Hz

@@ -19,25 +19,25 @@ __version__ = '0.1.0'
 # Where each public name lives. Imported on first use, so a program that needs only the
 # PyTorch-free parts (the ONNX Runtime node) does not load PyTorch by importing the package.
 _EXPORTS = {
-    'CheckpointError': 'kp2d_core.artifacts',
+    'CheckpointError': 'kp2d_core.model.files',
     'ExtractorConfig': 'kp2d_core.config',
-    'Features': 'kp2d_core.frontend',
-    'HomographyResult': 'kp2d_core.homography',
-    'HomographyTracker': 'kp2d_core.tracking',
-    'IONet': 'kp2d_core.networks',
-    'KeypointExtractor': 'kp2d_core.frontend',
-    'KeypointNet': 'kp2d_core.networks',
-    'Matches': 'kp2d_core.matching',
+    'Features': 'kp2d_core.inference.features',
+    'HomographyResult': 'kp2d_core.geometry.homography',
+    'HomographyTracker': 'kp2d_core.vo.keyframe_tracker',
+    'IONet': 'kp2d_core.model.io_net',
+    'KeypointExtractor': 'kp2d_core.inference.extractor',
+    'KeypointNet': 'kp2d_core.model.keypoint_net',
+    'Matches': 'kp2d_core.geometry.correspondences',
     'ModelConfig': 'kp2d_core.config',
-    'TrackResult': 'kp2d_core.tracking',
-    'TrackerConfig': 'kp2d_core.tracking',
-    'estimate_homography': 'kp2d_core.homography',
-    'load_model': 'kp2d_core.checkpoint',
-    'match': 'kp2d_core.matching',
-    'match_descriptors': 'kp2d_core.matching',
-    'refine_homography': 'kp2d_core.refine',
-    'refine_matches': 'kp2d_core.subpixel',
-    'save_checkpoint': 'kp2d_core.checkpoint',
+    'TrackResult': 'kp2d_core.vo.keyframe_tracker',
+    'TrackerConfig': 'kp2d_core.vo.keyframe_tracker',
+    'estimate_homography': 'kp2d_core.geometry.homography',
+    'load_model': 'kp2d_core.model.checkpoint',
+    'match': 'kp2d_core.inference.matching',
+    'match_descriptors': 'kp2d_core.inference.matching',
+    'refine_homography': 'kp2d_core.geometry.refinement',
+    'refine_matches': 'kp2d_core.inference.subpixel',
+    'save_checkpoint': 'kp2d_core.model.checkpoint',
 }
 
 __all__ = [
@@ -63,14 +63,17 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from kp2d_core.artifacts import CheckpointError
-    from kp2d_core.checkpoint import load_model, save_checkpoint
     from kp2d_core.config import ExtractorConfig, ModelConfig
-    from kp2d_core.frontend import Features, KeypointExtractor
-    from kp2d_core.homography import HomographyResult, estimate_homography
-    from kp2d_core.matching import Matches, match, match_descriptors
-    from kp2d_core.networks import IONet, KeypointNet
-    from kp2d_core.tracking import HomographyTracker, TrackerConfig, TrackResult
+    from kp2d_core.geometry.correspondences import Matches
+    from kp2d_core.geometry.homography import HomographyResult, estimate_homography
+    from kp2d_core.inference.extractor import KeypointExtractor
+    from kp2d_core.inference.features import Features
+    from kp2d_core.inference.matching import match, match_descriptors
+    from kp2d_core.model.checkpoint import load_model, save_checkpoint
+    from kp2d_core.model.files import CheckpointError
+    from kp2d_core.model.io_net import IONet
+    from kp2d_core.model.keypoint_net import KeypointNet
+    from kp2d_core.vo.keyframe_tracker import HomographyTracker, TrackerConfig, TrackResult
 
 
 def __getattr__(name: str) -> object:

@@ -1,4 +1,5 @@
-"""Shape checks at the public API boundaries, in the spirit of kornia's KORNIA_CHECK_SHAPE.
+"""Shape checks at the public API boundaries, in the spirit of kornia's KORNIA_CHECK_SHAPE,
+and the array type that functions taking NumPy arrays or torch tensors share.
 
 ``check_shape(x, 'B,N,2')`` accepts a tensor or array whose dimensions match the spec: numbers
 must match exactly, letters match anything (and the same letter must match the same size
@@ -8,7 +9,17 @@ argument and both shapes.
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+# PyTorch is imported by the functions that need it, so inference on NumPy (the ONNX Runtime
+# node) never loads it.
+Array = TypeVar('Array', np.ndarray, 'torch.Tensor')
 
 
 def check_shape(value: Any, spec: str, name: str = 'input') -> dict[str, int]:
@@ -34,3 +45,9 @@ def check_shape(value: Any, spec: str, name: str = 'input') -> dict[str, int]:
                 f'{name} must have shape ({spec}) with one size for {part}, got {shape}'
             )
     return sizes
+
+
+def is_tensor(value: object) -> bool:
+    """Whether ``value`` is a torch tensor (without importing torch: none exist before it)."""
+    torch = sys.modules.get('torch')
+    return torch is not None and isinstance(value, torch.Tensor)

@@ -27,7 +27,7 @@ class ModelConfig:
     """KeypointNet architecture switches (the V0-V4 ablations are combinations of these).
 
     ``architecture`` 'vgg' is the paper's network; 'light' is the fast variant for CPUs
-    (:mod:`kp2d_core.networks.light_blocks`), shaped by ``widths``, ``downsample`` and
+    (:mod:`kp2d_core.model.light_blocks`), shaped by ``widths``, ``downsample`` and
     ``head_conv``, which the paper's network ignores.
     """
 

@@ -5,7 +5,8 @@ Every encoded image (training photos, evaluation sequences, samples, the node's 
 replay's CompressedImage payloads) is decoded by :func:`decode_image`, which reads the size
 from the header (:func:`encoded_size`) and refuses a decompression bomb before any pixel is
 decoded. Every user array (API, node, evaluation) becomes network input through
-:func:`image_to_array`, so validation and colour handling are written once.
+:func:`image_to_array` and :func:`normalize_image`, so validation, colour handling and the
+network's input scaling are written once.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from kp2d_core.checks import Array, is_tensor
 from kp2d_core.config import CELL_SIZE
 
 if TYPE_CHECKING:
@@ -29,6 +31,11 @@ LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)  # R, G, B (ITU-R BT.
 JPEG_FILL = 128  # libjpeg's value for the blocks of a corrupt or cut entropy stream
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+IMAGE_MEAN = 0.5
+IMAGE_SCALE = 0.225
+"""KP2D input normalisation ``(x - 0.5) * 0.225``, the reference implementation's constants (it
+multiplies; the first convolution has no bias and feeds BatchNorm, so the scale only has to
+agree between training and inference, which :func:`normalize_image` guarantees)."""
 
 
 class ImageFileError(ValueError):
@@ -251,3 +258,24 @@ def gray_uint8(image: np.ndarray, channel_order: str = 'bgr') -> np.ndarray:
     else:
         luma = array[0]
     return np.clip(np.rint(luma * 255.0), 0, 255).astype(np.uint8)
+
+
+def normalize_image(image: Array, use_color: bool = True) -> Array:
+    """Map [0, 1] RGB images to the network's input space (NumPy arrays or torch tensors).
+
+    Args:
+        image: float (B, 3, H, W) or (B, 1, H, W) in [0, 1]. Not modified.
+        use_color: keep 3 channels; False averages them into one (gray networks).
+
+    Returns:
+        (B, 3, H, W), or (B, 1, H, W) when ``use_color`` is False; float32 for NumPy input.
+    """
+    if image.ndim != 4 or image.shape[1] not in (1, 3):
+        raise ValueError(f'expected images (B, 1|3, H, W), got {tuple(image.shape)}')
+    tensor = is_tensor(image)
+    if use_color and image.shape[1] == 1:
+        image = image.expand(-1, 3, -1, -1) if tensor else np.repeat(image, 3, axis=1)
+    elif not use_color and image.shape[1] == 3:
+        image = image.mean(dim=1, keepdim=True) if tensor else image.mean(1, keepdims=True)
+    normalised = (image - IMAGE_MEAN) * IMAGE_SCALE
+    return normalised if tensor else normalised.astype(np.float32, copy=False)

@@ -1,9 +1,11 @@
-"""ROS 2 node: camera images in; keypoints, homographies, odometry and a debug image out.
+"""Entry points of the ROS 2 node: camera images in; keypoints, homographies, odometry and a
+debug image out.
 
 ``kp2d_node`` starts working at once; ``kp2d_lifecycle_node`` is a managed node that loads
-the model on *configure* and subscribes on *activate*. Both run :class:`Kp2dRuntime`. Heavy
-imports (rclpy, NumPy, the inference runtime) happen inside ``main``, after a quiet SIGINT
-handler is installed, so Ctrl-C at any moment ends the process without a traceback.
+the model on *configure* and subscribes on *activate* (the classes are in
+:mod:`kp2d_ros.nodes`). Heavy imports (rclpy, NumPy, the inference runtime) happen inside
+``main``, after a quiet SIGINT handler is installed, so Ctrl-C at any moment ends the process
+without a traceback.
 """
 
 from __future__ import annotations
@@ -13,73 +15,15 @@ import signal
 import sys
 from typing import Any
 
-START_UP_ERRORS = (ValueError, OSError)  # CheckpointError is a ValueError
 # NumPy's BLAS starts a thread per core that keeps spinning after each product (descriptor
 # matching), taking the cores from the network's threads: resized to 240x320 the node gave
-# 54 % of extract()'s frame rate with it and 76 % with one thread (README, Node memory).
+# 54 % of extract()'s frame rate with it and 76 % with one thread (docs/memory.md).
 # Read when NumPy is first imported; a value set by the user wins.
 BLAS_THREADS = {'OPENBLAS_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1'}
 
 
 def _quiet_exit(signum: int, frame: Any) -> None:
     raise SystemExit(0)
-
-
-def make_node(lifecycle: bool, **kwargs: Any) -> Any:
-    """The node object (plain or lifecycle), with its runtime."""
-    from rclpy.lifecycle import Node as LifecycleNode
-    from rclpy.lifecycle import State, TransitionCallbackReturn
-    from rclpy.node import Node
-
-    from kp2d_ros.runtime import Kp2dRuntime
-
-    class KP2DNode(Node):
-        """Configured and subscribed on construction."""
-
-        def __init__(self) -> None:
-            super().__init__('kp2d', **kwargs)
-            self.runtime = Kp2dRuntime(self)
-            self.runtime.configure()
-            self.runtime.activate()
-
-        def close(self) -> None:
-            self.runtime.cleanup()
-
-    class KP2DLifecycleNode(LifecycleNode):
-        """configure: load the model and create publishers; activate: subscribe."""
-
-        def __init__(self) -> None:
-            super().__init__('kp2d', **kwargs)
-            self.runtime = Kp2dRuntime(self, lifecycle=True)
-
-        def on_configure(self, state: State) -> TransitionCallbackReturn:
-            try:
-                self.runtime.configure()
-            except START_UP_ERRORS as exc:
-                self.get_logger().error(f'cannot configure: {exc}')
-                return TransitionCallbackReturn.FAILURE
-            return TransitionCallbackReturn.SUCCESS
-
-        def on_activate(self, state: State) -> TransitionCallbackReturn:
-            self.runtime.activate()
-            return super().on_activate(state)
-
-        def on_deactivate(self, state: State) -> TransitionCallbackReturn:
-            self.runtime.deactivate()
-            return super().on_deactivate(state)
-
-        def on_cleanup(self, state: State) -> TransitionCallbackReturn:
-            self.runtime.cleanup()
-            return TransitionCallbackReturn.SUCCESS
-
-        def on_shutdown(self, state: State) -> TransitionCallbackReturn:
-            self.runtime.cleanup()
-            return TransitionCallbackReturn.SUCCESS
-
-        def close(self) -> None:
-            self.runtime.cleanup()
-
-    return KP2DLifecycleNode() if lifecycle else KP2DNode()
 
 
 def run(args: list[str] | None, lifecycle: bool) -> None:
@@ -93,16 +37,18 @@ def run(args: list[str] | None, lifecycle: bool) -> None:
     signal.signal(signal.SIGTERM, _quiet_exit)
     for name, value in BLAS_THREADS.items():
         os.environ.setdefault(name, value)
-    from kp2d_ros.memory import configure_allocator
+    from kp2d_ros.process_memory import configure_allocator
 
-    configure_allocator()  # before any thread exists (README, Node memory)
+    configure_allocator()  # before any thread exists (docs/memory.md)
     import rclpy
     from rclpy.executors import ExternalShutdownException
 
     rclpy.init(args=args)
+    from kp2d_ros.nodes import START_UP_ERRORS, Kp2dLifecycleNode, Kp2dNode
+
     node = None
     try:
-        node = make_node(lifecycle)
+        node = Kp2dLifecycleNode() if lifecycle else Kp2dNode()
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException, SystemExit):
         pass

@@ -25,17 +25,17 @@ import cv2
 import numpy as np
 from sensor_msgs.msg import CompressedImage
 
-from kp2d_core.motion import rotation_to_quaternion
-from kp2d_core.pipeline import FramePipeline, FrameResult
-from kp2d_core.tracking import TrackResult
-from kp2d_core.tracks import Tracks
+from kp2d_core.geometry.poses import rotation_to_quaternion
 from kp2d_core.viz import TrackTrails, draw_flow, put_text
-from kp2d_ros.bookkeeping import NANOSECONDS, StampPolicy, stamp_ns
+from kp2d_core.vo.feature_tracks import Tracks
+from kp2d_core.vo.frame_pipeline import FramePipeline, FrameResult
+from kp2d_core.vo.keyframe_tracker import TrackResult
 from kp2d_ros.dependencies import REPLAY_LIBRARIES, MissingLibraryError, require_libraries
-from kp2d_ros.options import options_from_values, params_file_values
+from kp2d_ros.parameters import options_from_values, params_file_values
+from kp2d_ros.stamps import NANOSECONDS, StampPolicy, stamp_ns
 
 if TYPE_CHECKING:
-    from kp2d_ros.cameras import CameraInfoPairing
+    from kp2d_ros.camera_info import CameraInfoPairing
 
 LOG = logging.getLogger('kp2d.replay')
 COLUMNS = (
@@ -180,8 +180,8 @@ def replay(args: argparse.Namespace) -> int:
         MissingLibraryError: cv_bridge or message_filters cannot be imported.
     """
     require_libraries('kp2d_replay', REPLAY_LIBRARIES)
-    from kp2d_ros.cameras import CameraInfoPairing
-    from kp2d_ros.conversions import ImageError
+    from kp2d_ros.camera_info import CameraInfoPairing
+    from kp2d_ros.image_conversion import ImageError
 
     values, unknown = params_file_values(args.params_file) if args.params_file else ({}, [])
     if unknown:
@@ -243,7 +243,7 @@ def _checked_stamp(stamps, msg, counts, pipeline, outputs) -> int | None:
 
 
 def _decode(msg: Any) -> np.ndarray:
-    from kp2d_ros.conversions import compressed_msg_to_array, image_msg_to_array
+    from kp2d_ros.image_conversion import compressed_msg_to_array, image_msg_to_array
 
     if isinstance(msg, CompressedImage):
         return compressed_msg_to_array(msg)

@@ -19,18 +19,28 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from kp2d_core.artifacts import default_weights_path
-from kp2d_core.frontend import KeypointExtractor
-from kp2d_core.pipeline import FramePipeline
-from kp2d_ros.bookkeeping import NANOSECONDS, FrameStats, StampPolicy, health, stamp_ns
-from kp2d_ros.cameras import CameraInfoPairing
-from kp2d_ros.conversions import ImageError, compressed_msg_to_array, image_msg_to_array, quote
-from kp2d_ros.declare import declare_parameters, warn_unknown_overrides
-from kp2d_ros.memory import peak_rss_mib, rss_mib, trim
-from kp2d_ros.options import NodeOptions, options_from_values
-from kp2d_ros.outputs import Outputs
-from kp2d_ros.params import PARAMETERS
-from kp2d_ros.worker import LatestSlotWorker
+from kp2d_core.inference.extractor import KeypointExtractor
+from kp2d_core.model.files import default_weights_path
+from kp2d_core.vo.frame_pipeline import FramePipeline
+from kp2d_ros.camera_info import CameraInfoPairing
+from kp2d_ros.frame_health import FrameStats, health
+from kp2d_ros.frame_worker import LatestSlotWorker
+from kp2d_ros.image_conversion import (
+    ImageError,
+    compressed_msg_to_array,
+    image_msg_to_array,
+    quote,
+)
+from kp2d_ros.parameters import (
+    PARAMETERS,
+    NodeOptions,
+    declare_parameters,
+    options_from_values,
+    warn_unknown_overrides,
+)
+from kp2d_ros.process_memory import peak_rss_mib, rss_mib, trim
+from kp2d_ros.publishers import Outputs
+from kp2d_ros.stamps import NANOSECONDS, StampPolicy, stamp_ns
 
 THROTTLE_S = 5.0
 RELIABILITY = {
@@ -231,7 +241,7 @@ class Kp2dRuntime:
         self.log.warning(text, throttle_duration_sec=THROTTLE_S)
 
     def _report(self) -> None:
-        trim()  # freed frame buffers go back to the system (README, Node memory)
+        trim()  # freed frame buffers go back to the system (docs/memory.md)
         now = time.monotonic()
         figures = self.stats.window(now)
         level, message = health(figures, self.options.health)

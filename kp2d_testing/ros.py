@@ -290,7 +290,7 @@ def shifted_frames(
     and the geometry with them, not the quality of the weights.
     """
     from kp2d_core.images import read_image
-    from kp2d_core.samples import sample_photo_path
+    from kp2d_core.inference.probe import sample_photo_path
 
     photo = read_image(sample_photo_path())
     frames, H_0to = [], []

@@ -33,7 +33,8 @@ def test_colcon_build(tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     install = tmp_path / 'ws/install'
     assert (install / 'kp2d_ros/share/ament_index/resource_index/packages/kp2d_ros').is_file()
-    assert list(install.glob('kp2d_ros/lib/python3*/site-packages/kp2d_core/frontend.py'))
+    site = 'kp2d_ros/lib/python3*/site-packages'
+    assert list(install.glob(f'{site}/kp2d_core/inference/extractor.py'))
     assert (install / 'kp2d_ros/lib/kp2d_ros/kp2d_lifecycle_node').is_file()
     assert (install / 'kp2d_ros/share/kp2d_ros/launch/kp2d.launch.py').is_file()
     if with_msgs:
@@ -45,12 +46,11 @@ def test_launch_and_params_files():
     compile(launch.read_text(), str(launch), 'exec')
     import yaml
 
-    from kp2d_core.pipeline import PipelineConfig
-    from kp2d_ros.options import options_from_values, params_file_values
-    from kp2d_ros.params import DEFAULTS, yaml_text
+    from kp2d_core.vo.frame_pipeline import PipelineConfig
+    from kp2d_ros.parameters import DEFAULTS, options_from_values, params_file_values, yaml_text
 
     shipped = ROOT / 'config' / 'kp2d.yaml'
-    assert shipped.read_text() == yaml_text(), 'regenerate: python -m kp2d_ros.params'
+    assert shipped.read_text() == yaml_text(), 'regenerate: python -m kp2d_ros.parameters'
     assert list(yaml.safe_load(shipped.read_text())) == ['/**']  # any namespace and node name
     values, unknown = params_file_values(str(shipped))
     assert values == DEFAULTS and unknown == []
@@ -70,11 +70,21 @@ def launch_argument_names() -> list[str]:
     return ['params_file'] + [entry.elts[0].value for entry in table.elts]
 
 
+def test_the_parameter_table_keeps_five_columns_on_every_row():
+    import re
+
+    from kp2d_ros.parameters import markdown_table
+
+    for row in markdown_table().splitlines():
+        cells = re.split(r'(?<!\\)\|', row)  # a bar escaped as \| stays inside its cell
+        assert len(cells) == 7, row
+
+
 def test_readme_documents_every_parameter_launch_argument_and_topic():
-    from kp2d_ros.params import markdown_table
+    from kp2d_ros.parameters import markdown_table
 
     readme = (ROOT / 'README.md').read_text()
-    assert markdown_table() in readme, 'regenerate: python -m kp2d_ros.params --markdown'
+    assert markdown_table() in readme, 'regenerate: python -m kp2d_ros.parameters --markdown'
     names = launch_argument_names()
     assert {'namespace', 'image_transport', 'lifecycle'} <= set(names)
     for name in names:

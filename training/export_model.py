@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kp2d_core.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
+from kp2d_core.model.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
 
 
 def main() -> None:

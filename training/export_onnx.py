@@ -23,11 +23,11 @@ import tempfile
 
 import numpy as np
 
-from kp2d_core.checkpoint import default_weights_path, load_model
 from kp2d_core.data.dataset import split_files
-from kp2d_core.export import export_onnx, file_sha256, quantize_int8, store_reference
-from kp2d_core.geometry import normalize_image
-from kp2d_core.images import cover_crop, image_to_array, read_image
+from kp2d_core.images import cover_crop, image_to_array, normalize_image, read_image
+from kp2d_core.inference.export import export_onnx, quantize_int8, store_reference
+from kp2d_core.model.checkpoint import load_model
+from kp2d_core.model.files import default_weights_path, file_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 CALIBRATION_HW = (240, 320)

@@ -15,8 +15,8 @@ import argparse
 import logging
 import os
 
-from kp2d_core.checkpoint import CheckpointError
 from kp2d_core.config import load_yaml_config
+from kp2d_core.model.files import CheckpointError
 from kp2d_core.training import TrainConfig, train
 from kp2d_core.training.state import RunDirError
 

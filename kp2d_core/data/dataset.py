@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from kp2d_core.data.augment import AugmentConfig, augment
 from kp2d_core.data.homographies import HomographyConfig, sample_homography
-from kp2d_core.geometry import warp_image
+from kp2d_core.geometry.coordinates import warp_image
 from kp2d_core.images import ImageFileError, cover_crop, read_image
 
 LOG = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ class ImageFolderPairs(Dataset):
 
 def visualise(dataset: ImageFolderPairs, count: int, path: Path) -> None:
     """Write a PNG grid: each row a (target, source) pair with source grid points warped."""
-    from kp2d_core.geometry import warp_points
+    from kp2d_core.geometry.coordinates import warp_points
     from kp2d_core.viz import draw_keypoints
 
     height, width = dataset.cfg.image_size

@@ -13,8 +13,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from kp2d_core import views
-from kp2d_core.geometry import image_corners
+from kp2d_core.data import views
+from kp2d_core.geometry.coordinates import image_corners
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import zlib
 import cv2
 import numpy as np
 
-from kp2d_core import views
+from kp2d_core.data import views
 from kp2d_core.data.dataset import read_exclude_list
 from kp2d_core.images import read_image
 

@@ -1,6 +1,6 @@
 """Feature extractors behind one interface, so KP2D and OpenCV baselines share the harness.
 
-An extractor maps a uint8 BGR image to :class:`Keypoints` (NumPy). OpenCV detectors run
+An extractor maps a uint8 BGR image to :class:`MethodFeatures` (NumPy). OpenCV detectors run
 with lowered thresholds: their defaults return too few points on low-texture images for a
 top-300 / top-1000 protocol, which would measure the threshold instead of the method.
 """
@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from kp2d_core.backends import Backend
 from kp2d_core.config import ExtractorConfig
-from kp2d_core.frontend import KeypointExtractor
-from kp2d_core.networks import KeypointNet
+from kp2d_core.inference.backends import Backend
+from kp2d_core.inference.extractor import KeypointExtractor
+from kp2d_core.model.keypoint_net import KeypointNet
 
 MAX_BASELINE_FEATURES = 5000  # detected before the protocol's own top-k selection
 
@@ -27,8 +27,11 @@ AKAZE_THRESHOLD = 1e-4  # default 1e-3
 
 
 @dataclass(frozen=True)
-class Keypoints:
-    """keypoints (N, 2) float64 pixels, scores (N,), descriptors (N, D) and their norm."""
+class MethodFeatures:
+    """What any evaluated method (KP2D or a baseline) gives for one image: keypoints (N, 2)
+    float64 pixels, scores (N,), descriptors (N, D) and their norm. Unlike
+    :class:`~kp2d_core.inference.features.Features`, the descriptors may be binary (ORB, AKAZE:
+    uint8, Hamming distance)."""
 
     keypoints: np.ndarray
     scores: np.ndarray
@@ -36,7 +39,7 @@ class Keypoints:
     norm: str  # 'l2' (float descriptors) or 'hamming' (binary, uint8)
 
 
-Extractor = Callable[[np.ndarray], Keypoints]
+Extractor = Callable[[np.ndarray], MethodFeatures]
 
 
 def kp2d_extractor(model: KeypointNet | Backend) -> Extractor:
@@ -44,23 +47,23 @@ def kp2d_extractor(model: KeypointNet | Backend) -> Extractor:
     backend (a KeypointNet runs as eager fp32 PyTorch)."""
     frontend = KeypointExtractor(model, ExtractorConfig(top_k=None, score_threshold=0.0))
 
-    def extract(image: np.ndarray) -> Keypoints:
+    def extract(image: np.ndarray) -> MethodFeatures:
         kpts, scores, desc = frontend.extract(image).numpy()
-        return Keypoints(kpts.astype(np.float64), scores, desc, 'l2')
+        return MethodFeatures(kpts.astype(np.float64), scores, desc, 'l2')
 
     return extract
 
 
 def _from_opencv(detector: cv2.Feature2D, norm: str) -> Extractor:
-    def extract(image: np.ndarray) -> Keypoints:
+    def extract(image: np.ndarray) -> MethodFeatures:
         gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
         kps, desc = detector.detectAndCompute(gray, None)
         if desc is None or not kps:
             width = detector.descriptorSize() if norm == 'hamming' else 128
-            return Keypoints(np.zeros((0, 2)), np.zeros(0), np.zeros((0, width)), norm)
+            return MethodFeatures(np.zeros((0, 2)), np.zeros(0), np.zeros((0, width)), norm)
         xy = np.array([k.pt for k in kps], np.float64)
         scores = np.array([k.response for k in kps], np.float64)
-        return Keypoints(xy, scores, desc, norm)
+        return MethodFeatures(xy, scores, desc, norm)
 
     return extract
 

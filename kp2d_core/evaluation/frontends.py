@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 
 from kp2d_core.evaluation.extractors import opencv_extractor
-from kp2d_core.frontend import Features
-from kp2d_core.matching import unit_rows
+from kp2d_core.inference.features import Features
+from kp2d_core.model.descriptors import unit_rows
 
 KLT_DIM = 64
 KLT_MAX_DISTANCE = 0.3  # identical ids: 0; different ids: ~1.41 +- 0.13 at 64 dims

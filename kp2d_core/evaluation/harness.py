@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from kp2d_core.evaluation.extractors import Extractor, Keypoints
+from kp2d_core.evaluation.extractors import Extractor, MethodFeatures
 from kp2d_core.evaluation.hpatches import Pair, count_pairs, iter_pairs
 from kp2d_core.evaluation.metrics import (
     homography_accuracy,
@@ -21,7 +21,7 @@ METRICS = ('repeatability', 'localization_error', 'cor1', 'cor3', 'cor5', 'match
 PIPELINE_METRICS = ('pipe_cor1', 'pipe_cor3', 'pipe_cor5')
 
 
-def evaluate_pair(f0: Keypoints, f1: Keypoints, pair: Pair, k: int) -> dict[str, Any]:
+def evaluate_pair(f0: MethodFeatures, f1: MethodFeatures, pair: Pair, k: int) -> dict[str, Any]:
     """All metrics of one pair from its two extracted keypoint sets."""
     shape = pair.image0.shape[:2]
     det = (f0.keypoints, f0.scores, f1.keypoints, f1.scores, pair.H, shape, k)
@@ -77,7 +77,7 @@ def evaluate(
     """Evaluate ``extractor`` on every (1, k) pair under ``root`` at ``size`` (H, W)."""
     result = Evaluation(method, size, top_k)
     bar = _progress(count_pairs(root, split), f'{method} {size[0]}x{size[1]}', progress)
-    cache: tuple[str, Keypoints] | None = None  # image 1 is shared by a scene's 5 pairs
+    cache: tuple[str, MethodFeatures] | None = None  # image 1 is shared by a scene's 5 pairs
     for pair in iter_pairs(root, size, split, result.skipped):
         if cache is None or cache[0] != pair.scene:
             cache = (pair.scene, extractor(pair.image0))

@@ -3,7 +3,7 @@
 Scene folders starting with ``i_`` are illumination changes, ``v_`` viewpoint changes. Both
 images of a pair are resized to the evaluation size and the homography follows
 (``H' = S1 H S0^-1`` with the pixel-centre-exact resize maps of
-:func:`kp2d_core.geometry.scale_homography`). Images may be .ppm, .png or .jpg.
+:func:`kp2d_core.geometry.coordinates.scale_homography`). Images may be .ppm, .png or .jpg.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from kp2d_core.geometry import scale_homography
+from kp2d_core.geometry.coordinates import scale_homography
 from kp2d_core.images import ImageFileError, read_image
 
 LOG = logging.getLogger(__name__)

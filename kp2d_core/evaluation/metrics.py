@@ -12,10 +12,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from kp2d_core.geometry import corner_error, in_image, warp_points
-from kp2d_core.homography import estimate_homography
-from kp2d_core.matching import match_descriptors, unit_rows
-from kp2d_core.tracking import TrackerConfig
+from kp2d_core.geometry.coordinates import corner_error, in_image, warp_points
+from kp2d_core.geometry.homography import estimate_homography
+from kp2d_core.inference.matching import match_descriptors
+from kp2d_core.model.descriptors import unit_rows
+from kp2d_core.vo.keyframe_tracker import TrackerConfig
 
 CORRECT_PX = 3.0  # repeatability (<=), matching score (<) and RANSAC threshold
 COR_THRESHOLDS = (1, 3, 5)
@@ -38,7 +39,7 @@ def shared_top_k(
     k: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices of each image's top-k among the points that warp into the other image
-    (the protocol's half-open image test, see :func:`kp2d_core.geometry.in_image`)."""
+    (the protocol's half-open image test, see :func:`kp2d_core.geometry.coordinates.in_image`)."""
     in0 = np.flatnonzero(in_image(warp_points(H, kpts0), *shape, half_open=True))
     in1 = np.flatnonzero(in_image(warp_points(np.linalg.inv(H), kpts1), *shape, half_open=True))
     return in0[top_k(scores0[in0], k)], in1[top_k(scores1[in1], k)]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from kp2d_core.camera import CameraModel
+from kp2d_core.geometry.camera import CameraModel
 
 MIN_DEPTH = 0.05  # m: nearer hits are behind the lens
 

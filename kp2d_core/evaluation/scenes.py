@@ -28,7 +28,6 @@ import zlib
 import cv2
 import numpy as np
 
-from kp2d_core.camera import CameraModel
 from kp2d_core.evaluation.render import (
     TexturedPlane,
     camera_rays,
@@ -38,7 +37,8 @@ from kp2d_core.evaluation.render import (
     plane_homography,
     render,
 )
-from kp2d_core.motion import rotation_to_quaternion
+from kp2d_core.geometry.camera import CameraModel
+from kp2d_core.geometry.poses import rotation_to_quaternion
 
 HW = (480, 640)
 PINHOLE = [380.0, 0.0, 319.5, 0.0, 380.0, 239.5, 0.0, 0.0, 1.0]  # ~80 deg horizontal FOV

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kp2d_core.camera import CameraModel
-from kp2d_core.motion import make_pose
+from kp2d_core.geometry.camera import CameraModel
+from kp2d_core.geometry.poses import make_pose
 
 NANOSECONDS = 1_000_000_000
 MAX_DIFFERENCE_S = 0.02  # the TUM association tools' default

@@ -20,9 +20,9 @@ import cv2
 import numpy as np
 
 from kp2d_core.evaluation.sequences import NANOSECONDS, Sequence
-from kp2d_core.geometry import corner_error
+from kp2d_core.geometry.coordinates import corner_error
 from kp2d_core.images import read_image
-from kp2d_core.pipeline import FramePipeline
+from kp2d_core.vo.frame_pipeline import FramePipeline
 
 RNG_SEED = 0  # OpenCV's generator, at the start of every run
 

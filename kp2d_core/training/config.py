@@ -7,8 +7,8 @@ from typing import Any
 
 from kp2d_core.config import ModelConfig
 from kp2d_core.data.dataset import DataConfig
-from kp2d_core.losses import LossConfig
-from kp2d_core.losses.distillation import DistillConfig
+from kp2d_core.model.losses import LossConfig
+from kp2d_core.model.losses.distillation import DistillConfig
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler, Sampler
 
-from kp2d_core.checkpoint import resolve_device
+from kp2d_core.model.checkpoint import resolve_device
 
 
 @dataclass

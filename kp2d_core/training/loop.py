@@ -18,8 +18,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from kp2d_core.artifacts import default_weights_path
-from kp2d_core.checkpoint import (
+from kp2d_core.config import to_dict
+from kp2d_core.data.dataset import ImageFolderPairs, split_files
+from kp2d_core.model.checkpoint import (
     atomic_save,
     check_state_dict,
     load_model,
@@ -27,8 +28,7 @@ from kp2d_core.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from kp2d_core.config import to_dict
-from kp2d_core.data.dataset import ImageFolderPairs, split_files
+from kp2d_core.model.files import default_weights_path
 from kp2d_core.training import state
 from kp2d_core.training.config import TrainConfig, config_changes, learning_rate
 from kp2d_core.training.distributed import Context, SkipSampler, setup_distributed

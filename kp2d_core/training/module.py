@@ -9,11 +9,12 @@ import torch
 from torch import nn
 
 from kp2d_core.config import CELL_SIZE, ModelConfig
-from kp2d_core.geometry import interior_cells, normalize_image
-from kp2d_core.losses import LossConfig, kp2d_losses
-from kp2d_core.losses.distillation import DistillConfig, distillation_losses
-from kp2d_core.networks import IONet, KeypointNet, KeypointOutput
-from kp2d_core.networks.keypoint_net import cell_centers
+from kp2d_core.geometry.coordinates import interior_cells
+from kp2d_core.images import normalize_image
+from kp2d_core.model.io_net import IONet
+from kp2d_core.model.keypoint_net import KeypointNet, KeypointOutput, cell_centers
+from kp2d_core.model.losses import LossConfig, kp2d_losses
+from kp2d_core.model.losses.distillation import DistillConfig, distillation_losses
 
 
 class Teacher:
@@ -41,7 +42,7 @@ class Teacher:
 class KP2DTrainModule(nn.Module):
     """KeypointNet + optional IONet whose forward returns the loss dict (what DDP wraps).
 
-    With a :class:`Teacher`, the distillation terms (:mod:`kp2d_core.losses.distillation`)
+    With a :class:`Teacher`, the distillation terms (:mod:`kp2d_core.model.losses.distillation`)
     are added to the KP2D losses on the same images.
     """
 

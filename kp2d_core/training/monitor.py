@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from kp2d_core.data.dataset import ImageFolderPairs
-from kp2d_core.frontend import KeypointExtractor
+from kp2d_core.inference.extractor import KeypointExtractor
 from kp2d_core.training import state
 from kp2d_core.training.config import TrainConfig
 from kp2d_core.training.distributed import Context

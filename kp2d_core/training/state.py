@@ -1,6 +1,6 @@
 """What a run leaves on disk: checkpoints, the metrics log, and the checks that protect them.
 
-A training checkpoint is a model checkpoint (:mod:`kp2d_core.checkpoint`) plus a ``training``
+A training checkpoint is a model checkpoint (:mod:`kp2d_core.model.checkpoint`) plus a ``training``
 dict (config, IONet, optimiser, step, epoch, position in the epoch, RNG state). Writes are
 atomic, so a kill or a full disk never destroys the previous checkpoint.
 """

@@ -1,4 +1,4 @@
-"""Photometric alignment of matched keypoints (kp2d_core.alignment)."""
+"""Photometric alignment of matched keypoints (kp2d_core.vo.photometric_alignment)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import cv2
 import numpy as np
 import pytest
 
-from kp2d_core.alignment import KeyImage, align_matches
+from kp2d_core.data.samples import lens_grid, render_through_lens, synthetic_pair
 from kp2d_core.evaluation.scenes import camera_for
-from kp2d_core.geometry import corner_error
+from kp2d_core.geometry.coordinates import corner_error
+from kp2d_core.geometry.lens_warp import frame_map, resampling_map
 from kp2d_core.images import gray_uint8, read_image
-from kp2d_core.lens_warp import frame_map, resampling_map
-from kp2d_core.samples import lens_grid, render_through_lens, sample_photo_path, synthetic_pair
+from kp2d_core.inference.probe import sample_photo_path
+from kp2d_core.vo.photometric_alignment import KeyImage, align_matches
 
 HW = (240, 320)
 
@@ -96,7 +97,7 @@ def test_nothing_to_align():
 @pytest.fixture(scope='module')
 def extractor():
     from kp2d_core.config import ExtractorConfig
-    from kp2d_core.frontend import KeypointExtractor
+    from kp2d_core.inference.extractor import KeypointExtractor
 
     return KeypointExtractor.from_checkpoint(None, 'cpu', ExtractorConfig(top_k=500))
 
@@ -105,7 +106,7 @@ def test_the_tracker_s_homography_gains_from_aligned_matches(extractor):
     """The bundled model on two views of the sample photo: with ``tracker.align`` the
     keyframe-to-frame homography is closer to the truth, the reported points are the aligned
     ones, and only the keyframe keeps its (smoothed) grey image."""
-    from kp2d_core.pipeline import FramePipeline
+    from kp2d_core.vo.frame_pipeline import FramePipeline
 
     image0, image1, H_true = synthetic_pair(HW, 0.0, 0.05)
     errors, points = {}, {}
@@ -128,7 +129,7 @@ def test_the_keyframe_s_image_is_prepared_once(extractor, monkeypatch):
     """Its smoothed image and patch structure tensors are made for the first frame aligned
     to it and serve the next ones (they were made again for every frame, 4-5 ms each at
     640x480); the same alignment as made fresh."""
-    from kp2d_core.pipeline import FramePipeline
+    from kp2d_core.vo.frame_pipeline import FramePipeline
 
     made, original = [], KeyImage.of
 
@@ -149,7 +150,7 @@ def test_the_keyframe_s_image_is_prepared_once(extractor, monkeypatch):
 def test_an_aligned_point_is_as_certain_as_its_patch_s_texture():
     """A corner's patch gives the median error in every direction; a vertical edge's is
     certain across the edge (x) and uncertain along it (y); a flat patch is uncertain."""
-    from kp2d_core.alignment import ALIGNED_SIGMA_PX, patch_noise, structure_tensors
+    from kp2d_core.vo.photometric_alignment import ALIGNED_SIGMA_PX, patch_noise, structure_tensors
 
     gray = np.full((120, 160), 60, np.uint8)
     gray[:60, 80:] = 200  # one corner at (80, 60), its edges running on
@@ -169,9 +170,9 @@ def test_matches_the_images_do_not_confirm_are_left_out(extractor):
     they land 2.5 px from their match, so they are left out of the homography and the
     motion (a frame-to-frame tracker's drifted points once made an essential matrix win on
     a plane, 10 degrees off), and the homography stays within 0.2 px of the truth."""
-    from kp2d_core.homography import estimate_homography
-    from kp2d_core.matching import match
-    from kp2d_core.pipeline import FramePipeline
+    from kp2d_core.geometry.homography import estimate_homography
+    from kp2d_core.inference.matching import match
+    from kp2d_core.vo.frame_pipeline import FramePipeline
 
     image0, image1, H_true = synthetic_pair(HW, 0.0, 0.05)
     pipeline = FramePipeline(extractor)
@@ -197,7 +198,7 @@ def test_matches_the_images_do_not_confirm_are_left_out(extractor):
 def test_too_few_confirmed_matches_keep_the_frame_s_matches_as_found(extractor):
     """Where fewer than ``min_keyframe_inliers`` matches are confirmed, the frame keeps its
     matches as found: the reported points are the detected keypoints, none moved."""
-    from kp2d_core.pipeline import FramePipeline
+    from kp2d_core.vo.frame_pipeline import FramePipeline
 
     image0, image1, _ = synthetic_pair(HW, 0.0, 0.05)
     pipeline = FramePipeline(extractor)

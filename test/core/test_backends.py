@@ -13,14 +13,20 @@ import pytest
 import torch
 
 from kp2d_core import ExtractorConfig, KeypointExtractor, KeypointNet, save_checkpoint
-from kp2d_core.backends import create_backend, label, select_backend
-from kp2d_core.backends.gate import TOLERANCES, gate_path, judge, passing_choices, write_gate
-from kp2d_core.checkpoint import default_weights_path, load_model
-from kp2d_core.export import export_onnx, file_sha256, quantize_int8, read_metadata
-from kp2d_core.geometry import normalize_image
-from kp2d_core.images import image_to_array, read_image
-from kp2d_core.matching import unit_rows
-from kp2d_core.samples import sample_photo_path
+from kp2d_core.images import image_to_array, normalize_image, read_image
+from kp2d_core.inference.backends import create_backend, label, select_backend
+from kp2d_core.inference.backends.gate import (
+    TOLERANCES,
+    gate_path,
+    judge,
+    passing_choices,
+    write_gate,
+)
+from kp2d_core.inference.export import export_onnx, quantize_int8, read_metadata
+from kp2d_core.inference.probe import sample_photo_path
+from kp2d_core.model.checkpoint import load_model
+from kp2d_core.model.descriptors import unit_rows
+from kp2d_core.model.files import default_weights_path, file_sha256
 
 ort = pytest.importorskip('onnxruntime', reason='pip install .[onnx]')
 
@@ -118,7 +124,7 @@ def test_gate_judgement_and_file(weights, tmp_path):
 
 def test_automatic_choice_only_offers_gated_precisions(weights, caplog):
     model = load_model(weights)
-    with caplog.at_level(logging.INFO, logger='kp2d_core.backends'):
+    with caplog.at_level(logging.INFO, logger='kp2d_core.inference.backends'):
         chosen = select_backend(model, weights, 'auto', 'auto')
     assert chosen.precision == 'fp32'  # no gate file: nothing but fp32 is offered
     assert 'automatic choice' in caplog.text
@@ -145,7 +151,7 @@ def test_automatic_choice_is_not_fooled_by_a_burst_of_other_work(monkeypatch):
     CPU this once made the automatic choice take fp32 over int8): runs take turns and each
     backend is judged by its best run. A fake clock makes the test independent of the
     machine's speed."""
-    import kp2d_core.backends as backends
+    import kp2d_core.inference.backends as backends
 
     clock = [0.0]
 
@@ -204,7 +210,7 @@ def test_shipped_onnx_and_gate_belong_to_the_bundled_weights():
 def test_broken_onnx_files_beside_the_weights_and_in_the_cache(weights, tmp_path, caplog):
     """Random bytes beside the weights: a clear error, and the automatic choice goes on
     without it; a truncated or foreign file in the export cache is rebuilt, not fatal."""
-    from kp2d_core.backends import cache_dir
+    from kp2d_core.inference.backends import cache_dir
 
     copy = tmp_path / 'model.pt'
     shutil.copy(weights, copy)
@@ -218,7 +224,7 @@ def test_broken_onnx_files_beside_the_weights_and_in_the_cache(weights, tmp_path
     cached = cache_dir() / f'{sha[:20]}.fp32.onnx'
     create_backend('onnxruntime', 'fp32', model, copy, sha)  # exports into the cache
     cached.write_bytes(cached.read_bytes()[:3000])  # a crash mid-write
-    with caplog.at_level(logging.WARNING, logger='kp2d_core.backends'):
+    with caplog.at_level(logging.WARNING, logger='kp2d_core.inference.backends'):
         backend = create_backend('onnxruntime', 'fp32', model, copy, sha)
     assert 'rebuilding a broken cache entry' in caplog.text
     assert backend.path == cached and cached.stat().st_size > 3000
@@ -227,7 +233,7 @@ def test_broken_onnx_files_beside_the_weights_and_in_the_cache(weights, tmp_path
 def test_forged_metadata_does_not_pass_for_other_weights(weights, tmp_path):
     """An export of OTHER weights labelled with these weights' sha256 is refused: the model
     must compute what the weights compute on a probe image."""
-    from kp2d_core.export import set_metadata
+    from kp2d_core.inference.export import set_metadata
 
     torch.manual_seed(99)
     other = export_onnx(KeypointNet().eval(), tmp_path / 'other.onnx', 'x', (64, 96))
@@ -246,7 +252,7 @@ _LOADED_RUNTIMES = """
 import sys
 import numpy as np
 from kp2d_core.config import ExtractorConfig
-from kp2d_core.pipeline import FramePipeline, PipelineConfig
+from kp2d_core.vo.frame_pipeline import FramePipeline, PipelineConfig
 cfg = PipelineConfig(extractor=ExtractorConfig(backend=sys.argv[1], precision=sys.argv[2]))
 pipeline = FramePipeline.from_config(cfg, device='cpu')
 for stamp in (1, 2):
@@ -283,7 +289,7 @@ def _relabelled(source: Path, weights: Path, precision: str = 'fp32') -> Path:
     reference outputs left as they were)."""
     import onnx
 
-    from kp2d_core.export import set_metadata
+    from kp2d_core.inference.export import set_metadata
 
     proto = onnx.load(str(source))
     set_metadata(proto, {'kp2d_weights_sha256': file_sha256(weights), 'kp2d_precision': precision})
@@ -299,9 +305,9 @@ def test_without_pytorch_the_recorded_reference_decides(weights, tmp_path, caplo
     model without them is not used without PyTorch, and the choice falls back to it."""
     import onnx
 
-    from kp2d_core.artifacts import REFERENCE_KEY, decode_reference, encode_reference
-    from kp2d_core.backends import onnx_without_torch
-    from kp2d_core.export import set_metadata
+    from kp2d_core.inference.backends import onnx_without_torch
+    from kp2d_core.inference.export import set_metadata
+    from kp2d_core.model.files import REFERENCE_KEY, decode_reference, encode_reference
 
     copy = tmp_path / 'model.pt'
     shutil.copy(weights, copy)
@@ -331,7 +337,7 @@ def test_without_pytorch_the_recorded_reference_decides(weights, tmp_path, caplo
     onnx.save(proto, str(copy.with_suffix('.fp32.onnx')))
     with pytest.raises(ValueError, match='records no reference outputs'):
         create_backend('onnxruntime', 'fp32', None, copy, sha)
-    with caplog.at_level(logging.INFO, logger='kp2d_core.backends'):
+    with caplog.at_level(logging.INFO, logger='kp2d_core.inference.backends'):
         assert onnx_without_torch(copy, 'onnxruntime', 'fp32') is None
     assert 'not available without PyTorch' in caplog.text
     with_torch = create_backend('onnxruntime', 'fp32', load_model(copy), copy, sha)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kp2d_core.camera import CameraModel, image_border, same_camera
-from kp2d_core.geometry import corner_error
+from kp2d_core.data.samples import lens_grid, render_through_lens, view_homography
+from kp2d_core.geometry.camera import CameraModel, image_border, same_camera
+from kp2d_core.geometry.coordinates import corner_error
+from kp2d_core.geometry.image_points import ImagePoints
 from kp2d_core.images import read_image
-from kp2d_core.pipeline import FramePipeline
-from kp2d_core.points import ImagePoints
-from kp2d_core.samples import lens_grid, render_through_lens, sample_photo_path, view_homography
+from kp2d_core.inference.probe import sample_photo_path
+from kp2d_core.vo.frame_pipeline import FramePipeline
 
 HW = (480, 640)
 K = [420.0, 0.0, 320.0, 0.0, 420.0, 240.0, 0.0, 0.0, 1.0]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kp2d_core import CheckpointError, KeypointNet, ModelConfig, load_model, save_checkpoint
-from kp2d_core.checkpoint import FORMAT_VERSION, make_checkpoint, resolve_device
+from kp2d_core.model.checkpoint import FORMAT_VERSION, make_checkpoint, resolve_device
 
 
 def _net() -> KeypointNet:

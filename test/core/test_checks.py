@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from kp2d_core.checks import check_shape
-from kp2d_core.geometry import corner_error, normalize_coords, sample_map, warp_points
-from kp2d_core.losses import LossConfig, kp2d_losses
-from kp2d_core.networks import KeypointOutput
-from kp2d_core.points import ImagePoints
+from kp2d_core.geometry.coordinates import corner_error, normalize_coords, sample_map, warp_points
+from kp2d_core.geometry.image_points import ImagePoints
+from kp2d_core.model.keypoint_net import KeypointOutput
+from kp2d_core.model.losses import LossConfig, kp2d_losses
 
 
 def test_check_shape_spec():

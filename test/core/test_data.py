@@ -18,8 +18,9 @@ from kp2d_core.data.augment import (
 )
 from kp2d_core.data.dataset import DataConfig, ImageFolderPairs, list_images, make_pair
 from kp2d_core.data.homographies import HomographyConfig, sample_homography
-from kp2d_core.geometry import image_corners, warp_points
-from kp2d_core.samples import read_image, sample_photo_path
+from kp2d_core.data.samples import read_image
+from kp2d_core.geometry.coordinates import image_corners, warp_points
+from kp2d_core.inference.probe import sample_photo_path
 
 NO_AUG = AugmentConfig(enabled=False)
 
@@ -137,7 +138,7 @@ def test_empty_or_missing_folder(tmp_path):
 
 def test_shrink_fit_keeps_large_rotations_inside_the_image():
     from kp2d_core.data.homographies import HomographyConfig, sample_homography
-    from kp2d_core.geometry import image_corners, warp_points
+    from kp2d_core.geometry.coordinates import image_corners, warp_points
 
     angles = {}
     for fit in ('reject', 'shrink'):

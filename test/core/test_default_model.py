@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from kp2d_core import KeypointNet, load_model
-from kp2d_core.checkpoint import default_weights_path, read_checkpoint
+from kp2d_core.data.samples import synthetic_pair
 from kp2d_core.evaluation.extractors import kp2d_extractor
 from kp2d_core.evaluation.harness import evaluate_pair
 from kp2d_core.evaluation.hpatches import Pair
-from kp2d_core.samples import synthetic_pair
+from kp2d_core.model.checkpoint import read_checkpoint
+from kp2d_core.model.files import default_weights_path
 
 SHAPE = (240, 320)
 TOP_K = 300
@@ -53,9 +54,9 @@ def test_bundled_model_beats_random_initialisation():
 def test_bundled_model_tracks_the_bundled_sequence():
     """Frame-to-frame homographies of a perspective camera sweep, within 3 px of the truth."""
     from kp2d_core import ExtractorConfig, HomographyTracker, KeypointExtractor
-    from kp2d_core.geometry import corner_error
-    from kp2d_core.points import ImagePoints
-    from kp2d_core.samples import synthetic_sequence
+    from kp2d_core.data.samples import synthetic_sequence
+    from kp2d_core.geometry.coordinates import corner_error
+    from kp2d_core.geometry.image_points import ImagePoints
 
     extractor = KeypointExtractor(load_model(), ExtractorConfig(top_k=1000))
     frames, H_0to = synthetic_sequence(8, SHAPE)

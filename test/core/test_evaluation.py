@@ -11,8 +11,9 @@ import sys
 import numpy as np
 import pytest
 
+from kp2d_core.data.samples import read_image
 from kp2d_core.evaluation.devset import build_scenes
-from kp2d_core.evaluation.extractors import Keypoints, opencv_extractor
+from kp2d_core.evaluation.extractors import MethodFeatures, opencv_extractor
 from kp2d_core.evaluation.harness import evaluate
 from kp2d_core.evaluation.hpatches import DatasetError, iter_pairs, list_scenes, load_pair
 from kp2d_core.evaluation.metrics import (
@@ -21,8 +22,8 @@ from kp2d_core.evaluation.metrics import (
     repeatability,
     shared_top_k,
 )
-from kp2d_core.geometry import warp_points
-from kp2d_core.samples import read_image, sample_photo_path
+from kp2d_core.geometry.coordinates import warp_points
+from kp2d_core.inference.probe import sample_photo_path
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / 'test' / 'fixtures' / 'hpatches_tiny'
@@ -163,10 +164,10 @@ def test_harness_on_fixture_with_a_baseline():
 
 
 def test_perfect_extractor_scores_one_on_illumination_pairs():
-    def oracle(image: np.ndarray) -> Keypoints:
+    def oracle(image: np.ndarray) -> MethodFeatures:
         kpts = _grid(80)
         kpts = kpts * [95 / 320, 71 / 240]
-        return Keypoints(kpts, np.ones(80), _desc(80), 'l2')
+        return MethodFeatures(kpts, np.ones(80), _desc(80), 'l2')
 
     ev = evaluate('oracle', oracle, FIXTURE, (72, 96), 300, split='i', progress=False)
     s = ev.summary('i')

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from kp2d_core import ExtractorConfig, KeypointExtractor
-from kp2d_core.frontend import radius_nms
 from kp2d_core.images import image_to_array
+from kp2d_core.inference.extractor import radius_nms
 
 
 def _image(h: int, w: int, channels: int = 3, seed: int = 0) -> np.ndarray:

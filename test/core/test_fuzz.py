@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from kp2d_core import ExtractorConfig, KeypointExtractor, KeypointNet, save_checkpoint
-from kp2d_core.camera import camera_matrix
-from kp2d_core.checkpoint import CheckpointError, load_model
+from kp2d_core.geometry.camera import camera_matrix
+from kp2d_core.model.checkpoint import load_model
+from kp2d_core.model.files import CheckpointError
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 
@@ -104,7 +105,7 @@ def _encoded(kind: str) -> bytes:
     import cv2
 
     from kp2d_core.images import read_image
-    from kp2d_core.samples import sample_photo_path
+    from kp2d_core.inference.probe import sample_photo_path
 
     photo = read_image(sample_photo_path())[:64, :96]
     return cv2.imencode(f'.{kind}', photo)[1].tobytes()
@@ -156,8 +157,7 @@ ros_values = st.one_of(
 def test_parameters_of_every_ros_type_are_accepted_or_named(data):
     """Any value of any ROS parameter type for any parameter: valid options or one line that
     names the parameter."""
-    from kp2d_ros.options import options_from_values
-    from kp2d_ros.params import DEFAULTS
+    from kp2d_ros.parameters import DEFAULTS, options_from_values
 
     name = data.draw(st.sampled_from(sorted(DEFAULTS)))
     value = data.draw(ros_values)

@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from kp2d_core.geometry import (
+from kp2d_core.geometry.coordinates import (
     corner_error,
     denormalize_coords,
     in_image,
     normalize_coords,
-    normalize_image,
     resize_points,
     sample_map,
     scale_homography,
     warp_points,
 )
+from kp2d_core.images import normalize_image
 
 
 def test_normalize_image_constants_and_no_mutation():

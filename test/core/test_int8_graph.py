@@ -11,21 +11,21 @@ import pytest
 import torch
 
 from kp2d_core import KeypointNet
-from kp2d_core.artifacts import DESCRIPTOR_QUANTISATION_KEY
-from kp2d_core.backends.base import DenseMaps
-from kp2d_core.backends.onnx_backend import OnnxRuntimeBackend
-from kp2d_core.checkpoint import default_weights_path, load_model
-from kp2d_core.export import export_onnx, quantize_int8
-from kp2d_core.geometry import sample_map
-from kp2d_core.int8_graph import lean_int8_graph
-from kp2d_core.int8_heads import (
+from kp2d_core.geometry.coordinates import sample_map
+from kp2d_core.inference.backends.base import DenseMaps
+from kp2d_core.inference.backends.onnx_backend import OnnxRuntimeBackend
+from kp2d_core.inference.export import export_onnx, quantize_int8
+from kp2d_core.inference.int8_graph import lean_int8_graph
+from kp2d_core.inference.int8_heads import (
     int8_descriptors,
     int8_upsampling,
     pad_output_channels,
     quantise_before_fanout,
 )
-from kp2d_core.int8_stage import band_input_stage, pad_input_channels, shapes_from_input
-from kp2d_core.matching import unit_rows
+from kp2d_core.inference.int8_stage import band_input_stage, pad_input_channels, shapes_from_input
+from kp2d_core.model.checkpoint import load_model
+from kp2d_core.model.descriptors import unit_rows
+from kp2d_core.model.files import DESCRIPTOR_QUANTISATION_KEY, default_weights_path
 
 ort = pytest.importorskip('onnxruntime', reason='pip install .[onnx]')
 onnx = pytest.importorskip('onnx')
@@ -157,8 +157,8 @@ def test_rewrites_apply_once_and_leave_other_graphs_alone(models, tmp_path):
 
 MEMORY_SCRIPT = """
 import sys, numpy as np
-from kp2d_ros.memory import configure_allocator, rss_mib, trim
-from kp2d_core.backends.onnx_backend import OnnxRuntimeBackend
+from kp2d_ros.process_memory import configure_allocator, rss_mib, trim
+from kp2d_core.inference.backends.onnx_backend import OnnxRuntimeBackend
 configure_allocator()
 backend = OnnxRuntimeBackend(sys.argv[1], 'int8')
 frame = np.random.default_rng(0).uniform(-1, 1, (1, 3, 480, 640)).astype(np.float32)

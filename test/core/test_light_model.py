@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from kp2d_core import KeypointNet, ModelConfig
-from kp2d_core.checkpoint import load_model
-from kp2d_core.losses import LossConfig
-from kp2d_core.losses.distillation import DistillConfig, distillation_losses
-from kp2d_core.networks.flops import conv_flops
-from kp2d_core.networks.variants import DEFAULT, LIGHT
+from kp2d_core.model.checkpoint import load_model
+from kp2d_core.model.flops import conv_flops
+from kp2d_core.model.losses import LossConfig
+from kp2d_core.model.losses.distillation import DistillConfig, distillation_losses
+from kp2d_core.model.variants import DEFAULT, LIGHT
 from kp2d_core.training.module import KP2DTrainModule, Teacher
 
 SIZES = [(240, 320), (480, 640), (120, 160), (24, 24), (64, 88)]
@@ -96,7 +96,7 @@ def test_distillation_on_a_tiny_batch_decreases() -> None:
 
 def test_int8_rewrites_are_exact_with_several_narrow_convolutions(tmp_path) -> None:
     ort = pytest.importorskip('onnxruntime')
-    from kp2d_core.export import export_onnx, quantize_int8
+    from kp2d_core.inference.export import export_onnx, quantize_int8
 
     torch.manual_seed(0)
     model = KeypointNet(replace(LIGHT, widths=(8, 16, 32, 64))).eval()  # 1 -> 8: narrow too

@@ -12,8 +12,11 @@ import torch.nn.functional as F
 
 from kp2d_core import IONet, KeypointNet, ModelConfig
 from kp2d_core.data.dataset import DataConfig, make_pair
-from kp2d_core.geometry import normalize_image
-from kp2d_core.losses import (
+from kp2d_core.data.samples import read_image
+from kp2d_core.images import normalize_image
+from kp2d_core.inference.probe import sample_photo_path
+from kp2d_core.model.keypoint_net import KeypointOutput
+from kp2d_core.model.losses import (
     LossConfig,
     associate,
     descriptor_loss,
@@ -24,8 +27,6 @@ from kp2d_core.losses import (
     select_cells,
     triplet_loss,
 )
-from kp2d_core.networks import KeypointOutput
-from kp2d_core.samples import read_image, sample_photo_path
 from kp2d_core.training import KP2DTrainModule
 
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from kp2d_core import Features, estimate_homography, match, match_descriptors
-from kp2d_core.geometry import corner_error, warp_points
+from kp2d_core.geometry.coordinates import corner_error, warp_points
 
 H_TRUE = np.array([[0.95, 0.08, 12.0], [-0.05, 1.02, -7.0], [2e-4, -1e-4, 1.0]])
 

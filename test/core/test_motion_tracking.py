@@ -8,16 +8,12 @@ import pytest
 import torch
 
 from kp2d_core import Features
-from kp2d_core.camera import CameraModel, camera_matrix
-from kp2d_core.essential import pose_from_essential
-from kp2d_core.motion import (
-    invert_pose,
-    make_pose,
-    pose_from_homography,
-    rotation_to_quaternion,
-)
-from kp2d_core.points import ImagePoints
-from kp2d_core.tracking import HomographyTracker, TrackerConfig
+from kp2d_core.geometry.camera import CameraModel, camera_matrix
+from kp2d_core.geometry.essential_motion import pose_from_essential
+from kp2d_core.geometry.homography_motion import pose_from_homography
+from kp2d_core.geometry.image_points import ImagePoints
+from kp2d_core.geometry.poses import invert_pose, make_pose, rotation_to_quaternion
+from kp2d_core.vo.keyframe_tracker import HomographyTracker, TrackerConfig
 
 K = np.array([[500.0, 0.0, 320.0], [0.0, 500.0, 240.0], [0.0, 0.0, 1.0]])
 R_TRUE = cv2.Rodrigues(np.array([0.05, -0.08, 0.1]))[0]
@@ -54,7 +50,7 @@ def test_homography_decomposition_recovers_motion():
 def test_near_pure_rotation_gives_a_rigid_pose():
     """A camera turning in place: the fitted homography is K R K^-1 up to noise, which OpenCV
     hands back as the 'rotation' unless it is projected onto SO(3)."""
-    from kp2d_core.motion import is_pose
+    from kp2d_core.geometry.poses import is_pose
 
     R = cv2.Rodrigues(np.array([0.01, 0.035, -0.004]))[0]
     rng = np.random.default_rng(1)
@@ -74,7 +70,7 @@ def test_rotating_wide_angle_camera_gets_its_rotation_when_no_plane_is_visible(m
     """A wide view turning in place with 2 px noise: the decompositions' translations are
     noise, their planes cut through the points, and often none passes the visibility test.
     The rotation is still there to be had (the sequence benchmark's rotating camera)."""
-    import kp2d_core.motion as motion
+    import kp2d_core.geometry.homography_motion as motion
 
     wide = np.array([[250.0, 0.0, 320.0], [0.0, 250.0, 240.0], [0.0, 0.0, 1.0]])
 
@@ -246,8 +242,8 @@ def _random_view() -> tuple[Features, CameraModel]:
 
 
 def test_non_finite_pose_renews_the_keyframe_at_the_last_good_pose(monkeypatch):
-    import kp2d_core.odometry as odometry
-    import kp2d_core.tracking as tracking
+    import kp2d_core.vo.keyframe_tracker as tracking
+    import kp2d_core.vo.odometry as odometry
 
     tracker = tracking.HomographyTracker()
     features, camera = _random_view()
@@ -269,9 +265,9 @@ def test_non_finite_pose_renews_the_keyframe_at_the_last_good_pose(monkeypatch):
 
 def test_a_keyframe_without_a_pose_takes_the_last_measured_one(monkeypatch):
     """Not the old keyframe's: the camera moved since, and the trajectory would jump back."""
-    from kp2d_core.motion import is_pose
-    import kp2d_core.odometry as odometry
-    import kp2d_core.tracking as tracking
+    from kp2d_core.geometry.poses import is_pose
+    import kp2d_core.vo.keyframe_tracker as tracking
+    import kp2d_core.vo.odometry as odometry
 
     tracker = HomographyTracker()
     features, camera = _random_view()
@@ -296,8 +292,8 @@ def test_a_decided_plane_is_the_prior_of_the_keyframe_s_next_frames(monkeypatch)
     """The plane that the points off it named is the prior of the frames after it against
     the same keyframe, not an undecided frame's; a keyframe renewed on an essential matrix
     (no scale) carries the normal turned by its rotation."""
-    from kp2d_core.motion import RelativePose
-    import kp2d_core.odometry as odometry
+    from kp2d_core.geometry.poses import RelativePose
+    import kp2d_core.vo.odometry as odometry
 
     priors, answers = [], []
 
@@ -372,7 +368,7 @@ def test_a_corridor_step_takes_the_essential_matrix_rotation(seed):
 
 
 def test_twist_of_consecutive_poses():
-    from kp2d_core.motion import make_pose, twist
+    from kp2d_core.geometry.poses import make_pose, twist
 
     angle = 0.1
     R = np.array(

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from kp2d_core import IONet, KeypointNet, ModelConfig
-from kp2d_core.geometry import normalize_image
-from kp2d_core.networks.keypoint_net import offsets_to_pixels
+from kp2d_core.images import normalize_image
+from kp2d_core.model.keypoint_net import offsets_to_pixels
 
 
 def _images(b: int, h: int, w: int, generator: torch.Generator) -> torch.Tensor:

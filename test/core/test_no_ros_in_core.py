@@ -11,7 +11,8 @@ SCRIPT = f"""
 import sys
 for name in {ROS_MODULES!r}:
     sys.modules[name] = None  # any import of these now raises ImportError
-import kp2d_core, kp2d_core.samples, kp2d_core.viz, kp2d_core.pipeline, kp2d_ros.options
+import kp2d_core, kp2d_core.data.samples, kp2d_core.viz, kp2d_core.vo.frame_pipeline
+import kp2d_ros.parameters
 loaded = sorted(m for m in sys.modules if m.split('.')[0] in {ROS_MODULES!r}
                 and sys.modules[m] is not None)
 print('LOADED', loaded)

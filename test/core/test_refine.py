@@ -6,13 +6,13 @@ import cv2
 import numpy as np
 import pytest
 
-from kp2d_core.camera import CameraModel
-from kp2d_core.frontend import Features
-from kp2d_core.geometry import corner_error, warp_points
-from kp2d_core.homography import estimate_homography
-from kp2d_core.points import ImagePoints
-from kp2d_core.refine import refine_homography
-from kp2d_core.tracking import HomographyTracker
+from kp2d_core.geometry.camera import CameraModel
+from kp2d_core.geometry.coordinates import corner_error, warp_points
+from kp2d_core.geometry.homography import estimate_homography
+from kp2d_core.geometry.image_points import ImagePoints
+from kp2d_core.geometry.refinement import refine_homography
+from kp2d_core.inference.features import Features
+from kp2d_core.vo.keyframe_tracker import HomographyTracker
 
 HW = (480, 640)
 FISHEYE = CameraModel.create(

@@ -15,11 +15,12 @@ import pytest
 import torch
 
 from kp2d_core import KeypointNet, save_checkpoint
-from kp2d_core.checkpoint import CheckpointError, CheckpointNotFoundError, load_model
 from kp2d_core.config import load_yaml_config
 from kp2d_core.data.dataset import DataConfig, ImageFolderPairs
 from kp2d_core.images import read_image
-from kp2d_core.samples import sample_photo_path
+from kp2d_core.inference.probe import sample_photo_path
+from kp2d_core.model.checkpoint import load_model
+from kp2d_core.model.files import CheckpointError, CheckpointNotFoundError
 from kp2d_core.training import TrainConfig, Trainer, setup_distributed, state, train
 from kp2d_core.training.state import RunDirError, read_metrics
 
@@ -167,7 +168,7 @@ def test_a_full_disk_is_reported_before_work_is_lost(image_dir, tmp_path, monkey
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, 'No space left on device')
 
-    monkeypatch.setattr('kp2d_core.checkpoint.torch.save', no_space)
+    monkeypatch.setattr('kp2d_core.model.checkpoint.torch.save', no_space)
     with pytest.raises(RunDirError, match='no space left'):
         trainer.save()
     assert (out / state.LAST_CHECKPOINT).read_bytes() == before  # the previous one is intact

@@ -6,8 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from kp2d_core.geometry import warp_image
-from kp2d_core.samples import read_image, sample_photo_path, synthetic_pair, synthetic_sequence
+from kp2d_core.data.samples import read_image, synthetic_pair, synthetic_sequence
+from kp2d_core.geometry.coordinates import warp_image
+from kp2d_core.inference.probe import sample_photo_path
 from kp2d_core.viz import draw_flow, draw_keypoints, draw_matches, to_bgr_uint8
 
 

@@ -10,12 +10,11 @@ import numpy as np
 import torch
 
 from kp2d_core import Features
-from kp2d_core.camera import CameraModel
 from kp2d_core.evaluation.vo import ate_rmse
-from kp2d_core.motion import make_pose
-from kp2d_core.odometry import Matched, Scene, carried_scene, relative_motion
-from kp2d_core.points import ImagePoints
-from kp2d_core.structure import (
+from kp2d_core.geometry.camera import CameraModel
+from kp2d_core.geometry.image_points import ImagePoints
+from kp2d_core.geometry.poses import make_pose
+from kp2d_core.geometry.structure import (
     plane_distance,
     pose_from_points,
     reprojected_within,
@@ -23,7 +22,8 @@ from kp2d_core.structure import (
     translation_from_points,
     triangulate,
 )
-from kp2d_core.tracking import HomographyTracker, TrackerConfig
+from kp2d_core.vo.keyframe_tracker import HomographyTracker, TrackerConfig
+from kp2d_core.vo.odometry import Matched, Scene, carried_scene, relative_motion
 
 K = np.array([[500.0, 0.0, 320.0], [0.0, 500.0, 240.0], [0.0, 0.0, 1.0]])
 CAMERA = CameraModel.create(K.ravel(), image_hw=(480, 640))
@@ -85,7 +85,7 @@ def test_an_essential_matrix_s_rotation_is_fitted_to_all_its_inliers():
     """At the tracker's 3 px threshold plain RANSAC kept its best sample's matrix: rotations
     0.3-1.6 deg off on these boxes of points (0.3 px noise), which the known points then
     could not place. Fitted to its inliers: within 0.15 deg."""
-    from kp2d_core.essential import pose_from_essential
+    from kp2d_core.geometry.essential_motion import pose_from_essential
 
     for seed in range(10):
         rng = np.random.default_rng(100 + seed)
@@ -141,7 +141,7 @@ def test_in_a_scene_with_depth_the_known_points_give_the_motion(monkeypatch):
     is kept and only its translation comes from the depths; the frame saw no depth, so a
     keyframe made from it is not a scene with depth (a plane once taken for one stayed one,
     and PnP on its depths later turned KLT's `poster_fisheye` rotation up to 11.7 deg off)."""
-    import kp2d_core.odometry as odometry
+    import kp2d_core.vo.odometry as odometry
 
     monkeypatch.setattr(odometry, 'pose_from_essential', lambda *args: None)  # H's frames
     rng = np.random.default_rng(4)
@@ -168,7 +168,7 @@ def test_a_frame_placed_by_the_known_points_passes_the_plane_and_the_depth_on(mo
     """A keyframe renewed on a motion from points of known depth carries the plane moved with
     it (d' = d + n'.t) and stays a scene with depth; it used to keep the old distance and
     lose both, and the frames after it took a stale scale."""
-    import kp2d_core.odometry as odometry
+    import kp2d_core.vo.odometry as odometry
 
     monkeypatch.setattr(odometry, 'pose_from_essential', lambda *args: None)
     rng = np.random.default_rng(5)
@@ -198,8 +198,8 @@ def test_an_essential_matrix_s_rotation_yields_to_points_of_known_depth(monkeypa
     points' depths are known to 1 %: PnP reprojects clearly more of them and gives the
     motion (on the rendered corridors with aligned matches PnP's rotation was 1.3-7 times
     closer to the truth than the model's). It was kept to homographies."""
-    from kp2d_core.motion import RelativePose
-    import kp2d_core.odometry as odometry
+    from kp2d_core.geometry.poses import RelativePose
+    import kp2d_core.vo.odometry as odometry
 
     rng = np.random.default_rng(11)
     m, scene, H = _deep_keyframe(_box(rng), 0.01, rng)
@@ -220,8 +220,8 @@ def test_an_essential_matrix_without_depths_restarts_at_the_homography_s_scale(m
     """With no depth known, an essential matrix's translation takes the length of the
     homography's (its plane at the carried distance, 6) instead of a unit translation, which
     made the rendered corridor's steps 15-60 times too long until its scale snapped back."""
-    from kp2d_core.motion import RelativePose
-    import kp2d_core.odometry as odometry
+    from kp2d_core.geometry.poses import RelativePose
+    import kp2d_core.vo.odometry as odometry
 
     rng = np.random.default_rng(9)
     ref, cur = _views(_wall(rng), MOTION, 0.3, rng)
@@ -250,8 +250,8 @@ def test_without_a_valid_decomposition_of_the_homography_the_essential_matrix_is
     frames of the rendered fisheye corridor had no pose at all."""
     import dataclasses
 
-    from kp2d_core.essential import pose_from_essential
-    import kp2d_core.odometry as odometry
+    from kp2d_core.geometry.essential_motion import pose_from_essential
+    import kp2d_core.vo.odometry as odometry
 
     def weak_essential(*args):
         return dataclasses.replace(pose_from_essential(*args), support=20)
@@ -277,7 +277,7 @@ def test_in_a_scene_with_depth_a_homography_measures_its_plane_by_the_known_dept
     """Where the points of known depth are too few to place the frame (none firm), the
     homography's translation takes the plane's distance from their depths, not the distance
     carried along (here stale: 1 against 6)."""
-    import kp2d_core.odometry as odometry
+    import kp2d_core.vo.odometry as odometry
 
     monkeypatch.setattr(odometry, 'pose_from_essential', lambda *args: None)
     rng = np.random.default_rng(7)
@@ -296,7 +296,7 @@ def test_a_carried_plane_distance_yields_to_the_keyframe_s_depths(monkeypatch):
     belonged to the plane the keyframe was placed on: on the rendered corridor the next
     frames' homographies fitted another wall, their steps 2.3 times too long, and frames
     switching between them and essential matrices jumped by up to 11 times the true step."""
-    import kp2d_core.odometry as odometry
+    import kp2d_core.vo.odometry as odometry
 
     monkeypatch.setattr(odometry, 'pose_from_essential', lambda *args: None)
     rng = np.random.default_rng(8)
@@ -363,7 +363,7 @@ def test_an_essential_matrix_s_motion_is_refined_under_each_point_s_noise(monkey
     within 1.5 px (detected ones). The consensus fit weighs them alike; refined with each
     point's own noise, rotation and direction come closer to the truth than the fit's and
     than a refinement that weighs every point alike."""
-    from kp2d_core import essential
+    from kp2d_core.geometry import essential_motion as essential
 
     errors: dict[str, list[float]] = {'fit': [], 'alike': [], 'own': []}
     for seed in range(10):
@@ -385,7 +385,7 @@ def test_an_essential_matrix_s_motion_is_refined_under_each_point_s_noise(monkey
 
 
 def test_the_refinement_returns_to_an_exact_motion_and_needs_eight_points():
-    from kp2d_core.epipolar import refined_motion
+    from kp2d_core.geometry.epipolar import refined_motion
 
     rng = np.random.default_rng(11)
     ref, cur = _views(_box(rng), MOTION, 0.0, rng)
@@ -400,7 +400,7 @@ def test_the_refinement_returns_to_an_exact_motion_and_needs_eight_points():
 
 
 def test_sampson_residuals_are_whitened_by_each_point_s_covariance():
-    from kp2d_core.epipolar import fundamental_matrix, sampson_residuals, sampson_squared
+    from kp2d_core.geometry.epipolar import fundamental_matrix, sampson_residuals, sampson_squared
 
     rng = np.random.default_rng(12)
     ref, cur = _views(_box(rng, 50), MOTION, 1.0, rng)
@@ -416,7 +416,7 @@ def test_sampson_residuals_are_whitened_by_each_point_s_covariance():
 
 
 def test_the_tracker_passes_each_match_s_noise_to_the_essential_matrix(monkeypatch):
-    from kp2d_core import odometry
+    from kp2d_core.vo import odometry
 
     seen = []
     real = odometry.pose_from_essential

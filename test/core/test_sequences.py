@@ -16,9 +16,9 @@ from kp2d_core.evaluation.render import look_at
 from kp2d_core.evaluation.scenes import SCENES, camera_for, render_sequence, write_tum
 from kp2d_core.evaluation.sequences import SequenceError, read_sequence
 from kp2d_core.evaluation.vo import ate_rmse, rpe, umeyama
+from kp2d_core.geometry.poses import make_pose
 from kp2d_core.images import read_image
-from kp2d_core.motion import make_pose
-from kp2d_core.samples import sample_photo_path
+from kp2d_core.inference.probe import sample_photo_path
 
 ROOT = Path(__file__).resolve().parents[2]
 SECOND = 1_000_000_000
@@ -193,9 +193,9 @@ def test_a_reset_pipeline_runs_a_sequence_as_a_fresh_one():
     """The benchmark runs every sequence through one pipeline per front-end: a reset must
     leave nothing of the previous sequence, also in a front-end that tracks between frames
     (KLT once carried corners tracked from the last frame of the previous sequence)."""
+    from kp2d_core.data.samples import synthetic_sequence
     from kp2d_core.evaluation.frontends import KltExtractor
-    from kp2d_core.pipeline import FramePipeline
-    from kp2d_core.samples import synthetic_sequence
+    from kp2d_core.vo.frame_pipeline import FramePipeline
 
     first, _ = synthetic_sequence(4, (120, 160))
     second = [np.ascontiguousarray(frame[::-1, ::-1]) for frame in first]  # another scene

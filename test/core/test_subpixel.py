@@ -7,9 +7,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from kp2d_core.geometry import sample_map, warp_points
-from kp2d_core.matching import match, unit_rows
-from kp2d_core.subpixel import STEP_PX, DescriptorMap, refine_matches
+from kp2d_core.geometry.coordinates import sample_map, warp_points
+from kp2d_core.inference.features import DescriptorMap
+from kp2d_core.inference.matching import match
+from kp2d_core.inference.subpixel import STEP_PX, refine_matches
+from kp2d_core.model.descriptors import unit_rows
 
 INPUT_HW, NET_HW = (96, 128), (48, 64)  # the input resized to half for the network
 
@@ -83,7 +85,7 @@ def test_refinement_keeps_points_in_the_image_and_takes_no_points():
 @pytest.fixture(scope='module')
 def extractor():
     from kp2d_core.config import ExtractorConfig
-    from kp2d_core.frontend import KeypointExtractor
+    from kp2d_core.inference.extractor import KeypointExtractor
 
     return KeypointExtractor.from_checkpoint(None, 'cpu', ExtractorConfig(top_k=500))
 
@@ -91,7 +93,7 @@ def extractor():
 def test_matched_keypoints_of_a_real_pair_move_toward_their_true_positions(extractor):
     """The bundled model on two views of the sample photo: matched keypoints lie closer to
     where the true homography puts their partners once refined."""
-    from kp2d_core.samples import synthetic_pair
+    from kp2d_core.data.samples import synthetic_pair
 
     image0, image1, H = synthetic_pair((240, 320), 0.0, 0.05)
     f0, f1 = extractor.extract(image0), extractor.extract(image1, keep_dense=True)
@@ -114,8 +116,8 @@ def test_the_tracker_reports_refined_points_and_keeps_no_dense_map(extractor):
     """With the pipeline, the current frame's matched points are the refined ones (the
     detected ones with ``tracker.subpixel`` off; alignment off), and no dense map outlives
     tracking."""
-    from kp2d_core.pipeline import FramePipeline
-    from kp2d_core.samples import synthetic_pair
+    from kp2d_core.data.samples import synthetic_pair
+    from kp2d_core.vo.frame_pipeline import FramePipeline
 
     image0, image1, _ = synthetic_pair((240, 320), 0.0, 0.05)
     reported = {}

@@ -7,12 +7,13 @@ import pytest
 import torch
 
 from kp2d_core import Features
-from kp2d_core.geometry import warp_points
+from kp2d_core.data.samples import render_view
+from kp2d_core.geometry.coordinates import warp_points
+from kp2d_core.geometry.image_points import ImagePoints
 from kp2d_core.images import read_image
-from kp2d_core.pipeline import FramePipeline
-from kp2d_core.points import ImagePoints
-from kp2d_core.samples import render_view, sample_photo_path
-from kp2d_core.tracks import FeatureTracker, TrackConfig
+from kp2d_core.inference.probe import sample_photo_path
+from kp2d_core.vo.feature_tracks import FeatureTracker, TrackConfig
+from kp2d_core.vo.frame_pipeline import FramePipeline
 
 HW = (480, 640)
 FRAME_NS = 33_333_333
@@ -126,8 +127,8 @@ def test_opencv_estimator_failures_are_failed_fits(monkeypatch):
     """OpenCV's USAC can assert on degenerate samples: a failed fit, not a crash."""
     import cv2
 
-    from kp2d_core import homography
-    from kp2d_core.homography import verify_motion
+    from kp2d_core.geometry import homography
+    from kp2d_core.geometry.homography import verify_motion
 
     def asserting(*args, **kwargs):
         raise cv2.error('(-215:Assertion failed) !model.empty()')

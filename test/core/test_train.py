@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from kp2d_core.checkpoint import load_model
 from kp2d_core.config import apply_overrides, load_yaml_config
-from kp2d_core.samples import read_image, sample_photo_path
+from kp2d_core.data.samples import read_image
+from kp2d_core.inference.probe import sample_photo_path
+from kp2d_core.model.checkpoint import load_model
 from kp2d_core.training import (
     OptimConfig,
     TrainConfig,

@@ -15,7 +15,7 @@ require_ros_libraries()
 from cv_bridge import CvBridge  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-from kp2d_ros.conversions import (  # noqa: E402
+from kp2d_ros.image_conversion import (  # noqa: E402
     ImageError,
     array_to_image_msg,
     compressed_msg_to_array,

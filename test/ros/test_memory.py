@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from kp2d_ros.memory import rss_breakdown, rss_mib
+from kp2d_ros.process_memory import rss_breakdown, rss_mib
 
 GLIBC = sys.platform.startswith('linux')
 
@@ -18,7 +18,7 @@ def test_freed_frame_buffers_go_back_to_the_system():
     from a worker thread leaves the RSS where it was (glibc's defaults keep it)."""
     script = """
 import threading, numpy as np
-from kp2d_ros.memory import configure_allocator, rss_mib, trim
+from kp2d_ros.process_memory import configure_allocator, rss_mib, trim
 tuned = __import__("sys").argv[1] == "tuned"
 if tuned:
     assert configure_allocator()
@@ -55,10 +55,10 @@ def test_rss_and_its_breakdown_are_read_from_proc():
 # A subprocess with the node's allocator settings and the backend on a random fp32 model.
 BACKEND_SCRIPT = """
 import sys, numpy as np, torch
-from kp2d_ros.memory import configure_allocator, rss_mib, trim
+from kp2d_ros.process_memory import configure_allocator, rss_mib, trim
 from kp2d_core import KeypointNet
-from kp2d_core.backends.onnx_backend import OnnxRuntimeBackend
-from kp2d_core.export import export_onnx
+from kp2d_core.inference.backends.onnx_backend import OnnxRuntimeBackend
+from kp2d_core.inference.export import export_onnx
 configure_allocator()
 torch.manual_seed(0)
 path = export_onnx(KeypointNet().eval(), sys.argv[1], 'x', (64, 96))
@@ -110,7 +110,7 @@ def test_peak_memory_is_the_program_s_own_not_its_parent_s():
     import numpy as np
 
     ballast = np.ones(400 * 2**20 // 8)  # 400 MiB resident in this (parent) process
-    script = 'import resource; from kp2d_ros.memory import peak_rss_mib; '
+    script = 'import resource; from kp2d_ros.process_memory import peak_rss_mib; '
     script += 'print(peak_rss_mib(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)'
     out = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

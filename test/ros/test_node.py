@@ -16,10 +16,10 @@ import rclpy  # noqa: E402
 import torch  # noqa: E402
 
 from kp2d_core import ExtractorConfig, KeypointNet, save_checkpoint  # noqa: E402
-from kp2d_core.geometry import corner_error  # noqa: E402
+from kp2d_core.geometry.coordinates import corner_error  # noqa: E402
 from kp2d_core.images import read_image  # noqa: E402
-from kp2d_core.samples import sample_photo_path  # noqa: E402
-from kp2d_ros.messages import cloud_to_arrays  # noqa: E402
+from kp2d_core.inference.probe import sample_photo_path  # noqa: E402
+from kp2d_ros.output_messages import cloud_to_arrays  # noqa: E402
 from kp2d_testing.ros import (  # noqa: E402
     Probe,
     camera_info_msg,
@@ -367,7 +367,7 @@ def test_debug_image_when_subscribed(session):
 
 
 def test_tracks_and_the_vins_feature_cloud(session):
-    from kp2d_ros.messages import VINS_CHANNELS
+    from kp2d_ros.output_messages import VINS_CHANNELS
 
     probe, _, _ = session
     assert 'tracks' in probe.received, 'kp2d_msgs is not built'

@@ -15,13 +15,12 @@ require_ros_libraries()
 import rclpy  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-from kp2d_core.frontend import Features  # noqa: E402
-from kp2d_core.pipeline import FrameResult  # noqa: E402
-from kp2d_core.points import ImagePoints  # noqa: E402
-from kp2d_core.tracking import TrackResult  # noqa: E402
-from kp2d_core.tracks import FeatureTracker  # noqa: E402
-from kp2d_ros.options import options_from_values  # noqa: E402
-from kp2d_ros.params import DEFAULTS  # noqa: E402
+from kp2d_core.geometry.image_points import ImagePoints  # noqa: E402
+from kp2d_core.inference.features import Features  # noqa: E402
+from kp2d_core.vo.feature_tracks import FeatureTracker  # noqa: E402
+from kp2d_core.vo.frame_pipeline import FrameResult  # noqa: E402
+from kp2d_core.vo.keyframe_tracker import TrackResult  # noqa: E402
+from kp2d_ros.parameters import DEFAULTS, options_from_values  # noqa: E402
 
 
 @pytest.fixture
@@ -61,7 +60,7 @@ def _frame(stamp: float) -> FrameResult:
 
 
 def test_tf_never_gives_the_camera_frame_a_second_parent(node):
-    from kp2d_ros.outputs import Outputs
+    from kp2d_ros.publishers import Outputs
 
     outputs = Outputs(node, options_from_values(DEFAULTS), lifecycle=False)
     sent, odometry = [], []

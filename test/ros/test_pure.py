@@ -7,10 +7,10 @@ import time
 import numpy as np
 import pytest
 
-from kp2d_ros.bookkeeping import FrameStats, HealthThresholds, StampPolicy, Verdict, health
-from kp2d_ros.options import options_from_values
-from kp2d_ros.params import DEFAULTS
-from kp2d_ros.worker import LatestSlotWorker
+from kp2d_ros.frame_health import FrameStats, HealthThresholds, health
+from kp2d_ros.frame_worker import LatestSlotWorker
+from kp2d_ros.parameters import DEFAULTS, options_from_values
+from kp2d_ros.stamps import StampPolicy, Verdict
 from kp2d_testing.ros import missing_ros_libraries
 
 NEEDS_ROS = pytest.mark.skipif(
@@ -91,7 +91,7 @@ def _camera_info(stamp_ns: int, k=K, d=(), model=''):
 
 @NEEDS_ROS
 def test_camera_info_pairs_by_stamp_through_message_filters():
-    from kp2d_ros.cameras import CameraInfoPairing
+    from kp2d_ros.camera_info import CameraInfoPairing
 
     pairing = CameraInfoPairing(size=3)
     second = 10**9
@@ -122,7 +122,7 @@ def test_camera_info_pairs_by_stamp_through_message_filters():
     ],
 )
 def test_bad_distortion_is_refused_like_bad_intrinsics(d, model, message):
-    from kp2d_ros.cameras import CameraInfoPairing
+    from kp2d_ros.camera_info import CameraInfoPairing
 
     pairing = CameraInfoPairing()
     with pytest.raises(ValueError, match=message):
@@ -235,8 +235,8 @@ def test_cloud_and_homography_layouts():
     from sensor_msgs.msg import JointState
     from std_msgs.msg import Header
 
-    from kp2d_core.tracking import TrackResult
-    from kp2d_ros.messages import (
+    from kp2d_core.vo.keyframe_tracker import TrackResult
+    from kp2d_ros.output_messages import (
         HOMOGRAPHY_NAMES,
         cloud_to_arrays,
         features_to_cloud,

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from kp2d_core import KeypointNet, save_checkpoint
-from kp2d_core.samples import synthetic_sequence
+from kp2d_core.data.samples import synthetic_sequence
 from kp2d_ros.dependencies import REPLAY_LIBRARIES
 from kp2d_ros.replay import main, parse_args, read_messages, replay
 from kp2d_testing.ros import require_ros_libraries

@@ -1,0 +1,78 @@
+"""What every inference backend provides: dense KeypointNet outputs for a normalised batch."""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Protocol
+
+import numpy as np
+
+BACKENDS = ('torch', 'onnxruntime')
+PRECISIONS = ('fp32', 'bf16', 'fp16', 'int8')
+REFERENCE = ('torch', 'fp32')  # the eager network every other choice is gated against
+
+
+class DenseMaps(NamedTuple):
+    """A backend's dense outputs for a (B, C, H, W) batch, NumPy arrays in host memory (the
+    fields of :class:`~kp2d_core.model.keypoint_net.KeypointOutput`).
+
+    Attributes:
+        score: (B, 1, H/8, W/8) keypoint scores in [0, 1], float32.
+        coords: (B, 2, H/8, W/8) keypoint pixel coordinates (x, y), float32.
+        descriptors: (B, D, H/4, W/4) raw (unnormalised) descriptors: float32, or uint8 as the
+            int8 model quantises them (4.7 instead of 18.75 MiB at 640x480), standing for
+            ``descriptor_scale * (descriptors - descriptor_zero_point)``. Read them through
+            :meth:`sample_descriptors` or :meth:`float_descriptors`.
+        descriptor_scale, descriptor_zero_point: the quantisation of uint8 descriptors.
+    """
+
+    score: np.ndarray
+    coords: np.ndarray
+    descriptors: np.ndarray
+    descriptor_scale: float = 1.0
+    descriptor_zero_point: int = 0
+
+    def sample_descriptors(
+        self, index: int, xy: np.ndarray, height: int, width: int
+    ) -> np.ndarray:
+        """(N, D) float32 descriptors of image ``index`` at (N, 2) pixels of the (height,
+        width) network input (bilinear, :func:`~kp2d_core.geometry.coordinates.sample_map`).
+        Quantised maps are sampled first and dequantised after (the weights sum to one: the same
+        values), so no float copy of the map is made."""
+        from kp2d_core.geometry.coordinates import sample_map
+
+        raw = sample_map(self.descriptors[index : index + 1], xy[None], height, width)[0]
+        return self._dequantised(raw)
+
+    def float_descriptors(self) -> np.ndarray:
+        """(B, D, H/4, W/4) float32 descriptors (a dequantised copy of uint8 ones)."""
+        return self._dequantised(self.descriptors)
+
+    def _dequantised(self, values: np.ndarray) -> np.ndarray:
+        if self.descriptors.dtype != np.uint8:
+            return values.astype(np.float32, copy=False)
+        shifted = values.astype(np.float32) - np.float32(self.descriptor_zero_point)
+        return shifted * np.float32(self.descriptor_scale)
+
+
+class Backend(Protocol):
+    """A way to run KeypointNet.
+
+    Attributes:
+        name: 'torch' or 'onnxruntime'.
+        precision: 'fp32', 'bf16', 'fp16' or 'int8'.
+        device: where the network runs ('cpu', 'cuda:0', ...).
+        use_color: whether the network takes 3 channels (else 1).
+    """
+
+    name: str
+    precision: str
+    device: str
+    use_color: bool
+
+    def __call__(self, images: np.ndarray) -> DenseMaps:
+        """Dense outputs for normalised float32 images (B, C, H, W), H and W multiples of 8."""
+        ...
+
+
+def label(backend: Backend) -> str:
+    return f'{backend.name}:{backend.precision}'

@@ -1,0 +1,80 @@
+"""What the front-end gives for one image: keypoints, scores, descriptors, and optionally the
+dense descriptor map and the grey image the tracker refines matches with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kp2d_core.geometry.coordinates import resize_points
+
+
+@dataclass(frozen=True)
+class DescriptorMap:
+    """The dense descriptors of one image.
+
+    Attributes:
+        values: (D, h, w) raw (not normalised) descriptors covering the padded network input.
+        network_hw: (Hp, Wp) the padded network-input size the map covers.
+        input_hw: (H, W) of the image the keypoints refer to.
+        resized_hw: (Hn, Wn) the network-input size before padding (the input resized).
+    """
+
+    values: np.ndarray
+    network_hw: tuple[int, int]
+    input_hw: tuple[int, int]
+    resized_hw: tuple[int, int]
+
+    @property
+    def stride(self) -> float:
+        """Network-input pixels per descriptor cell."""
+        return self.network_hw[1] / self.values.shape[-1]
+
+    def to_network(self, xy: np.ndarray) -> np.ndarray:
+        """(N, 2) input pixels -> network-input pixels."""
+        return resize_points(np.asarray(xy, np.float64), self.input_hw, self.resized_hw)
+
+    def to_input(self, xy: np.ndarray) -> np.ndarray:
+        """(N, 2) network-input pixels -> input pixels."""
+        return resize_points(xy, self.resized_hw, self.input_hw)
+
+
+@dataclass(frozen=True)
+class Features:
+    """Keypoints of one image.
+
+    Attributes:
+        keypoints: (N, 2) float32 pixel coordinates (x, y) in the input image.
+        scores: (N,) float32 scores in (0, 1], sorted in decreasing order.
+        descriptors: (N, D) float32, unit L2 norm.
+        image_size: (H, W) of the input image.
+        dense: the dense descriptors for refining matches (KP2D only; None once tracked).
+        gray: (H, W) uint8 grey image for aligning matches (``tracker.align``; None after).
+    """
+
+    keypoints: np.ndarray
+    scores: np.ndarray
+    descriptors: np.ndarray
+    image_size: tuple[int, int]
+    dense: DescriptorMap | None = field(default=None, repr=False, compare=False)
+    gray: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ('keypoints', 'scores', 'descriptors'):  # any array-like, as float32
+            object.__setattr__(self, name, np.asarray(getattr(self, name), np.float32))
+        n = len(self.keypoints)
+        if self.keypoints.shape != (n, 2) or self.scores.shape != (n,):
+            raise ValueError(
+                f'keypoints {self.keypoints.shape} and scores {self.scores.shape} '
+                'are not (N, 2) and (N,)'
+            )
+        if self.descriptors.ndim != 2 or len(self.descriptors) != n:
+            raise ValueError(f'descriptors {self.descriptors.shape} are not ({n}, D)')
+
+    def __len__(self) -> int:
+        return int(self.keypoints.shape[0])
+
+    def numpy(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(keypoints (N,2), scores (N,), descriptors (N,D)) as float32 NumPy arrays."""
+        return self.keypoints, self.scores, self.descriptors

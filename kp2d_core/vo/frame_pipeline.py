@@ -1,0 +1,152 @@
+"""The per-frame pipeline: image + stamp (+ camera) -> keypoints, homography, pose, tracks.
+
+One class serves the ROS node, the offline replay tool, the demo and the sequence benchmark,
+so they compute the same thing from the same defaults (the dataclass defaults of
+:class:`PipelineConfig`)::
+
+    pipeline = FramePipeline.from_config(PipelineConfig())
+    for stamp_ns, image in frames:
+        result = pipeline.process(image, stamp_ns, camera)   # camera: CameraModel or None
+        result.features, result.track.H_key_to_cur, result.track.T_world_cur, result.tracks
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+import os
+from typing import Protocol
+
+import numpy as np
+
+from kp2d_core.config import ExtractorConfig
+from kp2d_core.geometry.camera import CameraModel
+from kp2d_core.geometry.image_points import ImagePoints
+from kp2d_core.images import gray_uint8
+from kp2d_core.inference.extractor import KeypointExtractor
+from kp2d_core.inference.features import Features
+from kp2d_core.vo.feature_tracks import FeatureTracker, TrackConfig, Tracks
+from kp2d_core.vo.keyframe_tracker import HomographyTracker, TrackerConfig, TrackResult
+
+
+class FeatureExtractor(Protocol):
+    """What the pipeline needs from a front-end: :class:`KeypointExtractor`, or the classical
+    front-ends of the sequence benchmark (:mod:`kp2d_core.evaluation.frontends`). A front-end
+    that carries state from frame to frame (KLT) also has ``reset()``, which
+    :meth:`FramePipeline.reset` calls."""
+
+    def extract(self, image: np.ndarray) -> Features: ...
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Keypoint extraction and tracking settings: the defaults of every front-end."""
+
+    extractor: ExtractorConfig = field(default_factory=ExtractorConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    tracks: TrackConfig = field(default_factory=TrackConfig)
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """What one frame produced.
+
+    Attributes:
+        stamp_ns: the frame's stamp (integer nanoseconds, as it came).
+        features: its keypoints (raw pixels).
+        points: the keypoints in the geometry frame and normalised (see ImagePoints).
+        track: the keyframe homography and pose (see TrackResult).
+        tracks: the persistent feature tracks (see Tracks).
+    """
+
+    stamp_ns: int
+    features: Features
+    points: ImagePoints
+    track: TrackResult
+    tracks: Tracks
+
+
+class FramePipeline:
+    """Extract keypoints, track them against the keyframe, and estimate the camera motion."""
+
+    def __init__(
+        self,
+        extractor: FeatureExtractor,
+        tracker: TrackerConfig | None = None,
+        tracks: TrackConfig | None = None,
+    ) -> None:
+        self.extractor = extractor
+        self.tracker = HomographyTracker(tracker)
+        self.feature_tracker = FeatureTracker(tracks)
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: PipelineConfig | None = None,
+        weights: str | os.PathLike | None = None,
+        device: str = 'auto',
+    ) -> FramePipeline:
+        """Load ``weights`` (None: the bundled model) on ``device`` with the given settings."""
+        cfg = cfg or PipelineConfig()
+        extractor = KeypointExtractor.from_checkpoint(weights, device, cfg.extractor)
+        return cls(extractor, cfg.tracker, cfg.tracks)
+
+    @property
+    def config(self) -> PipelineConfig:
+        extractor = getattr(self.extractor, 'cfg', ExtractorConfig())
+        return PipelineConfig(extractor, self.tracker.cfg, self.feature_tracker.cfg)
+
+    def configure(self, cfg: PipelineConfig) -> None:
+        """Apply new settings from the next frame on (the keyframe is kept)."""
+        if isinstance(self.extractor, KeypointExtractor):
+            self.extractor.configure(cfg.extractor)
+        self.tracker.cfg = cfg.tracker
+        self.feature_tracker.cfg = cfg.tracks
+
+    def extract(self, image: np.ndarray) -> Features:
+        """Keypoints of one image (raises ValueError for images it cannot take); with
+        ``tracker.subpixel`` KP2D's carry their dense descriptors, with ``tracker.align``
+        every front-end's its grey image, until :meth:`track`."""
+        if isinstance(self.extractor, KeypointExtractor):
+            features = self.extractor.extract(image, keep_dense=self.tracker.cfg.subpixel)
+        else:
+            features = self.extractor.extract(image)
+        if self.tracker.cfg.align:
+            order = getattr(getattr(self.extractor, 'cfg', None), 'channel_order', 'bgr')
+            features = replace(features, gray=gray_uint8(image, order))
+        return features
+
+    def track(
+        self, features: Features, stamp_ns: int, camera: CameraModel | None = None
+    ) -> FrameResult:
+        """Track already-extracted ``features`` (the second half of :meth:`process`)."""
+        points = ImagePoints.of(features.keypoints, camera)
+        track = self.tracker.update(features, points, stamp_ns)
+        tracks = self.feature_tracker.update(features, points, stamp_ns)
+        features = replace(features, dense=None, gray=None)  # not kept past tracking
+        return FrameResult(int(stamp_ns), features, points, track, tracks)
+
+    def process(
+        self, image: np.ndarray, stamp_ns: int, camera: CameraModel | None = None
+    ) -> FrameResult:
+        """Run one frame.
+
+        Args:
+            image: (H, W[, C]) uint8/uint16/float image (see ``KeypointExtractor.extract``).
+            stamp_ns: capture time in integer nanoseconds; frames must come in increasing
+                order (call :meth:`reset` when time jumps back).
+            camera: the camera model (intrinsics, distortion), or None for keypoints,
+                homographies in raw pixels and tracks without normalised coordinates.
+
+        Raises:
+            ValueError: the image cannot be processed (the pipeline state is unchanged).
+        """
+        return self.track(self.extract(image), stamp_ns, camera)
+
+    def reset(self) -> None:
+        """Forget the keyframe, the tracks and the front-end's state (if it keeps any);
+        restart the trajectory at the identity."""
+        self.tracker.reset()
+        self.feature_tracker.reset()
+        reset_front_end = getattr(self.extractor, 'reset', None)
+        if reset_front_end is not None:
+            reset_front_end()

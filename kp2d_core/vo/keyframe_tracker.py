@@ -1,0 +1,284 @@
+"""Keyframe-based homography tracking and visual odometry over a stream of Features.
+
+Every frame is matched against the current *keyframe*, not the previous frame, so a still
+camera does not drift. The keyframe is replaced by the current frame when the homography
+inliers fall below ``min_keyframe_inliers``, the estimation fails, the pose is not a rigid
+transform or the camera calibration changes. A keyframe whose own pose is unknown takes the
+pose of the last frame measured against the old keyframe (one frame's motion off, not the
+whole keyframe's). Geometry runs on :class:`~kp2d_core.geometry.image_points.ImagePoints`:
+rectified pixels when the camera has lens distortion, raw pixels otherwise; the sample-consensus
+homography is refined through the lens model under each match's own noise
+(:mod:`kp2d_core.geometry.refinement`; an essential matrix's motion likewise), and the model
+selection weighs it as consensus fitted it. With intrinsics, the homography (or, for non-planar
+scenes, an essential matrix) gives the camera motion, chained through keyframes into a pose
+``T_world_cur`` (the first keyframe's camera is the world), with one scale along it
+(:mod:`kp2d_core.vo.odometry`). Stamps are integer nanoseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from kp2d_core.geometry.camera import same_camera
+from kp2d_core.geometry.homography import METHODS, estimate_homography, reprojection_rms
+from kp2d_core.geometry.image_points import ImagePoints
+from kp2d_core.geometry.poses import invert_pose, is_pose, relative_pose_variance
+from kp2d_core.geometry.refinement import geometry_noise, refined_result
+from kp2d_core.inference.features import Features
+from kp2d_core.inference.matching import match
+from kp2d_core.inference.subpixel import refined_points
+from kp2d_core.vo.odometry import Matched, Scene, carried_scene, matched_depths, relative_motion
+from kp2d_core.vo.photometric_alignment import KeyImage, aligned_points
+
+ORIGIN_VARIANCE = 1e-9  # the first keyframe is the world origin: known, but never exactly 0
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Matching, robust estimation and keyframe settings."""
+
+    mutual: bool = True  # mutual nearest-neighbour matching
+    ratio: float | None = None  # Lowe ratio gate (None: off)
+    max_distance: float | None = None  # descriptor distance gate (None: off)
+    ransac_method: str = 'magsac'  # 'magsac', 'ransac', 'usac' or 'lmeds'
+    ransac_threshold_px: float = 3.0
+    min_keyframe_inliers: int = 40  # fewer inliers than this: the frame becomes the keyframe
+    keyframe_inlier_ratio: float = 0.5  # or fewer than this share of the first frame's inliers
+    subpixel: bool = False  # refine matched points on the dense descriptors (where given)
+    align: bool = True  # align matched points photometrically (kp2d_core.vo.photometric_alignment)
+
+    def __post_init__(self) -> None:
+        if self.ransac_method not in METHODS:
+            raise ValueError(f'ransac_method must be one of {sorted(METHODS)}')
+        if not 0.0 < self.ransac_threshold_px <= 100.0:
+            raise ValueError(
+                f'ransac_threshold_px must be in (0, 100], got {self.ransac_threshold_px}'
+            )
+        if not 4 <= self.min_keyframe_inliers <= 100_000:
+            raise ValueError(
+                f'min_keyframe_inliers must be in [4, 100000], got {self.min_keyframe_inliers}'
+            )
+        if self.ratio is not None and not 0 < self.ratio <= 1:
+            raise ValueError(f'ratio must be in (0, 1], got {self.ratio}')
+        if self.max_distance is not None and not 0 < self.max_distance <= 2:
+            raise ValueError(f'max_distance must be in (0, 2], got {self.max_distance}')
+        if not 0.0 <= self.keyframe_inlier_ratio <= 1.0:
+            raise ValueError(
+                f'keyframe_inlier_ratio must be in [0, 1], got {self.keyframe_inlier_ratio}'
+            )
+
+
+@dataclass(frozen=True)
+class TrackResult:
+    """What one frame produced.
+
+    Attributes:
+        H_key_to_cur: (3, 3) keyframe-to-current homography, or None. In rectified pixels
+            (``camera.P``) when ``rectified``, else in raw image pixels.
+        reason: why there is no homography ('first_frame', 'too_few_matches',
+            'camera_changed', ...), or None.
+        num_matches, num_inliers: matching statistics against the keyframe.
+        key_stamp_ns: stamp (ns) of the keyframe the homography starts from.
+        new_keyframe: this frame became the keyframe (after computing the result).
+        T_world_cur: (4, 4) camera pose, or None without intrinsics or when tracking failed.
+        pose_method: 'homography', 'essential', 'pnp' or None.
+        pts_key, pts_cur: (M, 2) matched points in raw pixels; inliers: (M,) bool.
+        residual_px: RMS distance of the inliers to the homography's prediction (px).
+        covariance: (6, 6) covariance of T_world_cur (x, y, z, roll, pitch, yaw), see
+            :func:`~kp2d_core.geometry.poses.relative_pose_variance`; None without a pose.
+        rectified: the homography is between rectified images.
+    """
+
+    H_key_to_cur: np.ndarray | None
+    reason: str | None
+    num_matches: int
+    num_inliers: int
+    key_stamp_ns: int
+    new_keyframe: bool
+    T_world_cur: np.ndarray | None
+    pose_method: str | None
+    pts_key: np.ndarray
+    pts_cur: np.ndarray
+    inliers: np.ndarray
+    residual_px: float = float('nan')
+    covariance: np.ndarray | None = None
+    rectified: bool = False
+
+
+@dataclass
+class _Keyframe:
+    features: Features
+    points: ImagePoints
+    stamp_ns: int
+    T_world: np.ndarray
+    variance: np.ndarray  # (6,) accumulated along the trajectory
+    scene: Scene = field(default_factory=Scene)  # its plane and depths, in world units
+    reference_inliers: int | None = None  # inliers of the first frame tracked against it
+    latest: tuple | None = None  # (T_world, covariance, relative) of the last frame with a pose
+    image: KeyImage | None = None  # for alignment, made from features.gray when first needed
+
+    def __post_init__(self) -> None:  # its matches refine the other frame's points
+        self.features = replace(self.features, dense=None)
+
+    @property
+    def last(self) -> tuple[np.ndarray, np.ndarray]:
+        """(T_world (4, 4), variances (6,)) of the last frame measured against it, or its own."""
+        if self.latest is None:
+            return self.T_world, self.variance
+        return self.latest[0], np.diag(self.latest[1]).copy()
+
+    def key_image(self) -> KeyImage | None:
+        """What aligning a frame to it needs (None without a grey image); its grey image is
+        dropped once the smoothed one is made."""
+        if self.image is None and self.features.gray is not None:
+            self.image = KeyImage.of(self.features.gray, self.points.raw)
+            self.features = replace(self.features, gray=None)
+        return self.image
+
+
+class HomographyTracker:
+    """Feed :meth:`update` one frame at a time (see the module docstring)."""
+
+    def __init__(self, cfg: TrackerConfig | None = None) -> None:
+        self.cfg = cfg or TrackerConfig()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the keyframe and restart the trajectory at the identity."""
+        self.key: _Keyframe | None = None
+
+    @property
+    def key_stamp_ns(self) -> int | None:
+        return None if self.key is None else self.key.stamp_ns
+
+    def update(self, features: Features, points: ImagePoints, stamp_ns: int) -> TrackResult:
+        """Track one frame.
+
+        Args:
+            features: the frame's keypoints.
+            points: the same keypoints with their camera (``ImagePoints.of``).
+            stamp_ns: the frame's stamp in nanoseconds.
+        """
+        stamp_ns = int(stamp_ns)
+        key = self.key
+        if key is None or not same_camera(key.points.camera, points.camera):
+            reason = 'first_frame' if key is None else 'camera_changed'
+            T, variance = (np.eye(4), np.full(6, ORIGIN_VARIANCE)) if key is None else key.last
+            self.key = _Keyframe(features, points, stamp_ns, T, variance)
+            pose = self.key.T_world.copy() if points.camera is not None else None
+            covariance = np.diag(self.key.variance) if pose is not None else None
+            empty = np.zeros((0, 2))
+            return TrackResult(
+                None,
+                reason,
+                0,
+                0,
+                stamp_ns,
+                True,
+                pose,
+                None,
+                empty,
+                empty,
+                np.zeros(0, bool),
+                covariance=covariance,
+                rectified=points.rectified,
+            )
+        return self._track(key, features, points, stamp_ns)
+
+    def _track(
+        self, key: _Keyframe, features: Features, points: ImagePoints, stamp_ns: int
+    ) -> TrackResult:
+        cfg = self.cfg
+        matches = match(key.features, features, cfg.mutual, cfg.max_distance, cfg.ratio)
+        idx_key, idx_cur = matches.indices[:, 0], matches.indices[:, 1]
+        cur = points  # the matched points refined toward their keyframe partners (not kept)
+        if cfg.subpixel and features.dense is not None:
+            cur = refined_points(points, key.features, features, idx_key, idx_cur)
+        geo_key, geo_cur = key.points.pixels[idx_key], cur.pixels[idx_cur]
+        result = estimate_homography(
+            geo_key, geo_cur, None, cfg.ransac_method, cfg.ransac_threshold_px
+        )
+        gray, noise, pairs = features.gray, None, matches.indices
+        key_image = key.key_image() if result.ok and cfg.align and gray is not None else None
+        if key_image is not None:
+            moved, aligned = aligned_points(cur, gray, key_image, *pairs.T, result.H)
+            if aligned.ok.sum() >= cfg.min_keyframe_inliers:  # a match the images do not
+                cur, pairs, ok = moved, pairs[aligned.ok], aligned.ok  # confirm is not one
+                idx_key, idx_cur = pairs[:, 0], pairs[:, 1]
+                noise = (aligned.key_noise[ok], aligned.cur_noise[ok])
+                geo_key, geo_cur = key.points.pixels[idx_key], cur.pixels[idx_cur]
+                result = estimate_homography(
+                    geo_key, geo_cur, None, cfg.ransac_method, cfg.ransac_threshold_px
+                )
+        consensus, noise = result.H, geometry_noise(key.points, cur, pairs, noise)
+        if result.ok:
+            result = refined_result(result, key.points, cur, pairs, noise)
+        residual = reprojection_rms(result.H, geo_key, geo_cur, result.inliers)
+        m = Matched(geo_key, geo_cur, idx_key, idx_cur, result.inliers, noise)
+        K, threshold = points.intrinsics, cfg.ransac_threshold_px
+        relative = None
+        if result.ok and K is not None:
+            relative = relative_motion(result.H, m, K, key.scene, threshold, consensus)
+        if relative is not None and not relative.scaled:  # the scale restarts: the frames
+            size = len(key.features)  # after it against this keyframe keep the new one
+            depths = matched_depths(relative, m, K, size, threshold, current=False)
+            key.scene.depths, key.scene.firm = depths
+            key.scene.deep = True
+        T_world_cur, method, covariance, reason = None, None, None, result.reason
+        if relative is not None:
+            T_world_cur, method = key.T_world @ invert_pose(relative.T_cur_key), relative.method
+        broken = T_world_cur is not None and not is_pose(T_world_cur)
+        if broken:  # never chain it: this frame becomes the keyframe at the last good pose
+            T_world_cur, method, reason, relative = None, None, 'non_finite_pose', None
+        if T_world_cur is not None:
+            variance = key.variance + relative_pose_variance(
+                residual, result.num_inliers, K, relative.scaled
+            )
+            covariance = np.diag(variance)
+            key.latest = (T_world_cur, covariance, relative)
+        if key.reference_inliers is None and result.ok:
+            key.reference_inliers = result.num_inliers  # the first frame tracked against it
+        renew = broken or not result.ok
+        renew = renew or result.num_inliers < cfg.min_keyframe_inliers
+        renew = renew or result.num_inliers < cfg.keyframe_inlier_ratio * (
+            key.reference_inliers or 0
+        )
+        if renew:
+            depths = None, None
+            if relative is not None:  # this frame's own motion: its points' depths
+                depths = matched_depths(relative, m, K, len(features), threshold, current=True)
+            self._renew(key, features, points, stamp_ns, T_world_cur, covariance, relative)
+            self.key.scene.depths, self.key.scene.firm = depths
+        return TrackResult(
+            None if broken else result.H,
+            reason,
+            len(matches),
+            result.num_inliers,
+            key.stamp_ns,
+            renew,
+            T_world_cur,
+            method,
+            key.points.raw[idx_key],
+            cur.raw[idx_cur],
+            result.inliers,
+            residual,
+            covariance,
+            points.rectified,
+        )
+
+    def _renew(self, key, features, points, stamp_ns, T_world_cur, covariance, relative):
+        """The current frame becomes the keyframe, carrying the scene
+        (:func:`~kp2d_core.vo.odometry.carried_scene`).
+
+        Without a pose of its own it takes the last one measured against ``key``.
+        """
+        if T_world_cur is None and key.latest is not None:
+            T_world_cur, covariance, relative = key.latest
+        if T_world_cur is None:
+            self.key = _Keyframe(features, points, stamp_ns, *key.last)
+            return
+        scene = carried_scene(relative, key.scene)
+        variance = np.diag(covariance).copy()
+        self.key = _Keyframe(features, points, stamp_ns, T_world_cur, variance, scene)

@@ -1,0 +1,540 @@
+"""The node's parameters, in one place: the table of names, defaults, ranges and
+descriptions; the values checked and turned into :class:`NodeOptions` (the kp2d_core
+pipeline configuration and the node-only settings); ROS 2 params files read without ROS; and
+the declaration on a node.
+
+Defaults of the pipeline come from the kp2d_core dataclasses (:class:`PipelineConfig`);
+node-only settings are defined here. Each parameter has one ROS type (that of its default)
+and, for numbers, a range that the node declares (``ros2 param describe`` shows it, and ROS
+refuses values outside it); the rules between parameters (a resize within the pixel budget,
+two different frame names, a known device) are checked in :func:`options_from_values`.
+``config/kp2d.yaml`` is generated from the table (``python -m kp2d_ros.parameters >
+config/kp2d.yaml``; a test checks it) and the replay tool reads the same table, so node, file
+and replay cannot disagree. Importing this module needs no ROS: declaring the parameters on a
+node imports rclpy's types when it runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import math
+import re
+from typing import Any
+
+from kp2d_core.config import (
+    MAX_NETWORK_PIXELS,
+    MAX_NMS_RADIUS,
+    MIN_NETWORK_PIXELS,
+    ExtractorConfig,
+)
+from kp2d_core.vo.feature_tracks import TrackConfig
+from kp2d_core.vo.frame_pipeline import PipelineConfig
+from kp2d_core.vo.keyframe_tracker import TrackerConfig
+from kp2d_ros.frame_health import HealthThresholds
+
+_EXTRACTOR = ExtractorConfig()
+_TRACKER = TrackerConfig()
+_TRACKS = TrackConfig()
+DEVICE = re.compile(r'^(auto|cpu|cuda(:\d{1,2})?)$')
+MAX_RESIZE_SIDE = 8192
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter: its default fixes the ROS type; ``low``/``high`` bound numbers."""
+
+    name: str
+    default: Any
+    description: str
+    read_only: bool = False
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+
+    @property
+    def type_name(self) -> str:
+        return type_name(self.default)
+
+    def describe_range(self) -> str:
+        if self.choices:
+            return ' | '.join(self.choices)
+        if self.low is None:
+            return ''
+        return f'[{_number(self.low)}, {_number(self.high)}]'
+
+
+def _number(value: float | None) -> str:
+    return f'{value:g}' if isinstance(value, float) else str(value)
+
+
+PARAMETERS: tuple[Param, ...] = (
+    Param('model.weights', '', 'checkpoint path; empty = the bundled default weights', True),
+    Param('model.device', 'auto', "'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'", True),
+    Param(
+        'model.backend',
+        _EXTRACTOR.backend,
+        "'auto': the fastest that passed the accuracy gate",
+        True,
+        choices=('auto', 'torch', 'onnxruntime'),
+    ),
+    Param(
+        'model.precision',
+        _EXTRACTOR.precision,
+        'network precision',
+        True,
+        choices=('auto', 'fp32', 'bf16', 'fp16', 'int8'),
+    ),
+    Param('detector.top_k', _EXTRACTOR.top_k, 'keep the k best keypoints', low=1, high=100_000),
+    Param(
+        'detector.score_threshold',
+        _EXTRACTOR.score_threshold,
+        'keep scores above this',
+        low=0.0,
+        high=0.999,
+    ),
+    Param(
+        'detector.nms_radius',
+        _EXTRACTOR.nms_radius,
+        'NMS radius in px; 0 = off',
+        low=0.0,
+        high=MAX_NMS_RADIUS,
+    ),
+    Param(
+        'detector.resize',
+        [0, 0],
+        'network input [height, width] (>= 24, within max_input_pixels); [0, 0] = native size',
+    ),
+    Param(
+        'detector.max_input_pixels',
+        _EXTRACTOR.max_input_pixels,
+        'larger frames are shrunk to this many pixels (memory bound)',
+        low=MIN_NETWORK_PIXELS,
+        high=MAX_NETWORK_PIXELS,
+    ),
+    Param('matcher.ratio', 0.0, 'Lowe ratio gate; 0 = off', low=0.0, high=1.0),
+    Param('matcher.max_distance', 0.0, 'descriptor distance gate; 0 = off', low=0.0, high=2.0),
+    Param(
+        'tracker.ransac_method',
+        _TRACKER.ransac_method,
+        'robust homography estimator',
+        choices=('magsac', 'ransac', 'usac', 'lmeds'),
+    ),
+    Param(
+        'tracker.ransac_threshold_px',
+        _TRACKER.ransac_threshold_px,
+        'inlier threshold, px',
+        low=0.01,
+        high=100.0,
+    ),
+    Param(
+        'tracker.min_keyframe_inliers',
+        _TRACKER.min_keyframe_inliers,
+        'new keyframe when inliers drop below this',
+        low=4,
+        high=100_000,
+    ),
+    Param('tracker.align', _TRACKER.align, 'align matches photometrically (sub-pixel)'),
+    Param('tracker.subpixel', _TRACKER.subpixel, 'sub-pixel matches on KP2D descriptors'),
+    Param(
+        'tracks.max_count',
+        _TRACKS.max_tracks,
+        'live feature tracks at most; 0 = no tracking',
+        low=0,
+        high=100_000,
+    ),
+    Param(
+        'tracks.min_distance_px',
+        _TRACKS.min_distance_px,
+        'no two tracks closer than this (px); 0 = off',
+        low=0.0,
+        high=1000.0,
+    ),
+    Param(
+        'tracks.max_descriptor_distance',
+        _TRACKS.max_descriptor_distance,
+        'descriptor gate of a track continuation',
+        low=0.01,
+        high=2.0,
+    ),
+    Param(
+        'tracks.max_epipolar_px',
+        _TRACKS.max_epipolar_px,
+        'geometric check of a track continuation (px)',
+        low=0.1,
+        high=100.0,
+    ),
+    Param('publish.keypoints', True, 'publish ~/keypoints'),
+    Param('publish.homography', True, 'publish ~/homography'),
+    Param('publish.odometry', True, 'publish ~/odometry (needs camera_info)'),
+    Param('publish.tracks', True, 'publish ~/tracks (kp2d_msgs/FeatureTracks)'),
+    Param(
+        'publish.vins_features',
+        False,
+        'publish ~/feature_cloud, VINS-Fusion layout (needs camera_info)',
+    ),
+    Param('publish.tf', False, 'broadcast odom_frame -> pose_frame on /tf'),
+    Param('publish.debug_image', True, 'publish ~/debug_image when it has subscribers'),
+    Param('odom_frame', 'kp2d_odom', 'frame_id of ~/odometry and parent frame of the TF'),
+    Param('pose_frame', 'kp2d_camera', 'child frame of ~/odometry and of the TF (a new frame)'),
+    Param(
+        'camera_info_max_age_s',
+        1.0,
+        'use a CameraInfo at most this far from the image stamp',
+        low=0.001,
+        high=3600.0,
+    ),
+    Param(
+        'image_transport',
+        'raw',
+        'sensor_msgs/Image or CompressedImage input',
+        True,
+        choices=('raw', 'compressed'),
+    ),
+    Param(
+        'image_reliability',
+        'best_effort',
+        'image QoS: best_effort (cameras) or reliable (bags)',
+        True,
+        choices=('best_effort', 'reliable'),
+    ),
+    Param(
+        'max_future_stamp_s',
+        10.0,
+        'drop frames stamped further ahead of the clock (s)',
+        low=0.001,
+        high=1e6,
+    ),
+    Param(
+        'diagnostics_period_s',
+        5.0,
+        'period of /diagnostics and the status line (s)',
+        True,
+        low=0.1,
+        high=3600.0,
+    ),
+    Param(
+        'diagnostics.window_s',
+        10.0,
+        'time window of the rates and latencies (s)',
+        True,
+        low=0.5,
+        high=3600.0,
+    ),
+    Param(
+        'diagnostics.warn_output_ratio',
+        0.5,
+        'WARN below this share of frames processed',
+        low=0.0,
+        high=1.0,
+    ),
+    Param(
+        'diagnostics.warn_latency_s',
+        1.0,
+        'WARN above this p95 latency (s)',
+        low=0.001,
+        high=3600.0,
+    ),
+    Param(
+        'diagnostics.error_latency_s',
+        5.0,
+        'ERROR above this p95 latency (s)',
+        low=0.001,
+        high=3600.0,
+    ),
+)
+BY_NAME: dict[str, Param] = {p.name: p for p in PARAMETERS}
+DEFAULTS: dict[str, Any] = {p.name: p.default for p in PARAMETERS}
+# Parameters every ROS 2 node has; never reported as unknown.
+STANDARD = ('use_sim_time', 'start_type_description_service')
+
+
+def type_name(value: Any) -> str:
+    """The ROS parameter type of a Python value (bool, integer, double, string, ...)."""
+    if isinstance(value, bool):
+        return 'bool'
+    if isinstance(value, int):
+        return 'integer'
+    if isinstance(value, float):
+        return 'double'
+    if isinstance(value, str):
+        return 'string'
+    if isinstance(value, (list, tuple)) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        return 'integer array'
+    return type(value).__name__
+
+
+def yaml_text() -> str:
+    """``config/kp2d.yaml``: every parameter with its default, range and description."""
+    lines = [
+        '# Parameters of the kp2d node, generated by `python -m kp2d_ros.parameters` from the',
+        '# table in kp2d_ros/parameters.py (do not edit by hand). `/**`: under any namespace',
+        '# and name.',
+        '/**:',
+        '  ros__parameters:',
+    ]
+    for p in PARAMETERS:
+        bounds = p.describe_range()
+        note = (f'; {bounds}' if bounds else '') + (' (read-only)' if p.read_only else '')
+        lines.append(f'    {p.name}: {_yaml_value(p.default)}  # {p.description}{note}')
+    return '\n'.join(lines) + '\n'
+
+
+def _yaml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if isinstance(value, str):
+        return f"'{value}'"
+    if isinstance(value, list):
+        return '[' + ', '.join(_yaml_value(v) for v in value) + ']'
+    return repr(value)
+
+
+def markdown_table() -> str:
+    """The README's parameter table (``python -m kp2d_ros.parameters --markdown``)."""
+    lines = ['| parameter | type | default | range | |', '|---|---|---|---|---|']
+    for p in PARAMETERS:
+        note = ' Read-only.' if p.read_only else ''
+        cells = (p.describe_range(), f'{p.description}.{note}')
+        bounds, text = (cell.replace('|', '\\|') for cell in cells)  # a bar would split a cell
+        lines.append(
+            f'| `{p.name}` | {p.type_name} | `{_yaml_value(p.default)}` | {bounds} | {text} |'
+        )
+    return '\n'.join(lines) + '\n'
+
+
+# ---------------------------------------------------------------- values -> options
+def check_value(param: Param, value: Any) -> Any:
+    """``value`` for ``param`` if its type and range are right.
+
+    Raises:
+        ValueError: one line naming the parameter, the expected type or range and the value.
+    """
+    if hasattr(value, 'tolist'):  # array.array / NumPy from a parameter message
+        value = value.tolist()
+    expected, got = param.type_name, type_name(value)
+    if got != expected:
+        hint = (
+            ' (write it with a decimal point, e.g. 5.0)'
+            if (expected, got)
+            == (
+                'double',
+                'integer',
+            )
+            else ''
+        )
+        raise ValueError(f'{param.name} must be {expected}, got {got} {_short(value)}{hint}')
+    if expected == 'double' and not math.isfinite(value):
+        raise ValueError(f'{param.name} must be finite, got {value}')
+    if param.low is not None and not param.low <= value <= param.high:
+        raise ValueError(f'{param.name} must be in {param.describe_range()}, got {value}')
+    if param.choices and value not in param.choices:
+        raise ValueError(f'{param.name} must be one of {param.choices}, got {_short(value)}')
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + '...'
+
+
+def unknown_names(names: Any) -> list[str]:
+    """The names that are neither kp2d parameters nor standard ROS 2 node parameters."""
+    return sorted(
+        n for n in names if n not in DEFAULTS and n not in STANDARD and not n.startswith('qos_')
+    )
+
+
+@dataclass(frozen=True)
+class NodeOptions:
+    """Everything the node reads from its parameters, validated."""
+
+    pipeline: PipelineConfig
+    publish: dict[str, bool]
+    frames: tuple[str, str]  # (odom_frame, pose_frame)
+    camera_info_max_age_s: float
+    max_future_stamp_s: float
+    diagnostics_period_s: float
+    health: HealthThresholds
+    image_transport: str
+    image_reliability: str
+    device: str
+
+
+def options_from_values(values: dict[str, Any]) -> NodeOptions:
+    """Validate parameter values (missing ones take their defaults) and build the options.
+
+    Raises:
+        ValueError: one line naming the offending parameter.
+    """
+    unknown = sorted(set(values) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f'unknown parameters {unknown}')
+    values = {name: check_value(BY_NAME[name], v) for name, v in {**DEFAULTS, **values}.items()}
+    device = values['model.device']
+    if not DEVICE.match(device):
+        raise ValueError(f"model.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    frames = (str(values['odom_frame']), str(values['pose_frame']))
+    if not all(frames) or frames[0] == frames[1]:
+        raise ValueError(f'odom_frame and pose_frame must be two different names, got {frames}')
+    try:
+        pipeline = PipelineConfig(_extractor(values), _tracker(values), _tracks(values))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f'invalid parameter: {exc}') from exc
+    publish = {k.split('.', 1)[1]: v for k, v in values.items() if k.startswith('publish.')}
+    health = HealthThresholds(
+        values['diagnostics.warn_output_ratio'],
+        values['diagnostics.warn_latency_s'],
+        values['diagnostics.error_latency_s'],
+    )
+    return NodeOptions(
+        pipeline,
+        publish,
+        frames,
+        values['camera_info_max_age_s'],
+        values['max_future_stamp_s'],
+        values['diagnostics_period_s'],
+        health,
+        values['image_transport'],
+        values['image_reliability'],
+        device,
+    )
+
+
+def _extractor(values: dict[str, Any]) -> ExtractorConfig:
+    resize = list(values['detector.resize'])
+    budget = values['detector.max_input_pixels']
+    if resize != [0, 0]:
+        if len(resize) != 2 or not all(24 <= v <= MAX_RESIZE_SIDE for v in resize):
+            raise ValueError(
+                f'detector.resize must be [0, 0] or [height, width] with sides in '
+                f'[24, {MAX_RESIZE_SIDE}], got {resize}'
+            )
+        if resize[0] * resize[1] > budget:
+            raise ValueError(
+                f'detector.resize {resize} exceeds detector.max_input_pixels ({budget})'
+            )
+    return ExtractorConfig(
+        top_k=values['detector.top_k'],
+        score_threshold=values['detector.score_threshold'],
+        nms_radius=values['detector.nms_radius'],
+        resize=tuple(resize) if resize != [0, 0] else None,
+        channel_order='bgr',
+        backend=values['model.backend'],
+        precision=values['model.precision'],
+        max_input_pixels=budget,
+    )
+
+
+def _tracker(values: dict[str, Any]) -> TrackerConfig:
+    return TrackerConfig(
+        ratio=values['matcher.ratio'] or None,
+        max_distance=values['matcher.max_distance'] or None,
+        ransac_method=values['tracker.ransac_method'],
+        ransac_threshold_px=values['tracker.ransac_threshold_px'],
+        min_keyframe_inliers=values['tracker.min_keyframe_inliers'],
+        subpixel=values['tracker.subpixel'],
+        align=values['tracker.align'],
+    )
+
+
+def _tracks(values: dict[str, Any]) -> TrackConfig:
+    return TrackConfig(
+        max_tracks=values['tracks.max_count'],
+        min_distance_px=values['tracks.min_distance_px'],
+        max_descriptor_distance=values['tracks.max_descriptor_distance'],
+        max_epipolar_px=values['tracks.max_epipolar_px'],
+    )
+
+
+def params_file_values(path: str) -> tuple[dict[str, Any], list[str]]:
+    """(kp2d parameters, unknown keys) of a ROS 2 parameters file (any node key or ``/**``).
+
+    Raises:
+        ValueError: the file is not YAML or not a parameters file.
+    """
+    import yaml
+
+    try:
+        with open(path) as handle:
+            data = yaml.safe_load(handle) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f'{path} is not valid YAML: {exc}') from exc
+    if not isinstance(data, dict):
+        raise ValueError(f'{path}: expected a mapping of node names to ros__parameters')
+    values: dict[str, Any] = {}
+    for section in data.values():
+        params = section.get('ros__parameters') if isinstance(section, dict) else None
+        if isinstance(params, dict):
+            values.update(_flatten(params))
+    known = {k: v for k, v in values.items() if k in DEFAULTS}
+    return known, sorted(unknown_names(values))
+
+
+def _flatten(params: dict[str, Any], prefix: str = '') -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f'{prefix}{key}.'))
+        else:
+            flat[f'{prefix}{key}'] = value
+    return flat
+
+
+# ---------------------------------------------------------------- declaration on a node
+def descriptor(param: Param) -> Any:
+    """The ROS descriptor (rcl_interfaces/ParameterDescriptor) of a table entry (``ros2 param
+    describe`` shows its range)."""
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+    out = ParameterDescriptor(description=param.description, read_only=param.read_only)
+    if param.choices:
+        out.additional_constraints = f'one of: {", ".join(param.choices)}'
+    elif param.low is not None and param.type_name == 'integer':
+        out.integer_range = [IntegerRange(from_value=param.low, to_value=param.high, step=0)]
+    elif param.low is not None:
+        out.floating_point_range = [
+            FloatingPointRange(from_value=float(param.low), to_value=float(param.high), step=0.0)
+        ]
+    return out
+
+
+def declare_parameters(node: Any) -> None:
+    """Declare every parameter; a value of the wrong type or range raises one ValueError."""
+    from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+
+    for param in PARAMETERS:
+        try:
+            node.declare_parameter(param.name, param.default, descriptor(param))
+        except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+            override = _override(node, param.name)
+            if override is not None:
+                check_value(param, override)  # raises with the parameter's own words
+            raise ValueError(f'{param.name}: {_first_line(exc)}') from None
+
+
+def _override(node: Any, name: str) -> Any:
+    overrides = getattr(node, '_parameter_overrides', {})
+    return overrides[name].value if name in overrides else None
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0][:200]
+
+
+def warn_unknown_overrides(node: Any) -> list[str]:
+    """Warn once about parameters given to the node (params file, ``-p``) that it does not
+    have, e.g. a misspelled key; returns their names."""
+    names = unknown_names(getattr(node, '_parameter_overrides', {}))
+    if names:
+        node.get_logger().warning(
+            f'ignoring unknown parameters (misspelled?): {", ".join(names[:20])}'
+        )
+    return names
+
+
+if __name__ == '__main__':
+    import sys
+
+    sys.stdout.write(markdown_table() if '--markdown' in sys.argv else yaml_text())

@@ -1,0 +1,157 @@
+"""The node's publishers and what goes on them for one processed frame (see messages.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from geometry_msgs.msg import TransformStamped
+from nav_msgs.msg import Odometry
+import numpy as np
+from sensor_msgs.msg import Image, JointState, PointCloud, PointCloud2
+from tf2_ros import TransformBroadcaster
+
+from kp2d_core.geometry.poses import twist
+from kp2d_core.viz import TrackTrails, draw_flow
+from kp2d_core.vo.frame_pipeline import FrameResult
+from kp2d_ros.image_conversion import array_to_image_msg
+from kp2d_ros.output_messages import (
+    features_to_cloud,
+    fill_odometry,
+    homography_joint_state,
+    homography_msg,
+    keypoints_msg,
+    tracks_msg,
+    vins_feature_cloud,
+)
+from kp2d_ros.parameters import NodeOptions
+from kp2d_ros.stamps import stamp_ns
+
+try:  # the typed messages, where the kp2d_msgs package is built (colcon, tools/build_msgs.py)
+    from builtin_interfaces.msg import Time
+
+    from kp2d_msgs.msg import FeatureTracks, HomographyStamped, Keypoints
+except ImportError:
+    FeatureTracks = HomographyStamped = Keypoints = None
+
+
+class Outputs:
+    """Creates the output publishers of ``node`` and publishes one frame's results."""
+
+    def __init__(self, node: Any, options: NodeOptions, lifecycle: bool) -> None:
+        self.node, self.options = node, options
+        create = node.create_lifecycle_publisher if lifecycle else node.create_publisher
+        self.typed = HomographyStamped is not None
+        self.keypoints = create(PointCloud2, '~/keypoints', 10)
+        self.features = create(Keypoints, '~/features', 10) if self.typed else None
+        self.tracks = create(FeatureTracks, '~/tracks', 10) if self.typed else None
+        self.feature_cloud = create(PointCloud, '~/feature_cloud', 10)
+        homography_type = HomographyStamped if self.typed else JointState
+        self.homography = create(homography_type, '~/homography', 10)
+        self.odometry = create(Odometry, '~/odometry', 10)
+        self.debug = create(Image, '~/debug_image', 1)
+        self.tf: TransformBroadcaster | None = None  # created when publish.tf is first on
+        self.trails = TrackTrails()
+        self.previous_pose: tuple[int, np.ndarray] | None = None
+        self.warned: set[str] = set()
+
+    def describe(self) -> str:
+        kind = 'kp2d_msgs/HomographyStamped' if self.typed else 'sensor_msgs/JointState'
+        return f'~/homography as {kind}' + (', ~/features, ~/tracks' if self.typed else '')
+
+    def reset(self) -> None:
+        """Forget the previous pose and the trails (after a tracker reset)."""
+        self.previous_pose = None
+        self.trails.reset()
+
+    def publish(self, header: Any, image: np.ndarray, frame: FrameResult) -> None:
+        publish, track = self.options.publish, frame.track
+        self._publish_features(header, frame)
+        self._publish_tracks(header, frame)
+        if publish['homography'] and track.H_key_to_cur is not None:
+            if self.typed:
+                self.homography.publish(homography_msg(HomographyStamped, Time, header, track))
+            else:
+                self.homography.publish(homography_joint_state(JointState, header, track))
+        if track.T_world_cur is not None:
+            self._publish_pose(header, frame)
+        if publish['debug_image'] and self.debug.get_subscription_count() > 0:
+            canvas = self.trails.draw(image, frame.tracks.ages, frame.tracks.ids)
+            canvas = draw_flow(canvas, track.pts_key, track.pts_cur, track.inliers, 100)
+            self.debug.publish(array_to_image_msg(canvas, header))
+
+    def _publish_features(self, header: Any, frame: FrameResult) -> None:
+        """The keypoint messages are large (~1 KiB per keypoint): built only when listened to."""
+        cloud = self.options.publish['keypoints'] and self.keypoints.get_subscription_count() > 0
+        typed = self.features is not None and self.features.get_subscription_count() > 0
+        if cloud or typed:
+            kpts, scores, desc = frame.features.numpy()
+            if cloud:
+                self.keypoints.publish(features_to_cloud(header, kpts, scores, desc))
+            if typed:
+                self.features.publish(keypoints_msg(Keypoints, header, kpts, scores, desc))
+
+    def _publish_tracks(self, header: Any, frame: FrameResult) -> None:
+        tracks = frame.tracks
+        self.trails.update(tracks.ids, tracks.xy)
+        if self.tracks is not None and self.options.publish['tracks']:
+            self.tracks.publish(tracks_msg(FeatureTracks, header, tracks))
+        if not self.options.publish['vins_features']:
+            return
+        if tracks.normalized is None:
+            self._warn_once('vins', 'publish.vins_features needs CameraInfo: no ~/feature_cloud')
+            return
+        self.feature_cloud.publish(vins_feature_cloud(header, tracks))
+
+    def _publish_pose(self, header: Any, frame: FrameResult) -> None:
+        T, stamp = frame.track.T_world_cur, stamp_ns(header.stamp)
+        velocity = None
+        if self.previous_pose is not None and stamp > self.previous_pose[0]:
+            dt = (stamp - self.previous_pose[0]) * 1e-9
+            velocity = twist(self.previous_pose[1], T, dt)
+        self.previous_pose = (stamp, T)
+        odom = fill_odometry(
+            Odometry(), T, self.options.frames, header.stamp, frame.track.covariance, velocity
+        )
+        if self.options.publish['odometry']:
+            self.odometry.publish(odom)
+        if self.options.publish['tf']:
+            self._publish_tf(header, odom)
+
+    def _publish_tf(self, header: Any, odom: Any) -> None:
+        if odom.child_frame_id == header.frame_id:  # the camera frame has a parent already
+            self._warn_once(
+                'frame',
+                f'pose_frame equals the image frame {header.frame_id!r}: no TF is sent '
+                'so that the frame does not get a second parent',
+            )
+            return
+        if self.tf is None:
+            self.tf = TransformBroadcaster(self.node)
+        tf = TransformStamped(header=odom.header, child_frame_id=odom.child_frame_id)
+        position, rotation = odom.pose.pose.position, odom.pose.pose.orientation
+        tf.transform.translation.x, tf.transform.translation.y = position.x, position.y
+        tf.transform.translation.z = position.z
+        tf.transform.rotation = rotation
+        self.tf.sendTransform(tf)
+
+    def _warn_once(self, key: str, text: str) -> None:
+        if key not in self.warned:
+            self.warned.add(key)
+            self.node.get_logger().warning(text)
+
+    def destroy(self) -> None:
+        publishers = (
+            self.keypoints,
+            self.features,
+            self.tracks,
+            self.feature_cloud,
+            self.homography,
+            self.odometry,
+            self.debug,
+        )
+        for publisher in publishers:
+            if publisher is not None:
+                self.node.destroy_publisher(publisher)
+        if self.tf is not None:
+            self.node.destroy_publisher(self.tf.pub_tf)
+            self.tf = None
