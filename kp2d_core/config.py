@@ -27,8 +27,8 @@ class ModelConfig:
     """KeypointNet architecture switches (the V0-V4 ablations are combinations of these).
 
     ``architecture`` 'vgg' is the paper's network; 'light' is the fast variant for CPUs
-    (:mod:`kp2d_core.model.light_blocks`), shaped by ``widths``, ``downsample`` and
-    ``head_conv``, which the paper's network ignores.
+    (:mod:`kp2d_core.model.light_blocks`), shaped by ``widths``, ``downsample``,
+    ``head_conv`` and ``descriptor_head_conv``, which the paper's network ignores.
     """
 
     architecture: Literal['vgg', 'light'] = 'vgg'
@@ -42,7 +42,8 @@ class ModelConfig:
     bn_momentum: float = 0.1
     widths: tuple[int, int, int, int] = (16, 32, 64, 128)  # light: channels of the 4 stages
     downsample: Literal['pool', 'stride'] = 'stride'  # light: max-pooling or strided convs
-    head_conv: Literal['full', 'separable'] = 'full'  # light: the heads' 3x3 convolution
+    head_conv: Literal['full', 'separable'] = 'full'  # light: score and location heads' 3x3
+    descriptor_head_conv: Literal['full', 'separable'] = 'full'  # light: descriptor head's 3x3
 
     def __post_init__(self) -> None:
         # Written so that NaN fails every test; bounds keep a tampered config from allocating.
@@ -50,13 +51,11 @@ class ModelConfig:
             raise ValueError(f"architecture must be 'vgg' or 'light', got {self.architecture!r}")
         if len(self.widths) != 4 or not all(1 <= w <= MAX_WIDTH for w in self.widths):
             raise ValueError(f'widths must be 4 channel counts in [1, {MAX_WIDTH}]')
-        if self.downsample not in ('pool', 'stride') or self.head_conv not in (
-            'full',
-            'separable',
-        ):
+        heads = (self.head_conv, self.descriptor_head_conv)
+        if self.downsample not in ('pool', 'stride') or not set(heads) <= {'full', 'separable'}:
             raise ValueError(
-                f'downsample must be pool or stride and head_conv full or separable, got '
-                f'{self.downsample!r}, {self.head_conv!r}'
+                f'downsample must be pool or stride and the head convolutions full or '
+                f'separable, got {self.downsample!r}, {heads}'
             )
         if not 1.0 <= self.cross_ratio <= MAX_CROSS_RATIO:
             raise ValueError(

@@ -38,10 +38,11 @@ def separable_bn_act(channels: int, momentum: float) -> nn.Sequential:
     )
 
 
-def head_body(cfg: ModelConfig) -> nn.Sequential:
-    """The heads' shared shape: one 3x3 convolution on the trunk (width ``widths[3]``)."""
+def head_body(cfg: ModelConfig, kind: str) -> nn.Sequential:
+    """The heads' shared shape: one 3x3 convolution on the trunk (width ``widths[3]``), full
+    or depthwise-separable (``kind``)."""
     width, m = cfg.widths[3], cfg.bn_momentum
-    if cfg.head_conv == 'separable':
+    if kind == 'separable':
         return separable_bn_act(width, m)
     return conv_bn_act(width, width, m)
 
@@ -77,7 +78,7 @@ class LightScoreHead(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.body = nn.Sequential(head_body(cfg), nn.Conv2d(cfg.widths[3], 1, 1))
+        self.body = nn.Sequential(head_body(cfg, cfg.head_conv), nn.Conv2d(cfg.widths[3], 1, 1))
 
     def forward(self, trunk: torch.Tensor) -> torch.Tensor:
         score = torch.sigmoid(self.body(trunk))
@@ -89,7 +90,7 @@ class LightLocationHead(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.body = nn.Sequential(head_body(cfg), nn.Conv2d(cfg.widths[3], 2, 1))
+        self.body = nn.Sequential(head_body(cfg, cfg.head_conv), nn.Conv2d(cfg.widths[3], 2, 1))
 
     def forward(self, trunk: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.body(trunk))
@@ -105,7 +106,8 @@ class LightDescriptorHead(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         dim = cfg.descriptor_dim
-        self.body = nn.Sequential(head_body(cfg), nn.Conv2d(cfg.widths[3], dim, 1))
+        body = head_body(cfg, cfg.descriptor_head_conv)
+        self.body = nn.Sequential(body, nn.Conv2d(cfg.widths[3], dim, 1))
         self.skip: nn.Module | None = None
         if cfg.do_upsample:
             self.skip = nn.Conv2d(cfg.widths[2], dim, 1)
