@@ -31,7 +31,7 @@ devset: data
 # The sequence benchmark's camera sequences (TUM layout, data/sequences/), then every front-end.
 sequences: data
 	$(PY) evaluation/build_sequences.py
-	$(PY) evaluation/evaluate_vo.py data/sequences/* --out outputs/vo
+	$(PY) evaluation/evaluate_vo.py data/sequences/* --out outputs/vo --overwrite
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

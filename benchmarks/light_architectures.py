@@ -36,14 +36,28 @@ from kp2d_core.model.keypoint_net import KeypointNet
 from kp2d_core.model.variants import LIGHT
 
 CANDIDATES: dict[str, dict] = {
-    'chosen': {},
+    'light (chosen): 8-16-32-128, separable detector heads, descriptors lifted to H/4': {},
+    'descriptors at H/8 (no lift)': {'do_upsample': False},
+    'full detector heads': {'head_conv': 'full'},
+    'separable descriptor head too': {'descriptor_head_conv': 'separable'},
     'max-pooling instead of strided convs': {'downsample': 'pool'},
-    'separable 3x3 in the heads': {'head_conv': 'separable'},
-    'descriptors lifted to H/4': {'do_upsample': True},
     'RGB input': {'use_color': True},
-    '128-d descriptors': {'descriptor_dim': 128},
-    'widths 24-48-96-192': {'widths': (24, 48, 96, 192)},
-    'widths 8-16-32-64': {'widths': (8, 16, 32, 64)},
+    'widths 16-32-64-128, full heads, no lift': {
+        'widths': (16, 32, 64, 128),
+        'head_conv': 'full',
+        'do_upsample': False,
+    },
+    'widths 16-32-64-128, full heads, lift': {'widths': (16, 32, 64, 128), 'head_conv': 'full'},
+    'widths 16-32-64-128, separable heads, no lift': {
+        'widths': (16, 32, 64, 128),
+        'descriptor_head_conv': 'separable',
+        'do_upsample': False,
+    },
+    'widths 8-16-32-64, full heads, no lift': {
+        'widths': (8, 16, 32, 64),
+        'head_conv': 'full',
+        'do_upsample': False,
+    },
 }
 
 

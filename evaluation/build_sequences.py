@@ -43,13 +43,18 @@ def main() -> None:
         raise SystemExit(
             f'unknown scenes {sorted(unknown)}; choose from {[s.name for s in SCENES]}'
         )
-    paths = holdout_photos(args.pool, HOLDOUT)
+    try:
+        paths = holdout_photos(args.pool, HOLDOUT)
+    except OSError as exc:
+        raise SystemExit(f'error: {exc}; `make data` rebuilds the pool') from None
     rng = np.random.default_rng(args.seed)
-    for spec in SCENES:
-        if wanted and spec.name not in wanted:
-            continue
+    scenes = [spec for spec in SCENES if not wanted or spec.name in wanted]
+    for spec in progress(scenes):
         chosen = rng.permutation(len(paths))[:12]
-        photos = [read_image(paths[i]) for i in chosen]
+        try:
+            photos = [read_image(paths[i]) for i in chosen]
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f'error: {exc}; `make data` rebuilds the pool') from None
         start = time.perf_counter()
         folder = render_sequence(
             spec, photos, args.out, args.seed, args.frames or None, (args.height, args.width)
@@ -57,6 +62,15 @@ def main() -> None:
         print(
             f'{folder}: {args.frames or spec.frames} frames in {time.perf_counter() - start:.0f} s'
         )
+
+
+def progress(scenes: list) -> list:
+    """The scenes, through a tqdm bar with ETA where tqdm is installed."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return scenes
+    return tqdm(scenes, desc='scenes', unit='scene', dynamic_ncols=True)
 
 
 if __name__ == '__main__':

@@ -31,7 +31,7 @@ from kp2d_core.inference.backends import create_backend, label, time_backend
 from kp2d_core.inference.backends.base import REFERENCE
 from kp2d_core.inference.backends.gate import SETTING, gate_path, write_gate
 from kp2d_core.model.checkpoint import resolve_device
-from kp2d_core.model.files import default_weights_path, file_sha256
+from kp2d_core.model.files import bundled_weights_path, file_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLDOUT = ROOT / 'training' / 'devset_holdout.txt'
@@ -56,8 +56,9 @@ def weights_files(args: argparse.Namespace) -> dict[str, Path]:
         f'KP2D ({p.stem if stems.count(p.stem) == 1 else f"{p.parent.name}/{p.stem}"})': p
         for p in paths
     }
-    if args.default_model:
-        found['KP2D (bundled)'] = default_weights_path()
+    for variant in args.default_model or []:
+        name = 'KP2D (bundled)' if variant == 'default' else f'KP2D (bundled {variant})'
+        found[name] = bundled_weights_path(variant)
     return found
 
 
@@ -99,7 +100,13 @@ def dataset_label(root: Path) -> str:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[1])
     parser.add_argument('--checkpoint', action='append', help='model checkpoint (repeatable)')
-    parser.add_argument('--default-model', action='store_true', help='the bundled weights')
+    parser.add_argument(
+        '--default-model',
+        nargs='?',
+        const=['default'],
+        type=lambda text: text.split(','),
+        help="the bundled weights: 'default' (no value), 'light', or 'default,light'",
+    )
     parser.add_argument('--random-init', action='store_true', help='a seeded random network')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--backends', default='torch:fp32', help='comma list of backend:precision')

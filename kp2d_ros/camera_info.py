@@ -11,6 +11,7 @@ cache and the worker thread reads it, so both go through one lock.
 
 from __future__ import annotations
 
+from functools import lru_cache
 import threading
 from typing import Any
 
@@ -32,6 +33,36 @@ def camera_model(msg: Any) -> CameraModel:
         msg.p,
         (int(msg.height), int(msg.width)),
     )
+
+
+def camera_for_image(
+    camera: CameraModel | None, image_hw: tuple[int, int], scale: bool
+) -> tuple[CameraModel | None, str]:
+    """(the camera to use for an image of ``image_hw``, why it was refused or '').
+
+    A calibration of the image's own size is used as it is; one of another size is scaled
+    to the image when ``scale`` allows it and the aspect ratio is the same (binning, a
+    resized stream), and refused otherwise (a crop, another camera or a wrong topic): the
+    frame is then processed without intrinsics, as without CameraInfo.
+    """
+    if camera is None or camera.image_hw in (tuple(image_hw), (0, 0)):
+        return camera, ''
+    calibrated = f'{camera.image_hw[1]}x{camera.image_hw[0]}'
+    frame = f'{image_hw[1]}x{image_hw[0]}'
+    if not scale:
+        return None, (
+            f'the CameraInfo is for {calibrated} images, the frame is {frame} '
+            '(camera_info_scale: true scales a calibration of the same aspect ratio)'
+        )
+    try:
+        return _scaled(camera, (int(image_hw[0]), int(image_hw[1]))), ''
+    except ValueError as exc:
+        return None, str(exc)
+
+
+@lru_cache(maxsize=8)
+def _scaled(camera: CameraModel, image_hw: tuple[int, int]) -> CameraModel:
+    return camera.scaled_to(image_hw)  # a few ms: once per calibration and size
 
 
 class CameraInfoPairing:

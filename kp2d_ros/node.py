@@ -26,13 +26,31 @@ def _quiet_exit(signum: int, frame: Any) -> None:
     raise SystemExit(0)
 
 
-def run(args: list[str] | None, lifecycle: bool) -> None:
+def params_files(args: list[str]) -> list[str]:
+    """The files named by ``--params-file`` in a ROS command line."""
+    return [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == '--params-file']
+
+
+def check_start(args: list[str] | None, tool: str) -> None:
+    """Refuse, in one line, what would otherwise end in a traceback before the node exists:
+    missing ROS libraries, and parameters files that are not YAML or cannot be read (rclpy
+    would end with its own 13-line traceback)."""
     from kp2d_ros.dependencies import NODE_LIBRARIES, MissingLibraryError, require_libraries
+    from kp2d_ros.parameters import params_file_values
 
     try:
-        require_libraries('kp2d_node', NODE_LIBRARIES)
+        require_libraries(tool, NODE_LIBRARIES)
     except MissingLibraryError as exc:
         raise SystemExit(str(exc)) from None
+    for path in params_files(list(args or [])):
+        try:
+            params_file_values(path)
+        except (ValueError, OSError) as exc:
+            raise SystemExit(f'{tool}: cannot start: {exc}') from None
+
+
+def run(args: list[str] | None, lifecycle: bool) -> None:
+    check_start(args, 'kp2d_lifecycle_node' if lifecycle else 'kp2d_node')
     signal.signal(signal.SIGINT, _quiet_exit)
     signal.signal(signal.SIGTERM, _quiet_exit)
     for name, value in BLAS_THREADS.items():
@@ -43,7 +61,10 @@ def run(args: list[str] | None, lifecycle: bool) -> None:
     import rclpy
     from rclpy.executors import ExternalShutdownException
 
-    rclpy.init(args=args)
+    try:
+        rclpy.init(args=args)
+    except RuntimeError as exc:  # rclpy's RCLError: arguments rcl cannot parse
+        raise SystemExit(f'cannot start: {str(exc).splitlines()[0][:300]}') from None
     from kp2d_ros.nodes import START_UP_ERRORS, Kp2dLifecycleNode, Kp2dNode
 
     node = None

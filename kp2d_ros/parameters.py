@@ -27,6 +27,7 @@ from kp2d_core.config import (
     MIN_NETWORK_PIXELS,
     ExtractorConfig,
 )
+from kp2d_core.vo.detection_policy import HybridConfig
 from kp2d_core.vo.feature_tracks import TrackConfig
 from kp2d_core.vo.frame_pipeline import PipelineConfig
 from kp2d_core.vo.keyframe_tracker import TrackerConfig
@@ -35,6 +36,7 @@ from kp2d_ros.frame_health import HealthThresholds
 _EXTRACTOR = ExtractorConfig()
 _TRACKER = TrackerConfig()
 _TRACKS = TrackConfig()
+_HYBRID = HybridConfig()
 DEVICE = re.compile(r'^(auto|cpu|cuda(:\d{1,2})?)$')
 MAX_RESIZE_SIDE = 8192
 
@@ -68,7 +70,19 @@ def _number(value: float | None) -> str:
 
 
 PARAMETERS: tuple[Param, ...] = (
-    Param('model.weights', '', 'checkpoint path; empty = the bundled default weights', True),
+    Param(
+        'model.variant',
+        'default',
+        "the bundled network: 'default' (the paper's) or 'light' (fast on CPUs)",
+        True,
+        choices=('default', 'light'),
+    ),
+    Param(
+        'model.weights',
+        '',
+        'checkpoint path (overrides model.variant); empty = the bundled weights of model.variant',
+        True,
+    ),
     Param('model.device', 'auto', "'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'", True),
     Param(
         'model.backend',
@@ -136,6 +150,29 @@ PARAMETERS: tuple[Param, ...] = (
     Param('tracker.align', _TRACKER.align, 'align matches photometrically (sub-pixel)'),
     Param('tracker.subpixel', _TRACKER.subpixel, 'sub-pixel matches on KP2D descriptors'),
     Param(
+        'tracker.mode',
+        _HYBRID.mode,
+        'every_frame: the network on every frame; hybrid: Lucas-Kanade carries the tracks and '
+        'the network runs on keyframes, every detect_interval frames, when tracks run low or '
+        'Lucas-Kanade fails',
+        True,
+        choices=('every_frame', 'hybrid'),
+    ),
+    Param(
+        'tracker.detect_interval',
+        _HYBRID.detect_interval,
+        'hybrid: the network runs at least every this many frames',
+        low=1,
+        high=1000,
+    ),
+    Param(
+        'tracker.min_tracks',
+        _HYBRID.min_tracks,
+        'hybrid: the network runs when fewer tracks are alive',
+        low=0,
+        high=100_000,
+    ),
+    Param(
         'tracks.max_count',
         _TRACKS.max_tracks,
         'live feature tracks at most; 0 = no tracking',
@@ -163,6 +200,13 @@ PARAMETERS: tuple[Param, ...] = (
         low=0.1,
         high=100.0,
     ),
+    Param(
+        'tracks.min_verified',
+        _TRACKS.min_verified,
+        'fewer geometrically verified matches: the motion is chance, every track ends',
+        low=4,
+        high=100000,
+    ),
     Param('publish.keypoints', True, 'publish ~/keypoints'),
     Param('publish.homography', True, 'publish ~/homography'),
     Param('publish.odometry', True, 'publish ~/odometry (needs camera_info)'),
@@ -182,6 +226,12 @@ PARAMETERS: tuple[Param, ...] = (
         'use a CameraInfo at most this far from the image stamp',
         low=0.001,
         high=3600.0,
+    ),
+    Param(
+        'camera_info_scale',
+        False,
+        'scale a CameraInfo of another size but the same aspect ratio to the frame (binning, '
+        'a resized stream); off: such a CameraInfo is not used',
     ),
     Param(
         'image_transport',
@@ -354,6 +404,7 @@ class NodeOptions:
     publish: dict[str, bool]
     frames: tuple[str, str]  # (odom_frame, pose_frame)
     camera_info_max_age_s: float
+    camera_info_scale: bool
     max_future_stamp_s: float
     diagnostics_period_s: float
     health: HealthThresholds
@@ -379,7 +430,9 @@ def options_from_values(values: dict[str, Any]) -> NodeOptions:
     if not all(frames) or frames[0] == frames[1]:
         raise ValueError(f'odom_frame and pose_frame must be two different names, got {frames}')
     try:
-        pipeline = PipelineConfig(_extractor(values), _tracker(values), _tracks(values))
+        pipeline = PipelineConfig(
+            _extractor(values), _tracker(values), _tracks(values), _hybrid(values)
+        )
     except (TypeError, ValueError) as exc:
         raise ValueError(f'invalid parameter: {exc}') from exc
     publish = {k.split('.', 1)[1]: v for k, v in values.items() if k.startswith('publish.')}
@@ -393,6 +446,7 @@ def options_from_values(values: dict[str, Any]) -> NodeOptions:
         publish,
         frames,
         values['camera_info_max_age_s'],
+        values['camera_info_scale'],
         values['max_future_stamp_s'],
         values['diagnostics_period_s'],
         health,
@@ -439,12 +493,21 @@ def _tracker(values: dict[str, Any]) -> TrackerConfig:
     )
 
 
+def _hybrid(values: dict[str, Any]) -> HybridConfig:
+    return HybridConfig(
+        mode=values['tracker.mode'],
+        detect_interval=values['tracker.detect_interval'],
+        min_tracks=values['tracker.min_tracks'],
+    )
+
+
 def _tracks(values: dict[str, Any]) -> TrackConfig:
     return TrackConfig(
         max_tracks=values['tracks.max_count'],
         min_distance_px=values['tracks.min_distance_px'],
         max_descriptor_distance=values['tracks.max_descriptor_distance'],
         max_epipolar_px=values['tracks.max_epipolar_px'],
+        min_verified=values['tracks.min_verified'],
     )
 
 
@@ -460,7 +523,7 @@ def params_file_values(path: str) -> tuple[dict[str, Any], list[str]]:
         with open(path) as handle:
             data = yaml.safe_load(handle) or {}
     except yaml.YAMLError as exc:
-        raise ValueError(f'{path} is not valid YAML: {exc}') from exc
+        raise ValueError(f'{path} is not valid YAML: {" ".join(str(exc).split())}') from None
     if not isinstance(data, dict):
         raise ValueError(f'{path}: expected a mapping of node names to ros__parameters')
     values: dict[str, Any] = {}

@@ -26,12 +26,14 @@ import numpy as np
 from sensor_msgs.msg import CompressedImage
 
 from kp2d_core.geometry.poses import rotation_to_quaternion
+from kp2d_core.output_files import prepare_output_folder
 from kp2d_core.viz import TrackTrails, draw_flow, put_text
 from kp2d_core.vo.feature_tracks import Tracks
 from kp2d_core.vo.frame_pipeline import FramePipeline, FrameResult
 from kp2d_core.vo.keyframe_tracker import TrackResult
 from kp2d_ros.dependencies import REPLAY_LIBRARIES, MissingLibraryError, require_libraries
 from kp2d_ros.parameters import options_from_values, params_file_values
+from kp2d_ros.refusal_log import RefusalLog
 from kp2d_ros.stamps import NANOSECONDS, StampPolicy, stamp_ns
 
 if TYPE_CHECKING:
@@ -44,6 +46,7 @@ COLUMNS = (
     + ['x', 'y', 'z', 'qx', 'qy', 'qz', 'qw', 'pose_method']
 )
 TRACK_COLUMNS = ('stamp_ns', 'id', 'age', 'u', 'v', 'x_n', 'y_n', 'vu', 'vv', 'vx_n', 'vy_n')
+REPLAY_RESULTS = ('trajectory.csv', 'tracks.csv', 'replay.mp4', 'frame_*.png')
 
 
 def read_messages(bag: Path, topics: list[str]) -> Any:
@@ -120,14 +123,18 @@ def annotate(image: np.ndarray, frame: FrameResult, trails: TrackTrails) -> np.n
 
 
 class Outputs:
-    """CSV files, optional video and optional PNGs of a replay."""
+    """CSV files, optional video and optional PNGs of a replay.
 
-    def __init__(self, out: Path, video: bool, png_every: int) -> None:
-        out.mkdir(parents=True, exist_ok=True)
+    Results are written under temporary names (``*.partial.csv``, ``replay.partial.mp4``)
+    and take their final names only when the replay completes, so an earlier run's results
+    (which :func:`replay` refuses to touch without ``--overwrite``) survive a failed one.
+    """
+
+    def __init__(self, out: Path, video: bool, png_every: int, earlier: list[Path]) -> None:
         self.out, self.video_enabled, self.png_every = out, video, png_every
+        self.earlier, self.written = earlier, set()
         self.files = {}
         for name, columns in (('trajectory', COLUMNS), ('tracks', TRACK_COLUMNS)):
-            (out / f'{name}.csv').unlink(missing_ok=True)  # never an old result beside a new one
             handle = open(out / f'{name}.partial.csv', 'w', newline='')  # noqa: SIM115
             writer = csv.writer(handle)
             writer.writerow(columns)
@@ -150,24 +157,38 @@ class Outputs:
             if self.video is None:
                 fourcc = cv2.VideoWriter_fourcc(*'mp4v')
                 size = (canvas.shape[1], canvas.shape[0])
-                self.video = cv2.VideoWriter(str(self.out / 'replay.mp4'), fourcc, 10.0, size)
+                path = str(self.out / 'replay.partial.mp4')
+                self.video = cv2.VideoWriter(path, fourcc, 10.0, size)
             self.video.write(canvas)
         if self.png_every and self.count % self.png_every == 0:
-            cv2.imwrite(str(self.out / f'frame_{self.count:06d}.png'), canvas)
+            path = self.out / f'frame_{self.count:06d}.png'
+            cv2.imwrite(str(path), canvas)
+            self.written.add(path)
         self.count += 1
 
     def reset(self) -> None:
         self.trails.reset()
 
     def close(self, complete: bool) -> None:
-        """Finish the files; an incomplete run keeps the ``*.partial.csv`` files only."""
+        """Finish the files. A complete run renames them to their final names and removes the
+        earlier results it did not rewrite; an incomplete one leaves its partial files beside
+        the earlier results, which stay as they were."""
         for handle, _ in self.files.values():
             handle.close()
         if self.video is not None:
             self.video.release()
-        if complete:
-            for name in self.files:
-                (self.out / f'{name}.partial.csv').replace(self.out / f'{name}.csv')
+        if not complete:
+            return
+        for name in self.files:
+            final = self.out / f'{name}.csv'
+            (self.out / f'{name}.partial.csv').replace(final)
+            self.written.add(final)
+        if self.video is not None:
+            (self.out / 'replay.partial.mp4').replace(self.out / 'replay.mp4')
+            self.written.add(self.out / 'replay.mp4')
+        for stale in self.earlier:
+            if stale not in self.written:
+                stale.unlink(missing_ok=True)
 
 
 def replay(args: argparse.Namespace) -> int:
@@ -180,7 +201,8 @@ def replay(args: argparse.Namespace) -> int:
         MissingLibraryError: cv_bridge or message_filters cannot be imported.
     """
     require_libraries('kp2d_replay', REPLAY_LIBRARIES)
-    from kp2d_ros.camera_info import CameraInfoPairing
+    earlier = prepare_output_folder(args.out, REPLAY_RESULTS, args.overwrite)
+    from kp2d_ros.camera_info import CameraInfoPairing, camera_for_image
     from kp2d_ros.image_conversion import ImageError
 
     values, unknown = params_file_values(args.params_file) if args.params_file else ({}, [])
@@ -188,12 +210,14 @@ def replay(args: argparse.Namespace) -> int:
         LOG.warning('ignoring unknown parameters (misspelled?): %s', ', '.join(unknown))
     options = options_from_values(values)
     weights = args.checkpoint or values.get('model.weights') or None
-    pipeline = FramePipeline.from_config(options.pipeline, weights, args.device)
+    variant = values.get('model.variant', 'default')
+    pipeline = FramePipeline.from_config(options.pipeline, weights, args.device, variant)
     cameras, stamps = CameraInfoPairing(), StampPolicy(options.max_future_stamp_s)
     max_age = int(options.camera_info_max_age_s * NANOSECONDS)
-    outputs = Outputs(args.out, args.video, args.png_every)
+    outputs = Outputs(args.out, args.video, args.png_every, earlier)
     topics = [args.image_topic] + ([args.camera_info_topic] if args.camera_info_topic else [])
     counts, start, complete = Counter(), time.perf_counter(), False
+    refusals = RefusalLog(LOG)
     try:
         for topic, msg in read_messages(args.bag, topics):
             if topic != args.image_topic:
@@ -204,12 +228,17 @@ def replay(args: argparse.Namespace) -> int:
                 continue
             try:
                 image = _decode(msg)
-                features = pipeline.extract(image)
+                camera, refusal = camera_for_image(
+                    cameras.lookup(frame_ns, max_age), image.shape[:2], options.camera_info_scale
+                )
+                if refusal:
+                    counts['camera_info_size_mismatch'] += 1
+                    refusals.refuse('CameraInfo not used for a frame', refusal)
+                frame = pipeline.process(image, frame_ns, camera)
             except (ImageError, ValueError) as exc:
                 counts['bad_image'] += 1
-                LOG.warning('skipping image at %d ns: %s', frame_ns, exc)
+                refusals.refuse('image skipped', f'at {frame_ns} ns: {exc}')
                 continue
-            frame = pipeline.track(features, frame_ns, cameras.lookup(frame_ns, max_age))
             outputs.add(image if image.ndim == 3 else image[..., None].repeat(3, 2), frame)
             counts['processed'] += 1
         complete = True
@@ -272,6 +301,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the node's ROS 2 parameters file (default: the node's defaults)",
     )
     parser.add_argument('--video', action='store_true', help='write replay.mp4')
+    parser.add_argument(
+        '--overwrite',
+        action='store_true',
+        help='replace the results of an earlier replay in --out (kept until this one completes)',
+    )
     parser.add_argument('--png-every', type=int, default=0, help='write every Nth frame as PNG')
     return parser.parse_args(argv)
 

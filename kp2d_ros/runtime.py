@@ -20,9 +20,9 @@ from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from kp2d_core.inference.extractor import KeypointExtractor
-from kp2d_core.model.files import default_weights_path
+from kp2d_core.model.files import bundled_weights_path
 from kp2d_core.vo.frame_pipeline import FramePipeline
-from kp2d_ros.camera_info import CameraInfoPairing
+from kp2d_ros.camera_info import CameraInfoPairing, camera_for_image
 from kp2d_ros.frame_health import FrameStats, health
 from kp2d_ros.frame_worker import LatestSlotWorker
 from kp2d_ros.image_conversion import (
@@ -40,9 +40,9 @@ from kp2d_ros.parameters import (
 )
 from kp2d_ros.process_memory import peak_rss_mib, rss_mib, trim
 from kp2d_ros.publishers import Outputs
+from kp2d_ros.refusal_log import RefusalLog
 from kp2d_ros.stamps import NANOSECONDS, StampPolicy, stamp_ns
 
-THROTTLE_S = 5.0
 RELIABILITY = {
     'best_effort': ReliabilityPolicy.BEST_EFFORT,
     'reliable': ReliabilityPolicy.RELIABLE,
@@ -63,6 +63,7 @@ class Kp2dRuntime:
         self.cameras = CameraInfoPairing()
         self.stamps = StampPolicy()
         self.stats = FrameStats()
+        self.refusals = RefusalLog(self.log)
         self.idle_reported = False
         declare_parameters(node)  # raises ValueError with one line for a bad value
         warn_unknown_overrides(node)
@@ -98,23 +99,20 @@ class Kp2dRuntime:
     # ---------------------------------------------------------------- life cycle
     def configure(self) -> None:
         """Load the model (the slow part), create the publishers and the worker."""
-        weights = self.options_value('model.weights') or default_weights_path()
+        weights = self.options_value('model.weights') or bundled_weights_path(
+            self.options_value('model.variant')
+        )
         self.log.info(f'loading {weights} on {self.options.device}')
         extractor = KeypointExtractor.from_checkpoint(
             weights, self.options.device, self.options.pipeline.extractor
         )
-        self.pipeline = FramePipeline(
-            extractor, self.options.pipeline.tracker, self.options.pipeline.tracks
-        )
+        config = self.options.pipeline
+        self.pipeline = FramePipeline(extractor, config.tracker, config.tracks, config.hybrid)
         self.outputs = Outputs(self.node, self.options, self.lifecycle)
         self.stats = FrameStats(float(self.options_value('diagnostics.window_s')))
         self.worker = LatestSlotWorker(self._process)
         self.timer = self.node.create_timer(self.options.diagnostics_period_s, self._report)
-        backend = extractor.backend
-        self.log.info(
-            f'kp2d ready: backend {backend.name}:{backend.precision} on {extractor.device}; '
-            f'{self.outputs.describe()}'
-        )
+        self.log.info(f'kp2d ready: {running(extractor, weights)}; {self.outputs.describe()}')
 
     def options_value(self, name: str) -> Any:
         return self.node.get_parameter(name).value
@@ -163,7 +161,7 @@ class Kp2dRuntime:
             self.cameras.add(msg)
         except ValueError as exc:
             self.stats.note('camera_info_rejected')
-            self._warn(f'ignoring CameraInfo: {exc}')
+            self.refusals.refuse('CameraInfo refused', str(exc))
             return
         self.stats.note('camera_info_accepted')
 
@@ -182,9 +180,8 @@ class Kp2dRuntime:
         stamp = msg.header.stamp
         verdict = self.stamps.check(stamp.sec, stamp.nanosec, self._now_ns())
         if verdict.action == 'drop':
-            self.stats.drop(verdict.reason)
-            self._warn(f'frame dropped ({verdict.reason}): stamp {stamp.sec}.{stamp.nanosec:09d}')
-            return
+            detail = f': {verdict.detail}' if verdict.detail else ''
+            return self._drop(verdict.reason, f'stamp {stamp.sec}.{stamp.nanosec:09d}{detail}')
         if verdict.action == 'reset':
             self.log.warning(f'time jumped back to {stamp.sec}.{stamp.nanosec:09d}: tracker reset')
             self.pipeline.reset()
@@ -196,10 +193,9 @@ class Kp2dRuntime:
     def _run(self, msg: Any, image: Any, received: float) -> None:
         frame_ns = stamp_ns(msg.header.stamp)
         try:
-            features = self.pipeline.extract(image)
             max_age = int(self.options.camera_info_max_age_s * NANOSECONDS)
-            camera = self.cameras.lookup(frame_ns, max_age)
-            frame = self.pipeline.track(features, frame_ns, camera)
+            camera = self._camera(self.cameras.lookup(frame_ns, max_age), image.shape[:2])
+            frame = self.pipeline.process(image, frame_ns, camera)
             self.outputs.publish(msg.header, image, frame)
         except ValueError as exc:
             return self._drop('ValueError', f'frame {image.shape}: {exc}')
@@ -229,16 +225,21 @@ class Kp2dRuntime:
             self._drop('out_of_memory', f'decoding the image ran out of memory: {exc}')
         return None
 
+    def _camera(self, camera: Any, image_hw: tuple[int, int]) -> Any:
+        """The paired CameraInfo fitted to the frame's size, or None (refused, counted)."""
+        camera, refusal = camera_for_image(camera, image_hw, self.options.camera_info_scale)
+        if refusal:
+            self.stats.note('camera_info_size_mismatch')
+            self.refusals.refuse('CameraInfo not used for a frame', refusal)
+        return camera
+
     def _now_ns(self) -> int:
         return self.node.get_clock().now().nanoseconds
 
     # ---------------------------------------------------------------- reporting
     def _drop(self, reason: str, text: str) -> None:
         self.stats.drop(reason)
-        self._warn(text)
-
-    def _warn(self, text: str) -> None:
-        self.log.warning(text, throttle_duration_sec=THROTTLE_S)
+        self.refusals.refuse(f'frame dropped ({reason})', text)
 
     def _report(self) -> None:
         trim()  # freed frame buffers go back to the system (docs/memory.md)
@@ -269,6 +270,17 @@ class Kp2dRuntime:
     def _image_topic(self) -> str:
         suffix = '/compressed' if self.options.image_transport == 'compressed' else ''
         return self.node.resolve_topic_name('image') + suffix
+
+
+def running(extractor: KeypointExtractor, weights: Any) -> str:
+    """What runs, as the start-up line says it: the backend, the ONNX file it runs (which
+    was checked against the weights on this CPU) or the weights themselves."""
+    backend = extractor.backend
+    where = f'{backend.name}:{backend.precision} on {extractor.device}'
+    path = getattr(backend, 'path', None)
+    if path is not None:
+        return f'{where}, running {path} (checked against {weights})'
+    return f'{where}, running {weights}'
 
 
 def _out_of_memory(exc: BaseException) -> bool:

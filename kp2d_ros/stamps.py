@@ -7,6 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 NANOSECONDS = 1_000_000_000
+PLAUSIBLE_EPOCH_NS = 946_684_800 * NANOSECONDS  # 2000-01-01T00:00:00Z
+BEFORE_EPOCH = (
+    "before 2000 while the node's clock is not: a stamp from another clock (play a "
+    "simulator's bags with --clock and use_sim_time:=true)"
+)
 
 
 def stamp_ns(stamp: Any) -> int:
@@ -23,10 +28,11 @@ def time_msg(cls: Any, nanoseconds: int) -> Any:
 @dataclass(frozen=True)
 class Verdict:
     """What to do with a frame's stamp: 'ok', 'reset' (time went back: reset, then process)
-    or 'drop' (with the reason, counted under it)."""
+    or 'drop' (with the reason, counted under it, and for the log what exactly was wrong)."""
 
     action: str
     reason: str = ''
+    detail: str = ''
 
 
 class StampPolicy:
@@ -34,6 +40,11 @@ class StampPolicy:
 
     * ``nanosec`` outside [0, 1e9), or a stamp at or before the epoch (0 or negative, what an
       unset header carries): not a time, dropped ('invalid_stamp').
+    * Before ``PLAUSIBLE_EPOCH_NS`` (2000-01-01) while the node's clock is past it: a stamp
+      from another clock (a simulator's bag played on wall time, a driver without time), so
+      dropped ('invalid_stamp', with that detail): it would reset the tracker and make every
+      latency decades long. A clock before 2000 (simulated time, a robot without a real-time clock)
+      compares nothing.
     * More than ``max_future_s`` ahead of the node's clock: dropped ('stamp_in_future') and
       it does not become the reference, so one bogus stamp cannot block later frames. A clock
       at zero (simulated time before the first /clock) is not compared.
@@ -52,6 +63,8 @@ class StampPolicy:
         stamp = int(sec) * NANOSECONDS + int(nanosec)
         if stamp <= 0:
             return Verdict('drop', 'invalid_stamp')
+        if now_ns >= PLAUSIBLE_EPOCH_NS and stamp < PLAUSIBLE_EPOCH_NS:
+            return Verdict('drop', 'invalid_stamp', BEFORE_EPOCH)
         if now_ns > 0 and stamp > now_ns + int(self.max_future_s * NANOSECONDS):
             return Verdict('drop', 'stamp_in_future')
         last, self.last = self.last, stamp

@@ -68,7 +68,7 @@ def start_node(
     entry = 'lifecycle_main' if lifecycle else 'main'
     code = f'import sys; from kp2d_ros.node import {entry}; {entry}(sys.argv)'
     args = [sys.executable, '-c', code, '--ros-args']
-    if params_file is not None and params_file.is_file():
+    if params_file is not None:
         args += ['--params-file', str(params_file)]
     for name, value in params.items():
         args += ['-p', f'{name}:={value}']
@@ -295,7 +295,10 @@ def shifted_frames(
     photo = read_image(sample_photo_path())
     frames, H_0to = [], []
     for k in range(start, start + n):
-        x, y = 60 + 8 * k, 40 + 8 * k
-        frames.append(np.ascontiguousarray(photo[y : y + hw[0], x : x + hw[1]]))
-        H_0to.append(np.array([[1.0, 0.0, -8.0 * k], [0.0, 1.0, -8.0 * k], [0.0, 0.0, 1.0]]))
+        dx, dy = 8 * k, 8 * min(k, 15)  # diagonal, then along x (the photo is 600x400)
+        frame = photo[40 + dy : 40 + dy + hw[0], 20 + dx : 20 + dx + hw[1]]
+        if frame.shape[:2] != tuple(hw):
+            raise ValueError(f'frame {k} of {hw} leaves the {photo.shape[:2]} photo')
+        frames.append(np.ascontiguousarray(frame))
+        H_0to.append(np.array([[1.0, 0.0, -dx], [0.0, 1.0, -dy], [0.0, 0.0, 1.0]]))
     return frames, H_0to

@@ -4,16 +4,25 @@
         camera_info_topic:=/camera/camera_info [namespace:=front] [image_transport:=compressed]
 
 Every argument has a description (``ros2 launch kp2d_ros kp2d.launch.py --show-args``);
-arguments with a fixed set of values declare it, so a wrong value stops the launch. The
-node settings ``image_transport``, ``image_reliability`` and ``use_sim_time`` are passed to
-the node only when given on the command line: left empty, the params file decides.
+arguments with a fixed set of values declare it, so a wrong value stops the launch; the two
+switches (``use_sim_time``, ``lifecycle``) take true or false in any case. The node settings
+``image_transport``, ``image_reliability`` and ``use_sim_time`` are passed to the node only
+when given on the command line: left empty, the params file decides. A node that fails at
+start-up (its FATAL line names the reason) ends the launch with one ERROR line that says so.
 """
 
 from pathlib import Path
 
 from ament_index_python.packages import get_package_share_directory
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.conditions import IfCondition, UnlessCondition
+from launch.actions import (
+    DeclareLaunchArgument,
+    EmitEvent,
+    LogInfo,
+    OpaqueFunction,
+    RegisterEventHandler,
+)
+from launch.event_handlers import OnProcessExit
+from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 
@@ -46,14 +55,15 @@ ARGUMENTS = (
     (
         'use_sim_time',
         '',
-        f'use /clock (ros2 bag play --clock, simulators); {FROM_PARAMS}',
-        ['', 'true', 'false'],
+        f'true or false (any case): use /clock (ros2 bag play --clock, simulators); {FROM_PARAMS}',
+        None,
     ),
     (
         'lifecycle',
         'false',
-        'start the managed (lifecycle) node, to be configured and activated',
-        ['true', 'false'],
+        'true or false (any case): start the managed (lifecycle) node, to be configured and '
+        'activated',
+        None,
     ),
     (
         'log_level',
@@ -63,13 +73,27 @@ ARGUMENTS = (
     ),
 )
 OPTIONAL_SETTINGS = ('image_transport', 'image_reliability', 'use_sim_time')
+SWITCHES = ('use_sim_time', 'lifecycle')  # true or false, in any case
+
+
+def _switch(context, name: str) -> str:
+    """'true', 'false' or '' for a switch argument, whatever case it was typed in."""
+    value = LaunchConfiguration(name).perform(context).strip().lower()
+    if value not in ('', 'true', 'false'):
+        raise ValueError(f"argument '{name}' must be true or false (any case), got {value!r}")
+    return value
 
 
 def _nodes(context, params_file: LaunchConfiguration):
-    """The node, with the optional settings that were given on the command line."""
+    """The node, with the optional settings that were given on the command line, and what
+    ends the launch when it fails at start-up."""
     given = {}
     for name in OPTIONAL_SETTINGS:
-        value = LaunchConfiguration(name).perform(context)
+        value = (
+            _switch(context, name)
+            if name in SWITCHES
+            else LaunchConfiguration(name).perform(context)
+        )
         if value:
             given[name] = value == 'true' if name == 'use_sim_time' else value
     common = {
@@ -86,17 +110,20 @@ def _nodes(context, params_file: LaunchConfiguration):
         'emulate_tty': True,
         'sigterm_timeout': '15',
     }
-    lifecycle = LaunchConfiguration('lifecycle')
-    plain = Node(
-        package='kp2d_ros', executable='kp2d_node', condition=UnlessCondition(lifecycle), **common
-    )
-    managed = LifecycleNode(
-        package='kp2d_ros',
-        executable='kp2d_lifecycle_node',
-        condition=IfCondition(lifecycle),
-        **common,
-    )
-    return [plain, managed]
+    if _switch(context, 'lifecycle') == 'true':
+        node = LifecycleNode(package='kp2d_ros', executable='kp2d_lifecycle_node', **common)
+    else:
+        node = Node(package='kp2d_ros', executable='kp2d_node', **common)
+    failed = RegisterEventHandler(OnProcessExit(target_action=node, on_exit=_on_exit))
+    return [node, failed]
+
+
+def _on_exit(event, context):
+    """A node that ends with an error code failed (its FATAL line says why): say so, stop."""
+    if event.returncode in (0, None, -2):  # done, or ended by Ctrl-C
+        return None
+    reason = f'kp2d node failed (exit code {event.returncode}); its FATAL line above says why'
+    return [LogInfo(msg=f'ERROR: {reason}'), EmitEvent(event=Shutdown(reason=reason))]
 
 
 def generate_launch_description() -> LaunchDescription:

@@ -33,13 +33,14 @@ ROOT = Path(__file__).resolve().parents[1]
 CALIBRATION_HW = (240, 320)
 
 
-def calibration_images(pool: Path, count: int, seed: int):
-    """Normalised (1, 3, 240, 320) training photos, a seeded sample of ``count``."""
+def calibration_images(pool: Path, count: int, seed: int, use_color: bool = True):
+    """Normalised (1, 3|1, 240, 320) training photos, a seeded sample of ``count`` (grey for
+    a network without colour input)."""
     files, _ = split_files(pool, str(ROOT / 'training' / 'devset_holdout.txt'), 0, seed)
     chosen = np.random.default_rng(seed).choice(len(files), min(count, len(files)), False)
     for index in sorted(chosen):
         image = cover_crop(read_image(files[index]), CALIBRATION_HW)
-        yield normalize_image(image_to_array(image))
+        yield normalize_image(image_to_array(image), use_color)
 
 
 def main() -> None:
@@ -74,7 +75,9 @@ def main() -> None:
         export_onnx(model, fp32, sha)
         print(f'fp32: {fp32}' if args.fp32 else 'fp32 exported (temporary)')
         if args.int8:
-            images = calibration_images(args.calibration, args.calibration_images, args.seed)
+            images = calibration_images(
+                args.calibration, args.calibration_images, args.seed, model.cfg.use_color
+            )
             int8 = quantize_int8(fp32, out_dir / f'{weights.stem}.int8.onnx', images, sha)
             print(f'int8: {int8} ({int8.stat().st_size / 2**20:.1f} MiB)')
 

@@ -32,6 +32,11 @@ def main() -> None:
         action='store_true',
         help='with --resume: continue although the configuration changed (logged)',
     )
+    parser.add_argument(
+        '--overwrite',
+        action='store_true',
+        help='start a new run in a folder that holds one (its results are replaced)',
+    )
     parser.add_argument('overrides', nargs='*', help='key.sub=value config overrides')
     args = parser.parse_args()
     overrides = list(args.overrides)
@@ -49,7 +54,12 @@ def main() -> None:
         format=f'%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s',
     )
     try:
-        model = train(cfg, resume=args.resume, allow_config_change=args.allow_config_change)
+        model = train(
+            cfg,
+            resume=args.resume,
+            allow_config_change=args.allow_config_change,
+            overwrite=args.overwrite,
+        )
     except (FileNotFoundError, ValueError, CheckpointError, RunDirError) as exc:
         raise SystemExit(f'error: {exc}') from exc
     if rank == '0':

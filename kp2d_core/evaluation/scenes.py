@@ -16,6 +16,16 @@ Frames get motion blur (sub-frame renders averaged over half the frame period), 
 changes, sensor noise and JPEG compression. Planar scenes also get
 ``groundtruth_homography.txt``. Everything is drawn from generators seeded by the build seed
 and the scene's name.
+
+Hard conditions, the hand-held poster under what makes front-ends fail (:class:`Condition`):
+
+* ``poster_night``: dim (a sixth of the light), noisy (6 grey levels), a shutter open for the
+  whole frame period (long-exposure blur);
+* ``poster_fast``: the same path 2.5 times as fast, the shutter open the whole period;
+* ``poster_drops``: 5 frames per second of the 20 Hz path (dropped frames);
+* ``poster_shadows``: a soft shadow sweeping across the poster and abrupt gain swings;
+* ``poster_blackout``: one second of black frames (the lens covered) in the middle;
+* ``poster_repetitive``: the poster a tiling of one small patch of a photo.
 """
 
 from __future__ import annotations
@@ -37,8 +47,8 @@ from kp2d_core.evaluation.render import (
     plane_homography,
     render,
 )
+from kp2d_core.evaluation.sequences import format_stamp, trajectory_text
 from kp2d_core.geometry.camera import CameraModel
-from kp2d_core.geometry.poses import rotation_to_quaternion
 
 HW = (480, 640)
 PINHOLE = [380.0, 0.0, 319.5, 0.0, 380.0, 239.5, 0.0, 0.0, 1.0]  # ~80 deg horizontal FOV
@@ -55,12 +65,26 @@ TEXEL_M = 0.0025  # texture resolution on the planes
 
 
 @dataclass(frozen=True)
+class Condition:
+    """How a scene's frames are degraded beyond the default blur, exposure drift and noise."""
+
+    exposure: float = 0.5  # share of the frame period the shutter is open (motion blur)
+    gain: float = 1.0  # exposure gain (night: dim)
+    noise: float = 2.0  # sensor noise sigma (grey levels)
+    speed: float = 1.0  # the trajectory runs this many times as fast
+    shadows: bool = False  # a soft shadow band sweeps across, with abrupt gain swings
+    blackout_s: tuple[float, float] | None = None  # the lens is covered between these times
+    repetitive: bool = False  # the poster is a tiling of one small patch
+
+
+@dataclass(frozen=True)
 class SceneSpec:
     name: str
     lens: str
     rate_hz: float
     frames: int
     planar: bool
+    condition: Condition = Condition()
 
 
 SCENES = (
@@ -71,6 +95,12 @@ SCENES = (
     SceneSpec('approach', 'plumb_bob', 20.0, 300, True),
     SceneSpec('corridor', 'plumb_bob', 20.0, 300, False),
     SceneSpec('corridor_fisheye', 'equidistant', 20.0, 300, False),
+    SceneSpec('poster_night', 'plumb_bob', 20.0, 240, True, Condition(1.0, 1 / 6, 6.0)),
+    SceneSpec('poster_fast', 'plumb_bob', 20.0, 240, True, Condition(1.0, speed=2.5)),
+    SceneSpec('poster_drops', 'plumb_bob', 5.0, 60, True),
+    SceneSpec('poster_shadows', 'plumb_bob', 20.0, 240, True, Condition(shadows=True)),
+    SceneSpec('poster_blackout', 'plumb_bob', 20.0, 240, True, Condition(blackout_s=(6.0, 7.0))),
+    SceneSpec('poster_repetitive', 'plumb_bob', 20.0, 240, True, Condition(repetitive=True)),
 )
 
 
@@ -111,9 +141,11 @@ def _mosaic(photos, corner, width, height, columns, rows, floor=False):
 def build_scene(spec: SceneSpec, photos: list[np.ndarray]) -> tuple[list, Callable]:
     """(planes, trajectory) of a scene; ``trajectory(t)`` is the camera-to-world pose."""
     if spec.name.startswith('poster'):
-        planes = [_rect([-2.0, -1.5, 0.0], [4.0, 0, 0], [0, 3.0, 0], photos[0])]
-        phase, distance = (0.0, 1.4) if spec.name == 'poster_handheld' else (1.3, 0.9)
-        return planes, lambda t: _handheld(t, phase, distance)
+        photo = _tiled(photos[0]) if spec.condition.repetitive else photos[0]
+        planes = [_rect([-2.0, -1.5, 0.0], [4.0, 0, 0], [0, 3.0, 0], photo)]
+        phase, distance = (1.3, 0.9) if spec.name == 'poster_fisheye' else (0.0, 1.4)
+        speed = spec.condition.speed
+        return planes, lambda t: _handheld(speed * t, phase, distance)
     if spec.name == 'ground_robot':
         return _mosaic(photos, [-1.5, -1.5, 0.0], 7.0, 3.0, 3, 2, floor=True), _ground_robot
     if spec.name == 'rotation':
@@ -121,6 +153,14 @@ def build_scene(spec: SceneSpec, photos: list[np.ndarray]) -> tuple[list, Callab
     if spec.name == 'approach':
         return _mosaic(photos, [-4.0, -2.4, 0.0], 8.0, 4.8, 3, 2), _approach
     return _box(photos, 1.0, 1.2, -1.0, 7.0), _corridor_walk
+
+
+def _tiled(photo: np.ndarray, tile: int = 96) -> np.ndarray:
+    """The photo's central ``tile`` x ``tile`` patch repeated over the photo's size."""
+    height, width = photo.shape[:2]
+    top, left = (height - tile) // 2, (width - tile) // 2
+    patch = photo[top : top + tile, left : left + tile]
+    return np.tile(patch, (height // tile + 1, width // tile + 1, 1))[:height, :width]
 
 
 def _rotation_about(axis: np.ndarray, angle: float) -> np.ndarray:
@@ -221,16 +261,22 @@ def render_sequence(
     planes, trajectory = build_scene(spec, photos)
     rays = camera_rays(camera)
     period = 1.0 / spec.rate_hz
-    gains = _gains(count, rng)
+    condition = spec.condition
+    gains = _gains(count, rng, condition.shadows) * condition.gain
+    blur = BLUR_SAMPLES if condition.exposure <= 0.5 else 2 * BLUR_SAMPLES + 1
     poses, homographies, names = [], [], []
     for index in range(count):
         t = index * period
-        # The exposure (half the frame period) is centred on the stamp, so the truth at t is
-        # the pose the blurred image shows.
-        offsets = (np.arange(BLUR_SAMPLES) - (BLUR_SAMPLES - 1) / 2) * 0.5 * period / BLUR_SAMPLES
+        # The exposure is centred on the stamp, so the truth at t is the pose the blurred
+        # image shows.
+        offsets = (np.arange(blur) - (blur - 1) / 2) * condition.exposure * period / blur
         samples = [trajectory(t + offset) for offset in offsets]
         image = np.mean([render(planes, T, rays) for T in samples], axis=0)
-        image = photometric(image, gains[index], 2.0, rng)
+        image = image * _shadow(image.shape[:2], t) if condition.shadows else image
+        covered = condition.blackout_s is not None
+        if covered and condition.blackout_s[0] <= t < condition.blackout_s[1]:
+            image = np.zeros_like(image)
+        image = photometric(image, gains[index], condition.noise, rng)
         name = f'rgb/{index:06d}.jpg'
         (folder / name).write_bytes(jpeg(image, int(rng.integers(80, 93))))
         names.append(name)
@@ -242,26 +288,37 @@ def render_sequence(
     return folder
 
 
-def _gains(count: int, rng: np.random.Generator) -> np.ndarray:
-    """Exposure: slow drift plus a few abrupt changes (auto-exposure steps)."""
+def _gains(count: int, rng: np.random.Generator, swings: bool = False) -> np.ndarray:
+    """Exposure: slow drift plus a few abrupt changes (auto-exposure steps); with ``swings``
+    six more steps of 0.6x to 1.6x."""
     t = np.arange(count)
     gains = 1.0 + 0.2 * np.sin(2 * np.pi * t / max(count / 1.5, 1))
     for start in rng.integers(0, count, size=3):
         gains[start:] *= rng.uniform(0.8, 1.2)
+    if swings:
+        for start in rng.integers(0, count, size=6):
+            gains[start:] *= rng.uniform(0.6, 1.6)
+        gains = np.clip(gains, 0.3, 2.5)
     return gains
+
+
+def _shadow(hw: tuple[int, int], t: float) -> np.ndarray:
+    """(H, W, 1) light factor of a soft shadow band (35 % of the light) sweeping across the
+    image every 4 seconds."""
+    height, width = hw
+    x = np.arange(width)[None, :] + 0.4 * np.arange(height)[:, None]
+    centre = (t / 4.0 % 1.0) * 1.6 * width - 0.3 * width
+    band = np.exp(-(((x - centre) / (0.12 * width)) ** 2))
+    return (1.0 - 0.65 * band)[..., None]
 
 
 def write_tum(folder: Path, camera: CameraModel, stamps, names, poses, homographies) -> None:
     """rgb.txt, groundtruth.txt, camera.yaml and, for planar scenes, groundtruth_homography.txt."""
-    seconds = [f'{s // 10**9}.{s % 10**9:09d}' for s in stamps]
+    seconds = [format_stamp(s) for s in stamps]
     (folder / 'rgb.txt').write_text(
         '# timestamp filename\n' + ''.join(f'{s} {n}\n' for s, n in zip(seconds, names))
     )
-    lines = ['# timestamp tx ty tz qx qy qz qw']
-    for s, T in zip(seconds, poses):
-        q = rotation_to_quaternion(T[:3, :3])
-        lines.append(' '.join([s, *(f'{v:.9f}' for v in (*T[:3, 3], *q))]))
-    (folder / 'groundtruth.txt').write_text('\n'.join(lines) + '\n')
+    (folder / 'groundtruth.txt').write_text(trajectory_text(dict(zip(stamps, poses))))
     if homographies:
         rows = [
             ' '.join([s, *(f'{v:.12g}' for v in H.ravel())]) for s, H in zip(seconds, homographies)

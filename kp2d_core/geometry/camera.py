@@ -31,6 +31,7 @@ DISTORTION_LENGTHS = {
 MAX_COEFFICIENT = 1e3  # |d_i| above this is not a lens
 MAX_SKEW = 0.1  # |K[0, 1]| / fx
 ROUND_TRIP_PX = 0.5  # undistort then distort the image border: must come back this close
+ASPECT_TOLERANCE = 0.01  # relative difference of two scale factors still called a resize
 BORDER_SAMPLES = 16  # points per image side in the round-trip check
 _ITERATIONS = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-9)
 
@@ -128,6 +129,32 @@ class CameraModel:
     def distorted(self) -> bool:
         """The lens has distortion to remove (non-zero coefficients)."""
         return bool(self.model)
+
+    def scaled_to(self, image_hw: tuple[int, int]) -> CameraModel:
+        """The same camera for its images resized (or binned) to ``image_hw`` (H, W).
+
+        K and P scale about pixel centres (``x' = s (x + 0.5) - 0.5``); the distortion, in
+        normalised coordinates, is unchanged.
+
+        Raises:
+            ValueError: the calibration's size is unknown, or ``image_hw`` has another aspect
+                ratio (1 % tolerance): a crop or another camera, not a resize.
+        """
+        height, width = self.image_hw
+        new_h, new_w = int(image_hw[0]), int(image_hw[1])
+        if height <= 0 or width <= 0 or new_h <= 0 or new_w <= 0:
+            raise ValueError('the calibration or the image has no size to scale between')
+        sx, sy = new_w / width, new_h / height
+        if abs(sx - sy) > ASPECT_TOLERANCE * max(sx, sy):
+            raise ValueError(
+                f'the calibration is for {width}x{height} images, the frame is {new_w}x{new_h}: '
+                'another aspect ratio (a crop or another camera), not a resize'
+            )
+        S = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+        D = self.D if self.model else ()
+        return CameraModel.create(
+            (S @ self.K).ravel(), D, self.model, self.R.ravel(), (S @ self.P).ravel(), image_hw
+        )
 
     def normalize(self, pts: np.ndarray) -> np.ndarray:
         """(N, 2) raw pixels -> (N, 2) undistorted normalised coordinates (rectified frame)."""

@@ -25,7 +25,7 @@ from kp2d_core.images import MIN_IMAGE_SIDE, image_to_array, normalize_image
 from kp2d_core.inference.backends import Backend, DenseMaps, cuda_present, onnx_without_torch
 from kp2d_core.inference.features import DescriptorMap, Features
 from kp2d_core.model.descriptors import unit_rows
-from kp2d_core.model.files import default_weights_path
+from kp2d_core.model.files import bundled_weights_path
 
 if TYPE_CHECKING:
     import torch
@@ -130,14 +130,16 @@ class KeypointExtractor:
         path: str | os.PathLike | None = None,
         device: str = 'auto',
         cfg: ExtractorConfig | None = None,
+        variant: str = 'default',
     ) -> KeypointExtractor:
-        """Load weights (default: the bundled model) onto ``device`` ('auto', 'cpu', 'cuda'),
-        on the backend and precision of ``cfg`` ('auto': the fastest that passed the gate).
+        """Load weights (``path``, or the bundled weights of ``variant``: 'default' or
+        'light') onto ``device`` ('auto', 'cpu', 'cuda'), on the backend and precision of
+        ``cfg`` ('auto': the fastest that passed the gate).
 
         On a CPU, an ONNX Runtime choice is made from the model files without loading
         PyTorch (:func:`~kp2d_core.inference.backends.onnx_without_torch`)."""
         cfg = cfg or ExtractorConfig()
-        weights = default_weights_path() if path is None else Path(path)
+        weights = bundled_weights_path(variant) if path is None else Path(path)
         if device == 'cpu' or (device == 'auto' and not cuda_present()):
             if not weights.is_file():
                 from kp2d_core.model.checkpoint import load_model

@@ -50,7 +50,8 @@ class Features:
         descriptors: (N, D) float32, unit L2 norm.
         image_size: (H, W) of the input image.
         dense: the dense descriptors for refining matches (KP2D only; None once tracked).
-        gray: (H, W) uint8 grey image for aligning matches (``tracker.align``; None after).
+        gray: (H, W) uint8 grey image for tracking (alignment, the tracks' texture test;
+            None after tracking).
     """
 
     keypoints: np.ndarray

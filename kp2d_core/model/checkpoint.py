@@ -153,8 +153,9 @@ def check_state_dict(model: torch.nn.Module, state: dict[str, Any], source: str)
 
     Every entry must be a tensor of the model's shape and of its kind of dtype (floating
     point for weights and statistics, integer for BatchNorm's step counter), finite, and
-    bounded (``MAX_ABS_VALUE``): a list, a complex or an integer tensor where a weight
-    belongs, NaN or absurd magnitudes are refused, whatever the file says about itself.
+    bounded (``MAX_ABS_VALUE``), and BatchNorm's running variances non-negative: a list, a
+    complex or an integer tensor where a weight belongs, NaN, absurd magnitudes or a negative
+    variance (which yields no keypoint at all) are refused, whatever the file says.
     """
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -178,6 +179,14 @@ def check_state_dict(model: torch.nn.Module, state: dict[str, Any], source: str)
         raise CheckpointError(
             f'{source} holds implausible values (|x| > {MAX_ABS_VALUE:g}, or a count outside '
             f'[0, {MAX_COUNT:g}]) in {huge[:5]}: the file was altered or training diverged'
+        )
+    negative = sorted(
+        k for k, v in state.items() if k.endswith('running_var') and bool((v < 0).any())
+    )
+    if negative:
+        raise CheckpointError(
+            f'{source} holds negative BatchNorm variances in {negative[:5]}: a variance is '
+            'never negative, the file was altered'
         )
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from kp2d_core.model.descriptors import unit_rows
 
-DEFAULT_WEIGHTS = 'kp2d_default.pt'
+BUNDLED_WEIGHTS = {'default': 'kp2d_default.pt', 'light': 'kp2d_light.pt'}
 WEIGHTS_SHA_KEY = 'kp2d_weights_sha256'
 PRECISION_KEY = 'kp2d_precision'
 REFERENCE_KEY = 'kp2d_reference'
@@ -41,16 +41,33 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """The checkpoint file does not exist (also a FileNotFoundError)."""
 
 
+def bundled_weights_path(variant: str = 'default') -> Path:
+    """Path of the bundled weights of a variant: 'default' (the paper's network,
+    ``kp2d_core/weights/kp2d_default.pt``) or 'light' (the fast network for CPUs,
+    ``kp2d_light.pt``).
+
+    Raises:
+        ValueError: an unknown variant.
+        CheckpointNotFoundError: the package was installed without those weights.
+    """
+    if variant not in BUNDLED_WEIGHTS:
+        raise ValueError(
+            f'unknown model variant {variant!r}; choose from {sorted(BUNDLED_WEIGHTS)}'
+        )
+    name = BUNDLED_WEIGHTS[variant]
+    path = Path(str(resources.files('kp2d_core').joinpath('weights', name)))
+    if not path.is_file():
+        raise CheckpointNotFoundError(f'bundled {variant} weights not found at {path}')
+    return path
+
+
 def default_weights_path() -> Path:
     """Path of the bundled default weights (``kp2d_core/weights/kp2d_default.pt``).
 
     Raises:
         CheckpointNotFoundError: if the package was installed without its weights.
     """
-    path = Path(str(resources.files('kp2d_core').joinpath('weights', DEFAULT_WEIGHTS)))
-    if not path.is_file():
-        raise CheckpointNotFoundError(f'bundled default weights not found at {path}')
-    return path
+    return bundled_weights_path('default')
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -1,12 +1,13 @@
 """The light network's encoder and heads (``ModelConfig.architecture = 'light'``).
 
-Same outputs as the paper's network (score and cell-relative location at H/8, descriptors),
-about a fifteenth of its arithmetic: a narrow encoder (``widths``, default 16-32-64-128
-channels) that downsamples with strided convolutions, and heads of one 3x3 convolution
-(full or depthwise-separable) and a 1x1 output. Descriptors come out at H/8 and are sampled
-bilinearly at the keypoints, as with the paper's V0/V1; with ``do_upsample`` they are lifted
-to H/4 by a bilinear 2x upsampling plus a 1x1 projection of the H/4 encoder features.
-The choice among these was measured (docs/light_model.md).
+Same outputs as the paper's network (score and cell-relative location at H/8, descriptors):
+a narrow encoder (``widths`` channels per stage) that downsamples with strided convolutions
+(or max-pooling), and heads of one 3x3 convolution (full or depthwise-separable) and a 1x1
+output. Descriptors come out at H/8, as with the paper's V0/V1; with ``do_upsample`` they are
+lifted to H/4 by a bilinear 2x upsampling plus a 1x1 projection of the H/4 encoder features.
+The shipped variant (:data:`kp2d_core.model.variants.LIGHT`: 8-16-32-128 channels,
+separable detector heads, a full descriptor head, the lift) has a twentieth of the paper
+network's arithmetic; each choice was measured (models/light_model.md).
 """
 
 from __future__ import annotations

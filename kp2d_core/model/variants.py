@@ -8,11 +8,12 @@ DEFAULT = ModelConfig()
 LIGHT = ModelConfig(
     architecture='light',
     use_color=False,
-    do_upsample=False,
+    do_upsample=True,
     with_dropout=False,
-    widths=(16, 32, 64, 128),
+    widths=(8, 16, 32, 128),
     downsample='stride',
-    head_conv='full',
+    head_conv='separable',
+    descriptor_head_conv='full',
     descriptor_dim=256,
-)
+)  # chosen by measurement: models/light_model.md; trained by training/configs/light_distill*.yaml
 VARIANTS = {'default': DEFAULT, 'light': LIGHT}

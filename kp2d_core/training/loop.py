@@ -29,6 +29,7 @@ from kp2d_core.model.checkpoint import (
     save_checkpoint,
 )
 from kp2d_core.model.files import default_weights_path
+from kp2d_core.output_files import describe_os_error
 from kp2d_core.training import state
 from kp2d_core.training.config import TrainConfig, config_changes, learning_rate
 from kp2d_core.training.distributed import Context, SkipSampler, setup_distributed
@@ -150,7 +151,7 @@ class Trainer:
         except (OSError, RuntimeError) as exc:
             if not state.is_storage_error(exc):
                 raise
-            reason = state.describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
+            reason = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
             raise state.RunDirError(
                 getattr(exc, 'errno', None),
                 f'cannot write {path} at step {self.step}: {reason}; the previous checkpoint '
@@ -262,8 +263,16 @@ class Trainer:
         self.monitor.close()
 
 
-def train(cfg: TrainConfig, resume: bool = False, allow_config_change: bool = False) -> Path:
+def train(
+    cfg: TrainConfig,
+    resume: bool = False,
+    allow_config_change: bool = False,
+    overwrite: bool = False,
+) -> Path:
     """Run (or resume) training; returns the path of the final model checkpoint.
+
+    A new run in a folder that holds one is refused unless ``overwrite`` (its metrics,
+    configuration and checkpoints would be replaced).
 
     Raises:
         FileNotFoundError: ``resume`` without a checkpoint in ``out_dir``.
@@ -275,7 +284,7 @@ def train(cfg: TrainConfig, resume: bool = False, allow_config_change: bool = Fa
     ctx = setup_distributed(cfg.device)
     try:
         trainer = Trainer(cfg, ctx)
-        state.prepare_run_dir(trainer, resume, allow_config_change)
+        state.prepare_run_dir(trainer, resume, allow_config_change, overwrite)
         if resume and trainer.finished():
             LOG.warning(
                 'the run in %s already finished at step %d: nothing to do, nothing changed '

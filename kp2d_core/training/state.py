@@ -16,11 +16,13 @@ import shutil
 from typing import Any
 
 from kp2d_core.config import to_dict
+from kp2d_core.output_files import describe_os_error, earlier_results
 
 LOG = logging.getLogger(__name__)
 LAST_CHECKPOINT = 'checkpoints/last.pt'
 METRICS = 'metrics.jsonl'
 TEMP_GLOB = '.*.tmp'  # what an interrupted atomic_save leaves behind
+RUN_RESULTS = (METRICS, 'config.json', LAST_CHECKPOINT, 'model.pt')  # what a run leaves
 
 
 MIN_FREE_BYTES = 64 * 2**20  # below this, the next write (log, TensorBoard, checkpoint) may fail
@@ -98,17 +100,6 @@ def check_writable(out: Path, needed_bytes: int) -> None:
         )
 
 
-def describe_os_error(exc: OSError) -> str:
-    """A one-line reason for the errors that end a run: no space, read-only, permissions."""
-    reasons = {
-        errno.ENOSPC: 'no space left on the device',
-        errno.EDQUOT: 'disk quota exceeded',
-        errno.EROFS: 'the file system is read-only',
-        errno.EACCES: 'permission denied',
-    }
-    return reasons.get(exc.errno, str(exc))
-
-
 def is_storage_error(exc: BaseException) -> bool:
     """True for a full or read-only disk, also when torch wraps it in a RuntimeError."""
     if isinstance(exc, OSError):
@@ -150,8 +141,15 @@ def truncate_metrics(path: Path, step: int) -> None:
     os.replace(tmp, path)
 
 
-def prepare_run_dir(trainer: Any, resume: bool, allow_config_change: bool) -> None:
-    """Clean, check and fill the run directory before the first step."""
+def prepare_run_dir(
+    trainer: Any, resume: bool, allow_config_change: bool, overwrite: bool = False
+) -> None:
+    """Clean, check and fill the run directory before the first step.
+
+    Raises:
+        RunDirError: a new run (no ``resume``) in a folder that holds a run, unless
+            ``overwrite``: its metrics, configuration and checkpoints would be replaced.
+    """
     out, cfg = trainer.out, trainer.cfg
     if not trainer.ctx.main:
         if resume:
@@ -166,6 +164,13 @@ def prepare_run_dir(trainer: Any, resume: bool, allow_config_change: bool) -> No
         trainer.restore(last, allow_config_change)
         truncate_metrics(out / METRICS, trainer.step)
         return
+    found = earlier_results(out, RUN_RESULTS)
+    if found and not overwrite:
+        raise RunDirError(
+            errno.EEXIST,
+            f'{out} holds a run ({", ".join(str(p.relative_to(out)) for p in found)}): '
+            '--resume continues it, --overwrite starts a new run in its place',
+        )
     (out / METRICS).unlink(missing_ok=True)
     (out / 'skipped_images.txt').unlink(missing_ok=True)
     (out / 'config.json').write_text(json.dumps(to_dict(cfg), indent=2))

@@ -11,7 +11,11 @@ the best-scored remaining keypoints that keep ``min_distance_px`` from every liv
 without a verified match gets a second chance at the unclaimed keypoint nearest to where the
 frame-to-frame homography predicts it (guided matching, within ``max_epipolar_px`` and the
 descriptor gate). Ids are uint64, increasing, and never reused by one tracker, across resets
-included.
+included. A motion that too few matches verify (fewer than ``min_verified``, or a fifth of the
+matches) is chance, not a motion: a homography fitted to random matches between unrelated
+images verifies 4-5 of 100; then every track ends and new ids start, rather than a few ids
+moving onto other points. New tracks need texture (``min_texture``): a black frame starts
+none.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from kp2d_core.geometry.image_points import ImagePoints
 from kp2d_core.inference.features import Features
 from kp2d_core.inference.matching import match_descriptors
 from kp2d_core.model.descriptors import distance_from_cosine
+from kp2d_core.vo.photometric_alignment import structure_tensors
+
+MIN_VERIFIED_SHARE = 0.2  # of the descriptor matches (random matches verify about 5 %)
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,8 @@ class TrackConfig:
     max_descriptor_distance: float = 1.0  # descriptor gate in (0, 2]
     max_epipolar_px: float = 2.0  # geometric verification threshold (geometry-frame px)
     max_parallax_px: float = 16.0  # off-homography motion allowed between two frames (px)
+    min_verified: int = 12  # fewer verified matches: no motion is supported, every track ends
+    min_texture: float = 0.25  # new tracks need this much texture (grey levels^2 / px^2)
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_tracks <= 100_000:
@@ -52,6 +61,10 @@ class TrackConfig:
             raise ValueError(f'max_epipolar_px must be in (0, 100], got {self.max_epipolar_px}')
         if not 0.0 <= self.max_parallax_px <= 1000.0:
             raise ValueError(f'max_parallax_px must be in [0, 1000], got {self.max_parallax_px}')
+        if not 4 <= self.min_verified <= 100_000:
+            raise ValueError(f'min_verified must be in [4, 100000], got {self.min_verified}')
+        if not 0.0 <= self.min_texture <= 1e6:
+            raise ValueError(f'min_texture must be in [0, 1e6], got {self.min_texture}')
 
 
 @dataclass(frozen=True)
@@ -149,6 +162,9 @@ class FeatureTracker:
         prev_idx, cur_idx = matches.indices[:, 0], matches.indices[:, 1]
         prev_px, cur_px = previous.pixels[prev_idx], points.pixels[cur_idx]
         inliers, H = verify_motion(prev_px, cur_px, cfg.max_epipolar_px, cfg.max_parallax_px)
+        if inliers.sum() < max(cfg.min_verified, MIN_VERIFIED_SHARE * len(prev_idx)):
+            none = np.zeros(0, np.int64)  # a motion this few matches support is chance:
+            return none, none  # every track ends rather than one moving to another point
         prev_idx, cur_idx = prev_idx[inliers], cur_idx[inliers]
         if H is None:
             return prev_idx, cur_idx
@@ -165,7 +181,7 @@ class FeatureTracker:
         if len(lost) == 0 or len(free) == 0:
             return none, none
         predicted = warp_points(H, previous.pixels[lost])
-        nearest, gap = _nearest(predicted, points.pixels[free], self.cfg.max_epipolar_px)
+        nearest, gap = nearest_within(predicted, points.pixels[free], self.cfg.max_epipolar_px)
         close = nearest >= 0
         lost, chosen, gap = lost[close], free[nearest[close]], gap[close]
         if len(lost) == 0:
@@ -187,8 +203,10 @@ class FeatureTracker:
             return np.zeros(0, np.int64)
         free = np.ones(len(features), bool)
         free[taken] = False
+        if features.gray is not None and self.cfg.min_texture > 0:
+            free &= texture(features.gray, points.raw) >= self.cfg.min_texture
         candidates = np.flatnonzero(free)  # Features are sorted by decreasing score
-        return _fill(
+        return fill_spread(
             points.raw, taken, candidates, features.image_size, self.cfg.min_distance_px, room
         )
 
@@ -221,6 +239,15 @@ class FeatureTracker:
         return Tracks(ids, ages, xy, normalized, velocity, velocity_normalized, scores, indices)
 
 
+def texture(gray: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """(N,) the smaller eigenvalue of the structure tensor around each (N, 2) raw pixel of a
+    (H, W) uint8 image (grey levels squared per pixel squared): 0 on a flat patch (a black
+    frame), about 0.5 for sensor noise of 2 grey levels, tens to thousands on real texture."""
+    if len(xy) == 0:
+        return np.zeros(0)
+    return np.linalg.eigvalsh(structure_tensors(gray, xy))[:, 0]
+
+
 def _spread(
     xy: np.ndarray, ages: np.ndarray, image_hw: tuple[int, int], min_distance: float
 ) -> np.ndarray:
@@ -228,13 +255,13 @@ def _spread(
     if min_distance <= 0 or len(xy) == 0:
         return np.ones(len(xy), bool)
     order = np.argsort(-ages, kind='stable')
-    kept = _fill(xy, np.zeros(0, np.int64), order, image_hw, min_distance, len(xy))
+    kept = fill_spread(xy, np.zeros(0, np.int64), order, image_hw, min_distance, len(xy))
     keep = np.zeros(len(xy), bool)
     keep[kept] = True
     return keep
 
 
-def _fill(
+def fill_spread(
     xy: np.ndarray,
     taken: np.ndarray,
     candidates: np.ndarray,
@@ -262,7 +289,7 @@ def _fill(
     return np.asarray(chosen, np.int64)
 
 
-def _nearest(
+def nearest_within(
     queries: np.ndarray, points: np.ndarray, radius: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """(index of the nearest of ``points`` within ``radius`` of each query or -1, distance).

@@ -24,8 +24,13 @@ from kp2d_core.geometry.image_points import ImagePoints
 from kp2d_core.images import gray_uint8
 from kp2d_core.inference.extractor import KeypointExtractor
 from kp2d_core.inference.features import Features
+from kp2d_core.vo.detection_policy import HybridConfig
 from kp2d_core.vo.feature_tracks import FeatureTracker, TrackConfig, Tracks
+from kp2d_core.vo.hybrid_tracks import HybridTracker
 from kp2d_core.vo.keyframe_tracker import HomographyTracker, TrackerConfig, TrackResult
+
+KEYFRAME_MARGIN = 1.5  # hybrid: detect once the keyframe's inliers fall below this many times
+# the keyframe threshold, so that the keyframe is renewed on a frame with detections
 
 
 class FeatureExtractor(Protocol):
@@ -44,6 +49,7 @@ class PipelineConfig:
     extractor: ExtractorConfig = field(default_factory=ExtractorConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     tracks: TrackConfig = field(default_factory=TrackConfig)
+    hybrid: HybridConfig = field(default_factory=HybridConfig)
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,9 @@ class FrameResult:
         points: the keypoints in the geometry frame and normalised (see ImagePoints).
         track: the keyframe homography and pose (see TrackResult).
         tracks: the persistent feature tracks (see Tracks).
+        detection: 'every_frame' outside hybrid mode; in it, why the network ran on the frame
+            ('first_frame', 'interval', 'few_tracks', 'frame_gap', 'brightness', 'keyframe',
+            'lk_failed'), or '' when Lucas-Kanade carried the frame alone.
     """
 
     stamp_ns: int
@@ -63,6 +72,7 @@ class FrameResult:
     points: ImagePoints
     track: TrackResult
     tracks: Tracks
+    detection: str = 'every_frame'  # hybrid mode: why the network ran, or '' (it did not)
 
 
 class FramePipeline:
@@ -73,10 +83,13 @@ class FramePipeline:
         extractor: FeatureExtractor,
         tracker: TrackerConfig | None = None,
         tracks: TrackConfig | None = None,
+        hybrid: HybridConfig | None = None,
     ) -> None:
         self.extractor = extractor
         self.tracker = HomographyTracker(tracker)
         self.feature_tracker = FeatureTracker(tracks)
+        hybrid = hybrid or HybridConfig()
+        self.hybrid = HybridTracker(hybrid, tracks) if hybrid.mode == 'hybrid' else None
 
     @classmethod
     def from_config(
@@ -84,36 +97,41 @@ class FramePipeline:
         cfg: PipelineConfig | None = None,
         weights: str | os.PathLike | None = None,
         device: str = 'auto',
+        variant: str = 'default',
     ) -> FramePipeline:
-        """Load ``weights`` (None: the bundled model) on ``device`` with the given settings."""
+        """Load ``weights`` (None: the bundled weights of ``variant``) on ``device`` with the
+        given settings."""
         cfg = cfg or PipelineConfig()
-        extractor = KeypointExtractor.from_checkpoint(weights, device, cfg.extractor)
-        return cls(extractor, cfg.tracker, cfg.tracks)
+        extractor = KeypointExtractor.from_checkpoint(weights, device, cfg.extractor, variant)
+        return cls(extractor, cfg.tracker, cfg.tracks, cfg.hybrid)
 
     @property
     def config(self) -> PipelineConfig:
         extractor = getattr(self.extractor, 'cfg', ExtractorConfig())
-        return PipelineConfig(extractor, self.tracker.cfg, self.feature_tracker.cfg)
+        hybrid = self.hybrid.cfg if self.hybrid is not None else HybridConfig()
+        return PipelineConfig(extractor, self.tracker.cfg, self.feature_tracker.cfg, hybrid)
 
     def configure(self, cfg: PipelineConfig) -> None:
-        """Apply new settings from the next frame on (the keyframe is kept)."""
+        """Apply new settings from the next frame on (the keyframe is kept; the tracking mode
+        is fixed at construction)."""
         if isinstance(self.extractor, KeypointExtractor):
             self.extractor.configure(cfg.extractor)
         self.tracker.cfg = cfg.tracker
         self.feature_tracker.cfg = cfg.tracks
+        if self.hybrid is not None:
+            self.hybrid.track_cfg = cfg.tracks
+            self.hybrid.cfg = self.hybrid.policy.cfg = replace(cfg.hybrid, mode='hybrid')
 
     def extract(self, image: np.ndarray) -> Features:
         """Keypoints of one image (raises ValueError for images it cannot take); with
-        ``tracker.subpixel`` KP2D's carry their dense descriptors, with ``tracker.align``
-        every front-end's its grey image, until :meth:`track`."""
+        ``tracker.subpixel`` KP2D's carry their dense descriptors, and every front-end's its
+        grey image (alignment, the tracks' texture test), until :meth:`track`."""
         if isinstance(self.extractor, KeypointExtractor):
             features = self.extractor.extract(image, keep_dense=self.tracker.cfg.subpixel)
         else:
             features = self.extractor.extract(image)
-        if self.tracker.cfg.align:
-            order = getattr(getattr(self.extractor, 'cfg', None), 'channel_order', 'bgr')
-            features = replace(features, gray=gray_uint8(image, order))
-        return features
+        order = getattr(getattr(self.extractor, 'cfg', None), 'channel_order', 'bgr')
+        return replace(features, gray=gray_uint8(image, order))
 
     def track(
         self, features: Features, stamp_ns: int, camera: CameraModel | None = None
@@ -140,13 +158,34 @@ class FramePipeline:
         Raises:
             ValueError: the image cannot be processed (the pipeline state is unchanged).
         """
-        return self.track(self.extract(image), stamp_ns, camera)
+        if self.hybrid is None:
+            return self.track(self.extract(image), stamp_ns, camera)
+        return self._hybrid(image, stamp_ns, camera)
+
+    def _hybrid(self, image: np.ndarray, stamp_ns: int, camera: CameraModel | None) -> FrameResult:
+        """One frame of hybrid tracking: Lucas-Kanade carries the tracks, the network runs
+        where it is needed (:mod:`kp2d_core.vo.hybrid_tracks`)."""
+        order = getattr(getattr(self.extractor, 'cfg', None), 'channel_order', 'bgr')
+        gray = gray_uint8(image, order)
+        step = self.hybrid.step(image, gray, stamp_ns, camera, self.extractor.extract)
+        track = self.tracker.update(step.features, step.points, stamp_ns)
+        found = track.H_key_to_cur is not None
+        low = found and track.num_inliers < KEYFRAME_MARGIN * self.tracker.cfg.min_keyframe_inliers
+        lost = not found and track.reason != 'first_frame'
+        if lost or low or (track.new_keyframe and not step.detection):
+            self.hybrid.request_detection('keyframe')
+        features = replace(step.features, dense=None, gray=None)
+        return FrameResult(
+            int(stamp_ns), features, step.points, track, step.tracks, step.detection
+        )
 
     def reset(self) -> None:
         """Forget the keyframe, the tracks and the front-end's state (if it keeps any);
         restart the trajectory at the identity."""
         self.tracker.reset()
         self.feature_tracker.reset()
+        if self.hybrid is not None:
+            self.hybrid.reset()
         reset_front_end = getattr(self.extractor, 'reset', None)
         if reset_front_end is not None:
             reset_front_end()

@@ -149,6 +149,10 @@ class HomographyTracker:
         """Forget the keyframe and restart the trajectory at the identity."""
         self.key: _Keyframe | None = None
 
+    def _kept(self, features: Features) -> Features:
+        """What a keyframe keeps of a frame's features: its grey image only for alignment."""
+        return features if self.cfg.align else replace(features, gray=None)
+
     @property
     def key_stamp_ns(self) -> int | None:
         return None if self.key is None else self.key.stamp_ns
@@ -166,7 +170,7 @@ class HomographyTracker:
         if key is None or not same_camera(key.points.camera, points.camera):
             reason = 'first_frame' if key is None else 'camera_changed'
             T, variance = (np.eye(4), np.full(6, ORIGIN_VARIANCE)) if key is None else key.last
-            self.key = _Keyframe(features, points, stamp_ns, T, variance)
+            self.key = _Keyframe(self._kept(features), points, stamp_ns, T, variance)
             pose = self.key.T_world.copy() if points.camera is not None else None
             covariance = np.diag(self.key.variance) if pose is not None else None
             empty = np.zeros((0, 2))
@@ -277,8 +281,8 @@ class HomographyTracker:
         if T_world_cur is None and key.latest is not None:
             T_world_cur, covariance, relative = key.latest
         if T_world_cur is None:
-            self.key = _Keyframe(features, points, stamp_ns, *key.last)
+            self.key = _Keyframe(self._kept(features), points, stamp_ns, *key.last)
             return
         scene = carried_scene(relative, key.scene)
         variance = np.diag(covariance).copy()
-        self.key = _Keyframe(features, points, stamp_ns, T_world_cur, variance, scene)
+        self.key = _Keyframe(self._kept(features), points, stamp_ns, T_world_cur, variance, scene)

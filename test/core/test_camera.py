@@ -120,3 +120,19 @@ def test_tracks_carry_undistorted_normalised_coordinates():
         tracks.xy[continued],
         atol=1e-6,
     )
+
+
+@pytest.mark.parametrize('model', ['plumb_bob', 'equidistant'])
+def test_a_camera_scaled_to_a_resized_image_sees_the_same_rays(model):
+    from kp2d_core.geometry.camera import CameraModel
+
+    d = [-0.2, 0.05, 0.0, 0.0, 0.0] if model == 'plumb_bob' else [0.05, 0.01, 0.0, 0.0]
+    camera = CameraModel.create(
+        [150, 0, 79.75, 0, 151, 59.75, 0, 0, 1], d, model, None, None, (120, 160)
+    )
+    big = camera.scaled_to((240, 320))
+    pixels = np.array([[10.0, 20.0], [80.0, 60.0], [150.0, 110.0]])
+    resized = 2.0 * (pixels + 0.5) - 0.5  # the same places, pixel centres at integers
+    assert np.allclose(camera.normalize(pixels), big.normalize(resized), atol=1e-6)
+    with pytest.raises(ValueError, match='another aspect ratio'):
+        camera.scaled_to((240, 400))

@@ -29,9 +29,9 @@ def test_the_light_network_gives_the_outputs_of_the_paper_network(hw) -> None:
     hc, wc = hw[0] // 8, hw[1] // 8
     assert out.score.shape == ref.score.shape == (2, 1, hc, wc)
     assert out.coords.shape == ref.coords.shape == (2, 2, hc, wc)
-    assert out.descriptors.shape == (2, LIGHT.descriptor_dim, hc, wc)  # sampled at H/8
+    assert out.descriptors.shape == (2, LIGHT.descriptor_dim, 2 * hc, 2 * wc)  # lifted to H/4
     assert float(out.score[..., 0, :].abs().max()) == 0.0  # border ring, as the paper's
-    assert light.descriptor_stride == 8
+    assert light.descriptor_stride == 4
 
 
 @pytest.mark.parametrize('hw', SIZES)

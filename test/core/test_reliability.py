@@ -84,6 +84,10 @@ def _cfg(image_dir: Path, out: Path, steps: int, *extra: str) -> TrainConfig:
             ),
             'implausible',
         ),
+        (
+            lambda c: c['state_dict']['encoder.block1.0.1.running_var'].view(-1)[3].fill_(-0.5),
+            'negative BatchNorm variances',
+        ),
     ],
 )
 def test_tampered_values_are_refused_before_use(tmp_path, edit, message):
@@ -238,6 +242,18 @@ def test_resuming_a_finished_run_changes_nothing(image_dir, tmp_path, caplog):
         assert train(cfg, resume=True) == model
     assert 'already finished at step 2' in caplog.text
     assert {p.name: p.read_bytes() for p in (model, out / state.METRICS)} == before
+
+
+def test_a_new_run_never_replaces_a_finished_one_unasked(image_dir, tmp_path):
+    out = tmp_path / 'run'
+    train(_cfg(image_dir, out, 2))
+    before = {p: p.read_bytes() for p in (out / state.METRICS, out / 'config.json')}
+    with pytest.raises(RunDirError, match='holds a run.*--resume continues it, --overwrite'):
+        train(_cfg(image_dir, out, 1, 'optim.lr=0.01'))
+    assert {p: p.read_bytes() for p in before} == before  # metrics and config untouched
+    train(_cfg(image_dir, out, 1, 'optim.lr=0.01'), overwrite=True)
+    assert len(read_metrics(out / state.METRICS)) == 1
+    assert json.loads((out / 'config.json').read_text())['optim']['lr'] == 0.01
 
 
 def test_dataloader_workers_die_with_the_trainer(tmp_path):

@@ -211,3 +211,28 @@ def test_a_reset_pipeline_runs_a_sequence_as_a_fresh_one():
     for (xy_a, ages_a, H_a), (xy_b, ages_b, H_b) in zip(again, fresh):
         assert np.array_equal(xy_a, xy_b) and np.array_equal(ages_a, ages_b)
         assert (H_a is None and H_b is None) or np.allclose(H_a, H_b)
+
+
+HARD = ('poster_night', 'poster_fast', 'poster_drops', 'poster_shadows', 'poster_repetitive')
+
+
+@pytest.mark.parametrize('name', HARD)
+def test_hard_condition_generators_are_deterministic_from_their_seed(tmp_path, name):
+    photo = read_image(sample_photo_path())
+    spec = next(s for s in SCENES if s.name == name)
+    frames = {}
+    for run, seed in (('a', 5), ('b', 5), ('c', 6)):
+        folder = render_sequence(
+            spec, [photo] * 12, tmp_path / run, seed=seed, frames=3, hw=(48, 64)
+        )
+        frames[run] = [p.read_bytes() for p in sorted((folder / 'rgb').glob('*.jpg'))]
+    assert frames['a'] == frames['b'] and frames['a'] != frames['c']
+
+
+def test_the_blackout_covers_one_second_of_frames(tmp_path):
+    photo = read_image(sample_photo_path())
+    spec = next(s for s in SCENES if s.name == 'poster_blackout')
+    folder = render_sequence(spec, [photo] * 12, tmp_path, seed=0, frames=142, hw=(24, 32))
+    means = [read_image(p).mean() for p in sorted((folder / 'rgb').glob('*.jpg'))]
+    black = [i for i, m in enumerate(means) if m < 8]
+    assert black == list(range(120, 140))  # 6 s to 7 s at 20 Hz

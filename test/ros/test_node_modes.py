@@ -189,7 +189,10 @@ def test_default_node_on_a_cpu_runs_without_pytorch(ros, tmp_path):
     finally:
         probe.node.destroy_node()
         _finish(proc, log)
-    assert 'kp2d ready: backend onnxruntime:int8 on cpu' in log.read_text()
+    ready = next(line for line in log.read_text().splitlines() if 'kp2d ready' in line)
+    # The start-up line names the file that runs and the weights it was checked against.
+    assert 'onnxruntime:int8 on cpu, running ' in ready and 'kp2d_default.int8.onnx' in ready
+    assert 'checked against ' in ready and 'kp2d_default.pt' in ready
     assert 'onnxruntime' in maps and 'libtorch' not in maps
 
 
@@ -263,6 +266,27 @@ def test_bad_parameter_values_stop_the_node_with_one_fatal_line(
     fatal = [line for line in text.splitlines() if 'FATAL' in line]
     assert len(fatal) == 1 and message in fatal[0], text
     assert 'Traceback' not in text and len(text.splitlines()) < 10
+
+
+@pytest.mark.parametrize(
+    ('content', 'message'),
+    [
+        ('/**:\n  ros__parameters: [unclosed\n', 'is not valid YAML'),
+        (None, 'No such file'),
+    ],
+)
+def test_an_unreadable_params_file_stops_the_node_in_one_line(
+    ros, weights, tmp_path, content, message
+):
+    params = tmp_path / 'params.yaml'
+    if content is not None:
+        params.write_text(content)
+    log = tmp_path / 'node.log'
+    proc = start_node(_base_params(weights), {}, log, params_file=params)
+    assert proc.wait(timeout=120) == 1
+    lines = [line for line in log.read_text().splitlines() if line.strip()]
+    assert len(lines) == 1 and 'cannot start' in lines[0] and message in lines[0], lines
+    assert str(params) in lines[0]
 
 
 def test_idle_node_says_so_once_and_unknown_keys_are_named(ros, weights, tmp_path):

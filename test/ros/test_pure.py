@@ -177,6 +177,66 @@ def test_stamp_policy():
     assert policy.check(10**9, 0, 0).action == 'ok'  # a clock at zero is not compared
 
 
+def test_a_stamp_from_another_clock_is_refused_like_stamp_0():
+    second = 10**9
+    wall = 1_764_000_000 * second  # the node's clock: 2025
+    policy = StampPolicy()
+    assert policy.check(1_763_999_999, 0, wall).action == 'ok'
+    verdict = policy.check(0, 1, wall)  # 1 ns after the epoch
+    assert verdict.action == 'drop' and verdict.reason == 'invalid_stamp'
+    assert 'use_sim_time' in verdict.detail
+    assert policy.check(1_764_000_000, 0, wall).action == 'ok'  # no reset happened
+    simulated = StampPolicy()
+    assert simulated.check(0, 1, 5 * second).action == 'ok'  # simulated time: plausible
+    assert simulated.check(12, 0, 20 * second).action == 'ok'
+
+
+def test_each_distinct_refusal_is_logged_once_and_all_are_counted():
+    from kp2d_ros.refusal_log import RefusalLog
+
+    class Logger:
+        def __init__(self) -> None:
+            self.lines: list[str] = []
+
+        def warning(self, text: str) -> None:
+            self.lines.append(text)
+
+    logger = Logger()
+    log = RefusalLog(logger, max_reasons=3)
+    for size in range(1000, 1040):  # one reason, different numbers: logged once
+        log.refuse('frame dropped (ImageError)', f'data has {size} bytes, expected 921600')
+    log.refuse('CameraInfo refused', 'k: focal lengths are not positive')
+    log.refuse('CameraInfo refused', 'k: focal lengths are not positive')
+    log.refuse('CameraInfo refused', 'd: plumb_bob takes 5, 8, 12 or 14 coefficients')
+    assert len(logger.lines) == 3
+    assert logger.lines[1].startswith('CameraInfo refused: k: focal lengths')
+    assert 'counted on /diagnostics' in logger.lines[0]
+    assert sum(log.counts.values()) == 43
+    log.refuse('CameraInfo refused', 'a fourth reason')  # beyond max_reasons: counted only
+    assert len(logger.lines) == 3 and sum(log.counts.values()) == 44
+
+
+@NEEDS_ROS
+def test_a_camera_info_of_another_size_is_scaled_or_refused():
+    from kp2d_ros.camera_info import camera_for_image, camera_model
+
+    info = _camera_info(10**9)
+    info.width, info.height = 160, 120  # a binned calibration; the frames are 320x240
+    small = K[:]
+    small[0], small[2], small[4], small[5] = 150.0, 79.75, 150.0, 59.75
+    info.k = small
+    camera = camera_model(info)
+    same, why = camera_for_image(camera, (120, 160), scale=False)
+    assert same is camera and why == ''
+    refused, why = camera_for_image(camera, (240, 320), scale=False)
+    assert refused is None and 'for 160x120 images, the frame is 320x240' in why
+    scaled, why = camera_for_image(camera, (240, 320), scale=True)
+    assert why == '' and scaled.image_hw == (240, 320)
+    assert np.allclose(scaled.K, np.array(K).reshape(3, 3))  # about pixel centres
+    cropped, why = camera_for_image(camera, (240, 400), scale=True)
+    assert cropped is None and 'another aspect ratio' in why
+
+
 def test_worker_keeps_only_the_newest_item():
     import threading
 

@@ -121,3 +121,26 @@ def test_failures_name_the_file_and_leave_no_empty_trajectory(tmp_path, checkpoi
     params.write_text('/**: {ros__parameters: [unclosed')
     with pytest.raises(SystemExit, match='params.yaml'):
         main([str(bag), *common, '--params-file', str(params)])
+
+
+def test_a_replay_never_destroys_earlier_results(tmp_path, checkpoint):
+    frames, _ = synthetic_sequence(3, HW)
+    bag = tmp_path / 'bag'
+    write_bag(bag, StoragePlugin.MCAP, frames)
+    out = tmp_path / 'o'
+    common = ['--image-topic', '/cam/image', '--checkpoint', str(checkpoint), '--out', str(out)]
+    main([str(bag), *common, '--png-every', '1'])
+    earlier = (out / 'trajectory.csv').read_text()
+    pngs = sorted(p.name for p in out.glob('frame_*.png'))
+    assert len(pngs) == 3
+    with pytest.raises(SystemExit, match='holds results of an earlier run'):
+        main([str(bag), *common])
+    assert (out / 'trajectory.csv').read_text() == earlier
+    (bag / 'metadata.yaml').write_text('rosbag2_bagfile_information: [unclosed')
+    with pytest.raises(SystemExit, match='metadata.yaml'):
+        main([str(bag), *common, '--overwrite'])  # fails: the earlier results stay whole
+    assert (out / 'trajectory.csv').read_text() == earlier
+    assert sorted(p.name for p in out.glob('frame_*.png')) == pngs
+    write_bag(tmp_path / 'bag2', StoragePlugin.MCAP, frames)
+    main([str(tmp_path / 'bag2'), *common, '--overwrite'])  # no PNGs this time
+    assert (out / 'trajectory.csv').is_file() and not list(out.glob('frame_*.png'))

@@ -142,6 +142,28 @@ def test_namespace_params_file_and_parameter_tools(tools):
     assert 'ignoring unknown parameters (misspelled?): detector.topk' in text
 
 
+def test_switches_take_any_case_and_a_failed_start_says_so(tools):
+    """``use_sim_time:=True`` (as users type it) is taken; a node that fails at start-up
+    (missing weights) ends the launch with one plain ERROR line beside its FATAL one."""
+    env, folder, weights = tools
+    params = _params_file(folder, weights)
+    launch = Launch(
+        env, folder / 'sim.log', 'use_sim_time:=True', 'lifecycle:=False', f'params_file:={params}'
+    )
+    try:
+        assert launch.wait_for('kp2d ready'), launch.log.read_text()[-3000:]
+        got = ros2(env, 'param', 'get', *CLI, '/kp2d', 'use_sim_time')
+        assert 'True' in got.stdout, got.stdout + got.stderr
+    finally:
+        assert launch.interrupt() == 0
+    missing = _params_file(folder, folder / 'no_such_weights.pt')
+    failed = ros2(env, 'launch', 'kp2d_ros', 'kp2d.launch.py', f'params_file:={missing}')
+    text = failed.stdout + failed.stderr
+    assert 'FATAL' in text and 'kp2d node failed (exit code 1)' in text, text[-3000:]
+    wrong = ros2(env, 'launch', 'kp2d_ros', 'kp2d.launch.py', 'use_sim_time:=yes')
+    assert 'must be true or false' in wrong.stdout + wrong.stderr
+
+
 def test_lifecycle_transitions_with_ros2_lifecycle(tools):
     env, folder, weights = tools
     params = _params_file(folder, weights)

@@ -1,0 +1,96 @@
+"""When the network runs in hybrid tracking, and the settings of hybrid tracking.
+
+In hybrid mode (``HybridConfig.mode``) tracks are carried from frame to frame by Lucas-Kanade
+(:mod:`kp2d_core.vo.lk_propagation`) and the network runs only when it is needed: on the first
+frame, every ``detect_interval`` frames (new points, fresh descriptors), when fewer than
+``min_tracks`` tracks are alive, after a gap in the stamps (a dropped frame or second), after an
+illumination jump, when the keyframe tracker needs a new keyframe or lost the homography, and
+when Lucas-Kanade itself fails on a frame (the hybrid tracker then detects on that very frame).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+GAP_HISTORY = 15  # frame intervals the usual interval is the median of
+
+
+@dataclass(frozen=True)
+class HybridConfig:
+    """Hybrid tracking: Lucas-Kanade between frames, the network only where it is needed."""
+
+    mode: Literal['every_frame', 'hybrid'] = 'every_frame'
+    detect_interval: int = 5  # the network runs at least every this many frames
+    min_tracks: int = 100  # fewer live tracks: the network runs
+    max_lost_share: float = 0.3  # Lucas-Kanade lost more of the tracks: the network runs now
+    max_gap_factor: float = 2.5  # a stamp gap this many times the usual interval: the network
+    max_brightness_change: float = 0.25  # relative change of the mean grey level: the network
+    reid_window_s: float = 3.0  # lost tracks are remembered this long for re-identification
+
+    def __post_init__(self) -> None:
+        if self.mode not in ('every_frame', 'hybrid'):
+            raise ValueError(f"mode must be 'every_frame' or 'hybrid', got {self.mode!r}")
+        if not 1 <= self.detect_interval <= 1000:
+            raise ValueError(f'detect_interval must be in [1, 1000], got {self.detect_interval}')
+        if not 0 <= self.min_tracks <= 100_000:
+            raise ValueError(f'min_tracks must be in [0, 100000], got {self.min_tracks}')
+        if not 0.0 < self.max_lost_share <= 1.0:
+            raise ValueError(f'max_lost_share must be in (0, 1], got {self.max_lost_share}')
+        if not 1.0 < self.max_gap_factor <= 1000.0:
+            raise ValueError(f'max_gap_factor must be in (1, 1000], got {self.max_gap_factor}')
+        if not 0.0 < self.max_brightness_change <= 10.0:
+            raise ValueError(
+                f'max_brightness_change must be in (0, 10], got {self.max_brightness_change}'
+            )
+        if not 0.0 <= self.reid_window_s <= 3600.0:
+            raise ValueError(f'reid_window_s must be in [0, 3600], got {self.reid_window_s}')
+
+
+class DetectionPolicy:
+    """Says, before a frame is processed, whether the network must run on it and why."""
+
+    def __init__(self, cfg: HybridConfig) -> None:
+        self.cfg = cfg
+        self.reset()
+
+    def reset(self) -> None:
+        self.last_stamp: int | None = None
+        self.last_brightness: float | None = None
+        self.since_detection = 0
+        self.intervals: deque[int] = deque(maxlen=GAP_HISTORY)
+        self.requested = 'first_frame'
+
+    def request(self, reason: str) -> None:
+        """Make the next frame run the network (the keyframe tracker needs a keyframe)."""
+        self.requested = self.requested or reason
+
+    def decide(self, stamp_ns: int, brightness: float, live_tracks: int) -> str:
+        """The reason the network runs on this frame, or '' (Lucas-Kanade carries it)."""
+        cfg = self.cfg
+        if self.requested:
+            return self.requested
+        if self.since_detection + 1 >= cfg.detect_interval:
+            return 'interval'
+        if live_tracks < cfg.min_tracks:
+            return 'few_tracks'
+        if self.last_stamp is not None and self.intervals:
+            usual = float(np.median(self.intervals))
+            if stamp_ns - self.last_stamp > cfg.max_gap_factor * usual:
+                return 'frame_gap'
+        if self.last_brightness is not None:
+            change = abs(brightness - self.last_brightness) / max(self.last_brightness, 1.0)
+            if change > cfg.max_brightness_change:
+                return 'brightness'
+        return ''
+
+    def observed(self, stamp_ns: int, brightness: float, detected: bool) -> None:
+        """Record the frame just processed (whether the network ran on it)."""
+        if self.last_stamp is not None and stamp_ns > self.last_stamp:
+            self.intervals.append(stamp_ns - self.last_stamp)
+        self.last_stamp, self.last_brightness = int(stamp_ns), brightness
+        self.since_detection = 0 if detected else self.since_detection + 1
+        self.requested = ''

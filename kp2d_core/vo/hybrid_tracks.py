@@ -1,0 +1,401 @@
+"""Hybrid tracking: tracks carried by Lucas-Kanade, the network where Lucas-Kanade cannot go.
+
+Classical VIO front-ends (VINS-Fusion's feature tracker, OpenVINS) track with Lucas-Kanade
+between frames and detect only to top up; learned front-ends that do better keep that
+structure and use the learned detector where Lucas-Kanade fails. Per frame:
+
+* Live tracks are carried from the previous frame by pyramidal Lucas-Kanade with a
+  forward-backward check (:func:`~kp2d_core.vo.lk_propagation.propagate`), then verified
+  geometrically through the lens model: the carried points must agree with one motion between
+  the two frames (:func:`~kp2d_core.geometry.homography.verify_motion`, at least
+  ``TrackConfig.min_verified`` of them, as the feature tracker requires).
+* On a frame the :class:`~kp2d_core.vo.detection_policy.DetectionPolicy` picks, or when
+  Lucas-Kanade lost too many tracks, the network runs. Each carried track takes the nearest
+  detection within ``ASSOCIATE_PX`` whose descriptor passes the gate (its descriptor is
+  refreshed, its position stays Lucas-Kanade's); a track without one is kept at its carried
+  position. Detections left over first re-identify lost tracks: recently lost tracks
+  (``HybridConfig.reid_window_s``) whose descriptors match (mutual nearest neighbours, the
+  descriptor gate) at positions that agree with one motion from where they were lost, with
+  the same support as any continuation, take their id back (an occlusion, a dropped second).
+  The rest start new tracks (best score first, textured, spread, up to ``max_tracks``).
+* On other frames the frame's features are the carried tracks themselves, with the
+  descriptors of their last detection: the keyframe tracker matches them to its keyframe as
+  it matches detections.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from kp2d_core.geometry.camera import CameraModel
+from kp2d_core.geometry.coordinates import warp_points
+from kp2d_core.geometry.homography import verify_motion
+from kp2d_core.geometry.image_points import ImagePoints
+from kp2d_core.inference.features import Features
+from kp2d_core.inference.matching import match_descriptors
+from kp2d_core.model.descriptors import distance_from_cosine
+from kp2d_core.vo.detection_policy import DetectionPolicy, HybridConfig
+from kp2d_core.vo.feature_tracks import (
+    MIN_VERIFIED_SHARE,
+    TrackConfig,
+    Tracks,
+    fill_spread,
+    nearest_within,
+    texture,
+)
+from kp2d_core.vo.lk_propagation import brightness, propagate
+
+ASSOCIATE_PX = 2.0  # a detection this close to a carried track is that track's
+REID_PARALLAX_PX = 2.0  # a re-identified point: within this of the motion's homography too
+# (over a gap the epipolar line alone admits points far along it, on another physical point)
+MIN_ANCHORS = 20  # tracks of a loss event alive again that give the motion since the loss
+NANOSECONDS = 1_000_000_000
+NONE = np.zeros(0, np.int64)
+
+
+@dataclass
+class TrackSet:
+    """Tracks, one row each: live ones after a frame, or recently lost ones."""
+
+    ids: np.ndarray  # (N,) uint64
+    ages: np.ndarray  # (N,) int64 frames since the track started
+    xy: np.ndarray  # (N, 2) raw pixels (where each was last seen)
+    descriptors: np.ndarray  # (N, D) unit rows, of each track's last detection
+    scores: np.ndarray  # (N,) float32
+    stamps: np.ndarray  # (N,) int64 stamp of the frame each was last seen in
+
+    def take(self, rows: np.ndarray) -> TrackSet:
+        return TrackSet(*(getattr(self, f)[rows] for f in TRACK_FIELDS))
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+
+TRACK_FIELDS = ('ids', 'ages', 'xy', 'descriptors', 'scores', 'stamps')
+
+
+def _joined(a: TrackSet | None, b: TrackSet) -> TrackSet:
+    if a is None:
+        return b
+    return TrackSet(*(np.concatenate([getattr(a, f), getattr(b, f)]) for f in TRACK_FIELDS))
+
+
+@dataclass(frozen=True)
+class HybridFrame:
+    """What the hybrid tracker made of one frame.
+
+    Attributes:
+        features: the frame's keypoints (detections and carried tracks, or carried tracks).
+        points: the same in every coordinate system (``ImagePoints``).
+        tracks: the live tracks (continued first, then resumed, then new).
+        detection: why the network ran on this frame, or '' (Lucas-Kanade carried it).
+        resumed: tracks re-identified on this frame.
+    """
+
+    features: Features
+    points: ImagePoints
+    tracks: Tracks
+    detection: str
+    resumed: int
+
+
+class HybridTracker:
+    """Feed :meth:`step` one frame at a time; see the module docstring."""
+
+    def __init__(self, cfg: HybridConfig | None = None, tracks: TrackConfig | None = None) -> None:
+        self.cfg = cfg or HybridConfig(mode='hybrid')
+        self.track_cfg = tracks or TrackConfig()
+        self.policy = DetectionPolicy(self.cfg)
+        self.next_id = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """End every track (ids keep increasing: a reset never reuses one), forget lost ones."""
+        self.live: TrackSet | None = None
+        self.lost: TrackSet | None = None  # its ``stamps`` are loss events (``snapshots``)
+        self.snapshots: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # event -> ids, xy
+        self.event_stamps: dict[int, int] = {}
+        self.next_event = 0
+        self.gray: np.ndarray | None = None
+        self.normalized: np.ndarray | None = None
+        self.policy.reset()
+
+    def request_detection(self, reason: str) -> None:
+        """Run the network on the next frame (the keyframe tracker needs a keyframe)."""
+        self.policy.request(reason)
+
+    def step(
+        self,
+        image: np.ndarray,
+        gray: np.ndarray,
+        stamp_ns: int,
+        camera: CameraModel | None,
+        detect: Callable[[np.ndarray], Features],
+    ) -> HybridFrame:
+        """Track one frame.
+
+        Args:
+            image: the frame, as ``detect`` takes it.
+            gray: (H, W) uint8 grey image of the frame.
+            stamp_ns: its stamp (ns), increasing.
+            camera: the camera model, or None.
+            detect: runs the network on ``image`` (called only when it is needed).
+        """
+        level = brightness(gray)
+        live = self.live if self.gray is not None and self.gray.shape == gray.shape else None
+        reason = self.policy.decide(stamp_ns, level, 0 if live is None else len(live))
+        moved, carried = self._carry(live, gray, camera)
+        if not reason and live is not None:
+            kept = int(carried.sum())
+            if kept < self.cfg.min_tracks or kept < (1 - self.cfg.max_lost_share) * len(live):
+                reason = 'lk_failed'
+        if not reason and live is None:
+            reason = 'first_frame'
+        if live is not None and self.cfg.reid_window_s > 0 and not carried.all():
+            self._lose(live, carried)
+        if reason:
+            frame = self._detection_frame(image, gray, stamp_ns, camera, detect, moved, carried)
+        else:
+            frame = self._carried_frame(gray, stamp_ns, camera, moved, carried)
+        self.policy.observed(stamp_ns, level, bool(reason))
+        return HybridFrame(frame[0], frame[1], frame[2], reason, frame[3])
+
+    # ---------------------------------------------------------------- Lucas-Kanade
+    def _carry(
+        self, live: TrackSet | None, gray: np.ndarray, camera: CameraModel | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """((N, 2) positions of the live tracks in this frame, (N,) bool carried: followed by
+        Lucas-Kanade and part of the one motion the carried points agree on)."""
+        if live is None or not len(live):
+            return np.zeros((0, 2)), np.zeros(0, bool)
+        moved, ok = propagate(self.gray, gray, live.xy)
+        index = np.flatnonzero(ok)
+        carried = np.zeros(len(ok), bool)
+        cfg = self.track_cfg
+        if len(index) >= cfg.min_verified:
+            before = ImagePoints.of(live.xy[index], camera).pixels
+            after = ImagePoints.of(moved[index], camera).pixels
+            inliers, _ = verify_motion(before, after, cfg.max_epipolar_px, cfg.max_parallax_px)
+            if inliers.sum() >= max(cfg.min_verified, MIN_VERIFIED_SHARE * len(index)):
+                carried[index[inliers]] = True
+        return moved, carried
+
+    def _lose(self, live: TrackSet, carried: np.ndarray) -> None:
+        """Remember the tracks lost on this frame with where every live track was, so that a
+        later re-identification can be checked against the tracks found again before it."""
+        event = self.next_event
+        self.next_event += 1
+        self.snapshots[event] = (live.ids.copy(), live.xy.copy())
+        self.event_stamps[event] = int(live.stamps[0]) if len(live) else 0
+        gone = live.take(np.flatnonzero(~carried))
+        gone.stamps = np.full(len(gone), event, np.int64)  # stamps hold the loss event
+        self.lost = _joined(self.lost, gone)
+
+    # ---------------------------------------------------------------- frames
+    def _carried_frame(self, gray, stamp_ns, camera, moved, carried):
+        """Features, points, tracks and 0 resumed of a frame Lucas-Kanade carried alone."""
+        live = self.live
+        keep = np.flatnonzero(carried)
+        order = keep[np.argsort(-live.scores[keep], kind='stable')]
+        features = Features(
+            moved[order], live.scores[order], live.descriptors[order], gray.shape[:2], gray=gray
+        )
+        points = ImagePoints.of(features.keypoints.astype(np.float64), camera)
+        rows = np.arange(len(order))
+        tracks = self._assemble(features, points, stamp_ns, order, rows, NONE, NONE, NONE)
+        self.gray = gray
+        return features, points, tracks, 0
+
+    def _detection_frame(self, image, gray, stamp_ns, camera, detect, moved, carried):
+        """Features, points, tracks and the number resumed of a frame the network ran on."""
+        detected = detect(image)
+        live = self.live
+        keep = np.flatnonzero(carried)
+        det_for = self._associate(moved[keep], keep, detected)
+        taken = det_for >= 0
+        extra = keep[~taken]
+        # The frame's keypoints: the detections (a taken one at its track's carried position)
+        # and the carried tracks no detection confirmed, best score first.
+        xy = detected.keypoints.astype(np.float64)
+        xy[det_for[taken]] = moved[keep[taken]]
+        desc, scores = detected.descriptors, detected.scores
+        if len(extra):
+            xy = np.concatenate([xy, moved[extra]])
+            desc = np.concatenate([desc, live.descriptors[extra]])
+            scores = np.concatenate([scores, live.scores[extra]])
+        order = np.argsort(-scores, kind='stable')
+        rank = np.empty(len(order), np.int64)
+        rank[order] = np.arange(len(order))
+        features = Features(xy[order], scores[order], desc[order], gray.shape[:2], gray=gray)
+        points = ImagePoints.of(features.keypoints.astype(np.float64), camera)
+        previous = np.concatenate([keep[taken], extra]).astype(np.int64)
+        count = len(detected)
+        rows = rank[np.concatenate([det_for[taken], count + np.arange(len(extra))]).astype(int)]
+        free = np.ones(count, bool)
+        free[det_for[taken]] = False
+        free_rows = np.sort(rank[np.flatnonzero(free)])
+        ids_now = live.ids[previous] if live is not None else np.zeros(0, np.uint64)
+        alive = (ids_now, features.keypoints[rows].astype(np.float64))
+        lost_idx, lost_rows = self._reidentify(free_rows, features, points, alive)
+        new_rows = self._new_rows(features, points, np.concatenate([rows, lost_rows]), free_rows)
+        tracks = self._assemble(
+            features, points, stamp_ns, previous, rows, lost_idx, lost_rows, new_rows
+        )
+        self.gray = gray
+        return features, points, tracks, len(lost_idx)
+
+    def _associate(self, moved: np.ndarray, keep: np.ndarray, detected: Features) -> np.ndarray:
+        """(len(keep),) the detection each carried track takes (nearest within ASSOCIATE_PX,
+        descriptor gate, one track per detection), or -1."""
+        taken = np.full(len(keep), -1, np.int64)
+        if not len(keep) or not len(detected):
+            return taken
+        nearest, gap = nearest_within(moved, detected.keypoints.astype(np.float64), ASSOCIATE_PX)
+        close = np.flatnonzero(nearest >= 0)
+        cosine = (self.live.descriptors[keep[close]] * detected.descriptors[nearest[close]]).sum(1)
+        close = close[distance_from_cosine(cosine) <= self.track_cfg.max_descriptor_distance]
+        order = close[np.argsort(gap[close], kind='stable')]  # claimed twice: the closer wins
+        _, first = np.unique(nearest[order], return_index=True)
+        taken[order[first]] = nearest[order[first]]
+        return taken
+
+    def _reidentify(
+        self, candidates: np.ndarray, features: Features, points: ImagePoints, alive: tuple
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(rows of the lost tracks, rows of ``features``) found again among the candidate
+        rows: mutual nearest descriptors within the gate, at positions that agree with the
+        motion since they were lost. That motion comes from the tracks of the same moment
+        that are alive again (anchors), where there are enough of them; otherwise the
+        candidates must agree on one motion among themselves, with the support any
+        continuation needs."""
+        lost, cfg = self.lost, self.track_cfg
+        if lost is None or not len(lost) or len(candidates) < 1:
+            return NONE, NONE
+        found = match_descriptors(
+            lost.descriptors,
+            features.descriptors[candidates],
+            max_distance=cfg.max_descriptor_distance,
+        )
+        lost_idx, rows = found.indices[:, 0], candidates[found.indices[:, 1]]
+        keep = np.zeros(len(lost_idx), bool)
+        for event in np.unique(lost.stamps[lost_idx]).tolist():
+            mine = np.flatnonzero(lost.stamps[lost_idx] == event)
+            before = ImagePoints.of(lost.xy[lost_idx[mine]], points.camera).pixels
+            keep[mine] = self._agree(event, before, points.pixels[rows[mine]], points, alive)
+        return lost_idx[keep].astype(np.int64), rows[keep].astype(np.int64)
+
+    def _agree(self, event, before, after, points, alive) -> np.ndarray:
+        """(M,) bool: the candidate pairs of one loss event that fit its motion."""
+        cfg = self.track_cfg
+        ids_then, xy_then = self.snapshots[event]
+        ids_now, xy_now = alive
+        common, then_idx, now_idx = np.intersect1d(ids_then, ids_now, return_indices=True)
+        if len(common) >= MIN_ANCHORS:
+            anchors_then = ImagePoints.of(xy_then[then_idx], points.camera).pixels
+            anchors_now = ImagePoints.of(xy_now[now_idx], points.camera).pixels
+            _, H = verify_motion(
+                anchors_then, anchors_now, cfg.max_epipolar_px, cfg.max_parallax_px
+            )
+            if H is None:
+                return np.zeros(len(before), bool)
+            return np.linalg.norm(warp_points(H, before) - after, axis=1) <= REID_PARALLAX_PX
+        if len(before) < cfg.min_verified:
+            return np.zeros(len(before), bool)
+        inliers, _ = verify_motion(before, after, cfg.max_epipolar_px, REID_PARALLAX_PX)
+        if inliers.sum() < max(cfg.min_verified, MIN_VERIFIED_SHARE * len(before)):
+            return np.zeros(len(before), bool)
+        return inliers
+
+    def _new_rows(self, features, points, taken, free_rows) -> np.ndarray:
+        """Rows of ``features`` that start new tracks: free detections (rows are in score
+        order) with texture, spread out from every live track, up to ``max_tracks``."""
+        cfg = self.track_cfg
+        room = cfg.max_tracks - len(taken)
+        candidates = np.setdiff1d(free_rows, taken)
+        if room <= 0 or not len(candidates):
+            return NONE
+        if cfg.min_texture > 0 and features.gray is not None:
+            candidates = candidates[
+                texture(features.gray, points.raw[candidates]) >= cfg.min_texture
+            ]
+        return fill_spread(
+            points.raw,
+            taken.astype(np.int64),
+            candidates,
+            features.image_size,
+            cfg.min_distance_px,
+            room,
+        )
+
+    def _assemble(
+        self, features, points, stamp_ns, previous, rows, lost_idx, lost_rows, new_rows
+    ) -> Tracks:
+        """The frame's tracks (continued: ``previous`` live rows at ``rows``; resumed; new),
+        and the state the next frame starts from."""
+        live, lost = self.live, self.lost
+        new_ids = np.arange(self.next_id, self.next_id + len(new_rows), dtype=np.uint64)
+        self.next_id += len(new_rows)
+        indices = np.concatenate([rows, lost_rows, new_rows]).astype(np.int64)
+        ids = [new_ids]
+        ages = [np.zeros(len(new_rows), np.int64)]
+        if len(lost_idx):
+            ids.insert(0, lost.ids[lost_idx])
+            ages.insert(0, lost.ages[lost_idx] + 1)
+        if live is not None:
+            ids.insert(0, live.ids[previous])
+            ages.insert(0, live.ages[previous] + 1)
+        xy = points.raw[indices]
+        velocity = np.zeros_like(xy)
+        normalized = points.normalized[indices] if points.normalized is not None else None
+        velocity_normalized = None if normalized is None else np.zeros_like(normalized)
+        dt = (
+            (int(stamp_ns) - int(live.stamps[0])) / NANOSECONDS
+            if live is not None and len(live)
+            else 0.0
+        )
+        count = len(previous)
+        if dt > 0 and count:
+            velocity[:count] = (xy[:count] - live.xy[previous]) / dt
+            if normalized is not None and self.normalized is not None:
+                moved = normalized[:count] - self.normalized[previous]
+                velocity_normalized[:count] = moved / dt
+        scores = features.scores[indices].astype(np.float32)
+        tracks = Tracks(
+            np.concatenate(ids).astype(np.uint64),
+            np.concatenate(ages).astype(np.int64),
+            xy,
+            normalized,
+            velocity,
+            velocity_normalized,
+            scores,
+            indices,
+        )
+        if len(lost_idx):
+            self.lost = lost.take(np.setdiff1d(np.arange(len(lost)), lost_idx))
+        self.live = TrackSet(
+            tracks.ids,
+            tracks.ages,
+            xy.copy(),
+            features.descriptors[indices],
+            scores,
+            np.full(len(indices), int(stamp_ns), np.int64),
+        )
+        self.normalized = normalized
+        self._forget(int(stamp_ns))
+        return tracks
+
+    def _forget(self, stamp_ns: int) -> None:
+        """Drop lost tracks older than the re-identification window, and their snapshots."""
+        if self.lost is None:
+            return
+        window = int(self.cfg.reid_window_s * NANOSECONDS)
+        recent = [e for e, s in self.event_stamps.items() if s >= stamp_ns - window]
+        self.lost = self.lost.take(np.flatnonzero(np.isin(self.lost.stamps, recent)))
+        used = set(np.unique(self.lost.stamps).tolist())
+        for event in list(self.snapshots):
+            if event not in used:
+                del self.snapshots[event]
+                self.event_stamps.pop(event, None)

@@ -1,0 +1,126 @@
+"""Hybrid tracking: Lucas-Kanade between frames, the network where it is needed, and ids that
+come back after an occlusion."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from kp2d_core.data.samples import render_view
+from kp2d_core.geometry.coordinates import warp_points
+from kp2d_core.images import read_image
+from kp2d_core.inference.probe import sample_photo_path
+from kp2d_core.vo.detection_policy import DetectionPolicy, HybridConfig
+from kp2d_core.vo.frame_pipeline import FramePipeline
+from kp2d_core.vo.lk_propagation import propagate
+
+HW = (240, 320)
+FRAME_NS = 66_666_667  # 15 Hz
+
+
+def _views(count: int, start: float = 0.1, speed: float = 0.004):
+    photo = read_image(sample_photo_path())
+    return zip(*(render_view(photo, HW, start + speed * i) for i in range(count)))
+
+
+def test_lk_follows_a_known_homography_and_drops_what_it_loses():
+    photo = read_image(sample_photo_path())
+    (image0, H0), (image1, H1) = render_view(photo, HW, 0.1), render_view(photo, HW, 0.105)
+    gray0, gray1 = (cv2.cvtColor(i, cv2.COLOR_BGR2GRAY) for i in (image0, image1))
+    corners = cv2.goodFeaturesToTrack(gray0, 300, 0.01, 8).reshape(-1, 2).astype(np.float64)
+    truth = warp_points(H1 @ np.linalg.inv(H0), corners)
+    # A region of the second frame is replaced (an occluder): what was there is lost.
+    occluder = np.random.default_rng(0).integers(0, 255, (100, 120), np.uint8)
+    gray1[20:120, 30:150] = cv2.GaussianBlur(occluder, (0, 0), 1.5)
+    moved, ok = propagate(gray0, gray1, corners)
+    hidden = (truth[:, 0] > 36) & (truth[:, 0] < 144) & (truth[:, 1] > 26) & (truth[:, 1] < 114)
+    near = (truth[:, 0] > 18) & (truth[:, 0] < 162) & (truth[:, 1] > 8) & (truth[:, 1] < 132)
+    inside = (truth > 12).all(axis=1) & (truth < [HW[1] - 12, HW[0] - 12]).all(axis=1)
+    visible = ~near & inside  # LK's 21x21 window sees none of the occluder
+    assert hidden.sum() > 10 and visible.sum() > 100
+    assert ok[visible].mean() > 0.9
+    assert np.median(np.linalg.norm(moved[visible & ok] - truth[visible & ok], axis=1)) < 0.1
+    assert ok[hidden].mean() < 0.2  # the forward-backward check drops the occluded points
+    assert np.array_equal(moved[~ok], corners[~ok])  # a lost point keeps its old position
+
+
+def test_the_policy_runs_the_network_only_when_needed():
+    policy = DetectionPolicy(HybridConfig(mode='hybrid', detect_interval=4, min_tracks=50))
+    second = 10**9
+    assert policy.decide(0, 100.0, 0) == 'first_frame'
+    policy.observed(0, 100.0, True)
+    reasons = []
+    for i in range(1, 9):
+        reason = policy.decide(i * second // 10, 100.0, 200)
+        reasons.append(reason)
+        policy.observed(i * second // 10, 100.0, bool(reason))
+    assert reasons == ['', '', '', 'interval', '', '', '', 'interval']
+    assert policy.decide(9 * second // 10, 100.0, 20) == 'few_tracks'
+    assert policy.decide(2 * second, 100.0, 200) == 'frame_gap'  # a dropped second
+    assert policy.decide(9 * second // 10, 150.0, 200) == 'brightness'
+    policy.request('keyframe')
+    assert policy.decide(9 * second // 10, 100.0, 200) == 'keyframe'
+
+
+class CountingExtractor:
+    """The bundled model, counting its calls."""
+
+    def __init__(self, extractor) -> None:
+        self.extractor, self.calls = extractor, 0
+        self.cfg = extractor.cfg
+
+    def extract(self, image):
+        self.calls += 1
+        return self.extractor.extract(image)
+
+
+@pytest.fixture(scope='module')
+def bundled():
+    return FramePipeline.from_config().extractor
+
+
+def test_the_network_runs_on_the_frames_the_policy_names(bundled):
+    counting = CountingExtractor(bundled)
+    hybrid = HybridConfig(mode='hybrid', detect_interval=5)
+    pipeline = FramePipeline(counting, hybrid=hybrid)
+    images, _ = _views(20)
+    reasons = [
+        pipeline.process(image, (i + 1) * FRAME_NS).detection for i, image in enumerate(images)
+    ]
+    assert counting.calls == sum(1 for r in reasons if r)
+    assert reasons[0] == 'first_frame' and 3 <= counting.calls <= 8, reasons
+    allowed = {'first_frame', 'interval', 'keyframe', 'few_tracks', 'lk_failed', ''}
+    assert set(reasons) <= allowed
+
+
+def test_ids_come_back_after_a_blackout_and_never_land_on_another_point(bundled):
+    """15 frames, one second of black frames (the lens covered) while the camera moves on,
+    15 frames again: most tracks alive before the blackout resume with their ids, each within
+    3 px of where the exact homography puts the point it had."""
+    images, to_view = _views(45, speed=0.002)
+    images = list(images)
+    for i in range(15, 30):
+        images[i] = np.zeros_like(images[i])
+    pipeline = FramePipeline(bundled, hybrid=HybridConfig(mode='hybrid'))
+    seen: dict[int, tuple[int, np.ndarray]] = {}
+    wrong, before, resumed = 0, set(), set()
+    for index, image in enumerate(images):
+        tracks = pipeline.process(image, (index + 1) * FRAME_NS).tracks
+        if index == 14:
+            before = set(tracks.ids.tolist())
+        for track_id, xy in zip(tracks.ids.tolist(), tracks.xy):
+            if track_id in seen:
+                last, last_xy = seen[track_id]
+                expected = warp_points(
+                    to_view[index] @ np.linalg.inv(to_view[last]), last_xy[None]
+                )
+                wrong += int(np.linalg.norm(expected[0] - xy) > 3.0)
+            seen[track_id] = (index, xy)
+            if index >= 30 and track_id in before:
+                resumed.add(track_id)
+        if 15 <= index < 30:
+            assert len(tracks) == 0  # nothing is tracked on black frames
+    assert len(before) > 100
+    assert len(resumed) >= 0.5 * len(before), (len(resumed), len(before))
+    assert wrong == 0
