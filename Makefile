@@ -1,6 +1,7 @@
 # Two entry points for a fresh machine (Debian 12, Python 3.11, no GPU): `make demo`, `make test`.
 # Everything installs into .venv; torch is pinned to the CPU wheel this machine carries
-# (override TORCH_SPEC, e.g. TORCH_SPEC='torch>=2.2', for a CUDA machine).
+# (override TORCH_SPEC, e.g. TORCH_SPEC='torch>=2.2', for a CUDA machine). The benchmarks take
+# their options through ARGS, e.g. make benchmark-node ARGS='--variant light --mode hybrid'.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -47,10 +48,10 @@ test: lint ros-deps
 	$(PY) -m pytest -q
 
 benchmark: $(VENV)/.installed
-	$(PY) -m benchmarks.inference
+	$(PY) -m benchmarks.inference $(ARGS)
 
 benchmark-node: $(VENV)/.installed
-	$(PY) -m benchmarks.node
+	$(PY) -m benchmarks.node $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs build install log *.egg-info .pytest_cache .ruff_cache

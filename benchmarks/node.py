@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Node throughput: 640x480 frames at 30 Hz into the kp2d node in another process.
 
-    python -m benchmarks.node [--seconds 20] [--rate 30] [--checkpoint PATH] [--reliable]
+    python -m benchmarks.node [--seconds 20] [--rate 30] [--variant light] [--mode hybrid]
+        [--checkpoint PATH] [--reliable]
 
 For the native 640x480 input and for ``detector.resize`` 240x320 it prints the node's output
 rate (processed frames per second, from its /diagnostics), the frames replaced before
@@ -36,7 +37,7 @@ from kp2d_core import ExtractorConfig, KeypointExtractor
 from kp2d_core.data.samples import synthetic_sequence
 from kp2d_core.evaluation.report import cpu_description
 from kp2d_core.inference.backends import label
-from kp2d_core.model.files import default_weights_path
+from kp2d_core.model.files import bundled_weights_path
 from kp2d_ros.process_memory import rss_breakdown, rss_mib
 from kp2d_testing.ros import (
     Probe,
@@ -164,6 +165,7 @@ def run_setting(args, weights: str, backend: str, precision: str, resize: list[i
         'model.precision': precision,
         'detector.top_k': args.top_k,
         'detector.resize': resize,
+        'tracker.mode': args.mode,
         'diagnostics_period_s': 1.0,
         'diagnostics.window_s': 5.0,
     }
@@ -252,7 +254,9 @@ def main() -> None:
     parser.add_argument('--seconds', type=float, default=20.0)
     parser.add_argument('--rate', type=float, default=30.0)
     parser.add_argument('--top-k', type=int, default=1000)
-    parser.add_argument('--checkpoint', default='')
+    parser.add_argument('--checkpoint', default='', help='default: the bundled --variant')
+    parser.add_argument('--variant', default='default', choices=('default', 'light'))
+    parser.add_argument('--mode', default='every_frame', choices=('every_frame', 'hybrid'))
     parser.add_argument('--backend', default='auto')
     parser.add_argument('--precision', default='auto')
     parser.add_argument(
@@ -261,7 +265,7 @@ def main() -> None:
         help='reliable image QoS (as from a bag) instead of best effort (as from a camera)',
     )
     args = parser.parse_args()
-    weights = args.checkpoint or str(default_weights_path())
+    weights = args.checkpoint or str(bundled_weights_path(args.variant))
     frames, _ = synthetic_sequence(30, (480, 640))
     os.environ.update(ros_environment(unique_domain_id()))
     print(f'CPU: {cpu_description()}')
