@@ -17,7 +17,7 @@ APT_PACKAGES = {
     'sensor_msgs_py': 'ros-jazzy-sensor-msgs-py',
     'tf2_ros': 'ros-jazzy-tf2-ros-py',
 }
-NODE_LIBRARIES = ('cv_bridge', 'message_filters', 'sensor_msgs_py', 'tf2_ros')
+NODE_LIBRARIES = ('cv_bridge', 'message_filters', 'sensor_msgs_py', 'tf2_ros', 'kp2d_msgs')
 REPLAY_LIBRARIES = ('cv_bridge', 'message_filters')
 
 
@@ -35,9 +35,19 @@ def require_libraries(tool: str, names: Iterable[str]) -> None:
     missing = missing_libraries(names)
     if not missing:
         return
-    packages = ' '.join(APT_PACKAGES.get(name, name) for name in missing)
+    packages = ' '.join(APT_PACKAGES[name] for name in missing if name in APT_PACKAGES)
+    hints = []
+    if packages:
+        hints.append(
+            f'on ROS 2 Jazzy `sudo apt install {packages}` and source '
+            '/opt/ros/jazzy/setup.bash; without a ROS install, `make ros-deps` builds them into '
+            '.venv from the sources of ros_deps.repos'
+        )
+    if 'kp2d_msgs' in missing:
+        hints.append(
+            'kp2d_msgs is built with the package (colcon build --base-paths src/kp2d '
+            'src/kp2d/kp2d_msgs, or tools/build_msgs.py into .venv)'
+        )
     raise MissingLibraryError(
-        f'{tool} needs {", ".join(missing)}, which this Python cannot import: on ROS 2 Jazzy '
-        f'`sudo apt install {packages}` and source /opt/ros/jazzy/setup.bash; without a ROS '
-        'install, `make ros-deps` builds them into .venv from the sources of ros_deps.repos'
+        f'{tool} needs {", ".join(missing)}, which this Python cannot import: ' + '; '.join(hints)
     )

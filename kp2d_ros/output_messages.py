@@ -6,9 +6,7 @@ Topic layouts (public API, see the README):
   N, fields ``x``, ``y`` (float32 pixels in the input image), ``score`` (float32) and
   ``descriptor`` (float32, count D = 256, unit L2 norm), best score first.
 * ``~/features`` kp2d_msgs/Keypoints, ``~/homography`` kp2d_msgs/HomographyStamped and
-  ``~/tracks`` kp2d_msgs/FeatureTracks when kp2d_msgs is installed. Without it,
-  ``~/homography`` is a sensor_msgs/JointState whose ``name``/``position`` pairs carry the
-  same values (HOMOGRAPHY_NAMES) with the frame's header, and there is no ``~/tracks``.
+  ``~/tracks`` kp2d_msgs/FeatureTracks (kp2d_msgs is required: one type per topic).
 * ``~/feature_cloud`` sensor_msgs/PointCloud laid out as VINS-Fusion's feature tracker
   publishes it: points (x, y, 1) undistorted normalised, channels ``id``, ``u``, ``v``
   (raw pixels), ``velocity_x``, ``velocity_y`` (normalised coordinates per second).
@@ -32,13 +30,6 @@ from kp2d_core.vo.feature_tracks import Tracks
 from kp2d_core.vo.keyframe_tracker import TrackResult
 from kp2d_ros.stamps import time_msg
 
-HOMOGRAPHY_NAMES = [f'h{r}{c}' for r in range(3) for c in range(3)] + [
-    'inliers',
-    'matches',
-    'keyframe_stamp',
-    'residual_px',
-    'rectified',
-]
 VINS_CHANNELS = ('id', 'u', 'v', 'velocity_x', 'velocity_y')
 
 
@@ -96,20 +87,6 @@ def homography_msg(cls: Any, time_cls: Any, header: Any, track: TrackResult) -> 
         matches=int(track.num_matches),
         residual_px=float(residual),
         rectified=bool(track.rectified),
-    )
-
-
-def homography_joint_state(cls: Any, header: Any, track: TrackResult) -> Any:
-    """The header-carrying standard-message form: sensor_msgs/JointState name/position.
-
-    ``keyframe_stamp`` is float seconds there (JointState positions are float64); the typed
-    message carries it exactly.
-    """
-    residual = track.residual_px if np.isfinite(track.residual_px) else -1.0
-    values = np.asarray(track.H_key_to_cur, np.float64).ravel().tolist()
-    values += [track.num_inliers, track.num_matches, track.key_stamp_ns * 1e-9, residual]
-    return cls(
-        header=header, name=list(HOMOGRAPHY_NAMES), position=values + [float(track.rectified)]
     )
 
 
@@ -171,9 +148,11 @@ def fill_odometry(
     stamp: Any,
     covariance: np.ndarray | None = None,
     velocity: tuple[np.ndarray, np.ndarray] | None = None,
+    twist_covariance: np.ndarray | None = None,
 ) -> Any:
     """Fill a nav_msgs/Odometry: pose (4, 4) of ``frames[1]`` in ``frames[0]``, its (6, 6)
-    covariance, and the twist (linear, angular) in the child frame when known.
+    covariance, and the twist (linear, angular) in the child frame with its (6, 6) covariance
+    when known.
 
     An unknown twist gets -1 on its covariance diagonal (REP 103 / robot_localization: ignore).
     """
@@ -192,6 +171,6 @@ def fill_odometry(
     twist = odom.twist.twist
     twist.linear.x, twist.linear.y, twist.linear.z = (float(v) for v in linear)
     twist.angular.x, twist.angular.y, twist.angular.z = (float(v) for v in angular)
-    if covariance is not None:  # the difference of two poses: about twice their variance
-        odom.twist.covariance = [2.0 * float(v) for v in np.asarray(covariance).ravel()]
+    if twist_covariance is not None:
+        odom.twist.covariance = [float(v) for v in np.asarray(twist_covariance).ravel()]
     return odom

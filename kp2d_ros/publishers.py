@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from builtin_interfaces.msg import Time
 from geometry_msgs.msg import TransformStamped
 from nav_msgs.msg import Odometry
 import numpy as np
-from sensor_msgs.msg import Image, JointState, PointCloud, PointCloud2
+from sensor_msgs.msg import Image, PointCloud, PointCloud2
 from tf2_ros import TransformBroadcaster
 
 from kp2d_core.geometry.poses import twist
 from kp2d_core.viz import TrackTrails, draw_flow
 from kp2d_core.vo.frame_pipeline import FrameResult
+from kp2d_msgs.msg import FeatureTracks, HomographyStamped, Keypoints
 from kp2d_ros.image_conversion import array_to_image_msg
 from kp2d_ros.output_messages import (
     features_to_cloud,
     fill_odometry,
-    homography_joint_state,
     homography_msg,
     keypoints_msg,
     tracks_msg,
@@ -26,13 +27,6 @@ from kp2d_ros.output_messages import (
 from kp2d_ros.parameters import NodeOptions
 from kp2d_ros.stamps import stamp_ns
 
-try:  # the typed messages, where the kp2d_msgs package is built (colcon, tools/build_msgs.py)
-    from builtin_interfaces.msg import Time
-
-    from kp2d_msgs.msg import FeatureTracks, HomographyStamped, Keypoints
-except ImportError:
-    FeatureTracks = HomographyStamped = Keypoints = None
-
 
 class Outputs:
     """Creates the output publishers of ``node`` and publishes one frame's results."""
@@ -40,23 +34,20 @@ class Outputs:
     def __init__(self, node: Any, options: NodeOptions, lifecycle: bool) -> None:
         self.node, self.options = node, options
         create = node.create_lifecycle_publisher if lifecycle else node.create_publisher
-        self.typed = HomographyStamped is not None
         self.keypoints = create(PointCloud2, '~/keypoints', 10)
-        self.features = create(Keypoints, '~/features', 10) if self.typed else None
-        self.tracks = create(FeatureTracks, '~/tracks', 10) if self.typed else None
+        self.features = create(Keypoints, '~/features', 10)
+        self.tracks = create(FeatureTracks, '~/tracks', 10)
         self.feature_cloud = create(PointCloud, '~/feature_cloud', 10)
-        homography_type = HomographyStamped if self.typed else JointState
-        self.homography = create(homography_type, '~/homography', 10)
+        self.homography = create(HomographyStamped, '~/homography', 10)
         self.odometry = create(Odometry, '~/odometry', 10)
         self.debug = create(Image, '~/debug_image', 1)
         self.tf: TransformBroadcaster | None = None  # created when publish.tf is first on
         self.trails = TrackTrails()
-        self.previous_pose: tuple[int, np.ndarray] | None = None
+        self.previous_pose: tuple[int, np.ndarray, np.ndarray | None] | None = None
         self.warned: set[str] = set()
 
     def describe(self) -> str:
-        kind = 'kp2d_msgs/HomographyStamped' if self.typed else 'sensor_msgs/JointState'
-        return f'~/homography as {kind}' + (', ~/features, ~/tracks' if self.typed else '')
+        return '~/homography as kp2d_msgs/HomographyStamped, ~/features, ~/tracks'
 
     def reset(self) -> None:
         """Forget the previous pose and the trails (after a tracker reset)."""
@@ -68,10 +59,7 @@ class Outputs:
         self._publish_features(header, frame)
         self._publish_tracks(header, frame)
         if publish['homography'] and track.H_key_to_cur is not None:
-            if self.typed:
-                self.homography.publish(homography_msg(HomographyStamped, Time, header, track))
-            else:
-                self.homography.publish(homography_joint_state(JointState, header, track))
+            self.homography.publish(homography_msg(HomographyStamped, Time, header, track))
         if track.T_world_cur is not None:
             self._publish_pose(header, frame)
         if publish['debug_image'] and self.debug.get_subscription_count() > 0:
@@ -82,7 +70,7 @@ class Outputs:
     def _publish_features(self, header: Any, frame: FrameResult) -> None:
         """The keypoint messages are large (~1 KiB per keypoint): built only when listened to."""
         cloud = self.options.publish['keypoints'] and self.keypoints.get_subscription_count() > 0
-        typed = self.features is not None and self.features.get_subscription_count() > 0
+        typed = self.features.get_subscription_count() > 0
         if cloud or typed:
             kpts, scores, desc = frame.features.numpy()
             if cloud:
@@ -93,7 +81,7 @@ class Outputs:
     def _publish_tracks(self, header: Any, frame: FrameResult) -> None:
         tracks = frame.tracks
         self.trails.update(tracks.ids, tracks.xy)
-        if self.tracks is not None and self.options.publish['tracks']:
+        if self.options.publish['tracks']:
             self.tracks.publish(tracks_msg(FeatureTracks, header, tracks))
         if not self.options.publish['vins_features']:
             return
@@ -104,13 +92,23 @@ class Outputs:
 
     def _publish_pose(self, header: Any, frame: FrameResult) -> None:
         T, stamp = frame.track.T_world_cur, stamp_ns(header.stamp)
-        velocity = None
+        own = frame.track.relative_covariance
+        velocity = twist_covariance = None
         if self.previous_pose is not None and stamp > self.previous_pose[0]:
             dt = (stamp - self.previous_pose[0]) * 1e-9
             velocity = twist(self.previous_pose[1], T, dt)
-        self.previous_pose = (stamp, T)
+            before = self.previous_pose[2]
+            if own is not None and before is not None:  # the two frames' own measurements,
+                twist_covariance = (own + before) / dt**2  # not the trajectory's accumulation
+        self.previous_pose = (stamp, T, own)
         odom = fill_odometry(
-            Odometry(), T, self.options.frames, header.stamp, frame.track.covariance, velocity
+            Odometry(),
+            T,
+            self.options.frames,
+            header.stamp,
+            frame.track.covariance,
+            velocity,
+            twist_covariance,
         )
         if self.options.publish['odometry']:
             self.odometry.publish(odom)

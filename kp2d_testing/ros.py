@@ -124,30 +124,19 @@ def camera_info_msg(
 
 
 def homography_type() -> Any:
-    """The type of ~/homography: kp2d_msgs/HomographyStamped where built, else JointState."""
-    try:
-        from kp2d_msgs.msg import HomographyStamped
-    except ImportError:
-        from sensor_msgs.msg import JointState
+    """The type of ~/homography: kp2d_msgs/HomographyStamped."""
+    from kp2d_msgs.msg import HomographyStamped
 
-        return JointState
     return HomographyStamped
 
 
 def homography_of(msg: Any) -> tuple[np.ndarray, int, int, int, int]:
-    """(H (3, 3), frame stamp ns, keyframe stamp ns, inliers, matches) of either type.
-
-    The JointState fallback carries the keyframe stamp as float seconds (rounded to 1 us here).
-    """
+    """(H (3, 3), frame stamp ns, keyframe stamp ns, inliers, matches) of a
+    kp2d_msgs/HomographyStamped."""
     stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-    if hasattr(msg, 'homography'):
-        key = msg.keyframe_stamp.sec * 1_000_000_000 + msg.keyframe_stamp.nanosec
-        H = np.asarray(msg.homography, np.float64).reshape(3, 3)
-        return H, stamp, key, int(msg.inliers), int(msg.matches)
-    values = dict(zip(msg.name, msg.position))
-    H = np.array([values[f'h{r}{c}'] for r in range(3) for c in range(3)]).reshape(3, 3)
-    key = int(round(values['keyframe_stamp'] * 1e6)) * 1000
-    return H, stamp, key, int(values['inliers']), int(values['matches'])
+    key = msg.keyframe_stamp.sec * 1_000_000_000 + msg.keyframe_stamp.nanosec
+    H = np.asarray(msg.homography, np.float64).reshape(3, 3)
+    return H, stamp, key, int(msg.inliers), int(msg.matches)
 
 
 def tracks_type() -> Any:

@@ -89,6 +89,8 @@ class TrackResult:
         covariance: (6, 6) covariance of T_world_cur (x, y, z, roll, pitch, yaw), see
             :func:`~kp2d_core.geometry.poses.relative_pose_variance`; None without a pose.
         rectified: the homography is between rectified images.
+        relative_covariance: (6, 6) covariance of the pose relative to the keyframe (this
+            frame's own measurement, not accumulated); None without a pose.
     """
 
     H_key_to_cur: np.ndarray | None
@@ -105,6 +107,7 @@ class TrackResult:
     residual_px: float = float('nan')
     covariance: np.ndarray | None = None
     rectified: bool = False
+    relative_covariance: np.ndarray | None = None
 
 
 @dataclass
@@ -231,16 +234,15 @@ class HomographyTracker:
             key.scene.depths, key.scene.firm = depths
             key.scene.deep = True
         T_world_cur, method, covariance, reason = None, None, None, result.reason
+        relative_covariance = None
         if relative is not None:
             T_world_cur, method = key.T_world @ invert_pose(relative.T_cur_key), relative.method
         broken = T_world_cur is not None and not is_pose(T_world_cur)
         if broken:  # never chain it: this frame becomes the keyframe at the last good pose
             T_world_cur, method, reason, relative = None, None, 'non_finite_pose', None
         if T_world_cur is not None:
-            variance = key.variance + relative_pose_variance(
-                residual, result.num_inliers, K, relative.scaled
-            )
-            covariance = np.diag(variance)
+            own = relative_pose_variance(residual, result.num_inliers, K, relative.scaled)
+            covariance, relative_covariance = np.diag(key.variance + own), np.diag(own)
             key.latest = (T_world_cur, covariance, relative)
         if key.reference_inliers is None and result.ok:
             key.reference_inliers = result.num_inliers  # the first frame tracked against it
@@ -270,6 +272,7 @@ class HomographyTracker:
             residual,
             covariance,
             points.rectified,
+            relative_covariance,
         )
 
     def _renew(self, key, features, points, stamp_ns, T_world_cur, covariance, relative):

@@ -34,7 +34,9 @@ def node(monkeypatch):
     rclpy.shutdown()
 
 
-def _frame(stamp: float) -> FrameResult:
+def _frame(stamp: float, accumulated: float = 1e-4) -> FrameResult:
+    """A frame moving along x at 1 unit per second; its own pose variance 1e-4, the
+    trajectory's ``accumulated``."""
     empty = np.zeros((0, 2))
     T = np.eye(4)
     T[0, 3] = stamp  # moving along x at 1 unit per second
@@ -51,7 +53,8 @@ def _frame(stamp: float) -> FrameResult:
         empty,
         np.zeros(0, bool),
         0.5,
-        np.diag(np.full(6, 1e-4)),
+        np.diag(np.full(6, accumulated)),
+        relative_covariance=np.diag(np.full(6, 1e-4)),
     )
     features = Features(torch.zeros(0, 2), torch.zeros(0), torch.zeros(0, 256), (240, 320))
     points = ImagePoints.of(np.zeros((0, 2)), None)
@@ -85,4 +88,23 @@ def test_tf_never_gives_the_camera_frame_a_second_parent(node):
     )
     outputs._publish_pose(header, _frame(3.0))
     assert len(sent) == 2  # the camera frame has a parent already: no TF for it
+    outputs.destroy()
+
+
+def test_the_twist_covariance_comes_from_the_frames_own_motion(node):
+    """Not from the accumulated pose covariance (which grows without bound): two frames 0.1 s
+    apart, each measured to 1e-4 against its keyframe, give (1e-4 + 1e-4) / 0.1^2, however
+    uncertain the trajectory has become."""
+    from kp2d_ros.publishers import Outputs
+
+    outputs = Outputs(node, options_from_values(DEFAULTS), lifecycle=False)
+    odometry = []
+    outputs.odometry = SimpleNamespace(publish=odometry.append)
+    header = Header(frame_id='camera_optical_frame')
+    for step, accumulated in enumerate((1e-4, 10.0, 1e6)):
+        header.stamp.sec, header.stamp.nanosec = 5, step * 100_000_000
+        outputs._publish_pose(header, _frame(5 + 0.1 * step, accumulated))
+    for odom in odometry[1:]:
+        assert odom.twist.covariance[0] == pytest.approx(2e-4 / 0.01)
+    assert odometry[-1].pose.covariance[0] == pytest.approx(1e6)  # the pose's keeps growing
     outputs.destroy()

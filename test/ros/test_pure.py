@@ -292,16 +292,10 @@ def test_worker_lets_go_of_a_frame_once_it_is_handled():
 
 @NEEDS_ROS
 def test_cloud_and_homography_layouts():
-    from sensor_msgs.msg import JointState
     from std_msgs.msg import Header
 
     from kp2d_core.vo.keyframe_tracker import TrackResult
-    from kp2d_ros.output_messages import (
-        HOMOGRAPHY_NAMES,
-        cloud_to_arrays,
-        features_to_cloud,
-        homography_joint_state,
-    )
+    from kp2d_ros.output_messages import cloud_to_arrays, features_to_cloud, homography_msg
 
     rng = np.random.default_rng(0)
     kpts, scores = rng.random((7, 2)) * 100, np.linspace(1, 0.1, 7)
@@ -317,6 +311,11 @@ def test_cloud_and_homography_layouts():
     track = TrackResult(
         np.eye(3) * 2, None, 50, 30, 10**9, False, None, None, empty, empty, np.zeros(0, bool), 0.4
     )
-    msg = homography_joint_state(JointState, header, track)
-    assert msg.header.frame_id == 'cam' and list(msg.name) == HOMOGRAPHY_NAMES
-    assert list(msg.position) == pytest.approx([2, 0, 0, 0, 2, 0, 0, 0, 2, 30, 50, 1.0, 0.4, 0])
+    from builtin_interfaces.msg import Time
+
+    from kp2d_msgs.msg import HomographyStamped
+
+    msg = homography_msg(HomographyStamped, Time, header, track)
+    assert msg.header.frame_id == 'cam' and list(msg.homography) == [2, 0, 0, 0, 2, 0, 0, 0, 2]
+    assert (msg.inliers, msg.matches, msg.keyframe_stamp.sec) == (30, 50, 1)
+    assert msg.residual_px == pytest.approx(0.4) and not msg.rectified
