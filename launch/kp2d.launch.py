@@ -4,11 +4,12 @@
         camera_info_topic:=/camera/camera_info [namespace:=front] [image_transport:=compressed]
 
 Every argument has a description (``ros2 launch kp2d_ros kp2d.launch.py --show-args``);
-arguments with a fixed set of values declare it, so a wrong value stops the launch; the two
-switches (``use_sim_time``, ``lifecycle``) take true or false in any case. The node settings
-``image_transport``, ``image_reliability`` and ``use_sim_time`` are passed to the node only
-when given on the command line: left empty, the params file decides. A node that fails at
-start-up (its FATAL line names the reason) ends the launch with one ERROR line that says so.
+arguments with a fixed set of values declare it, so a wrong value stops the launch; the
+switches (``use_sim_time``, ``lifecycle``, ``rviz``) take true or false in any case. The
+node settings ``image_transport``, ``image_reliability`` and ``use_sim_time`` are passed to
+the node only when given on the command line: left empty, the params file decides. A node
+that fails at start-up (its FATAL line names the reason) ends the launch with one ERROR line
+that says so.
 """
 
 from pathlib import Path
@@ -66,6 +67,13 @@ ARGUMENTS = (
         None,
     ),
     (
+        'rviz',
+        'false',
+        'true or false (any case): also start rviz2 with config/kp2d.rviz (debug image, '
+        'odometry, TF)',
+        None,
+    ),
+    (
         'log_level',
         'info',
         'logging level of the node',
@@ -73,7 +81,7 @@ ARGUMENTS = (
     ),
 )
 OPTIONAL_SETTINGS = ('image_transport', 'image_reliability', 'use_sim_time')
-SWITCHES = ('use_sim_time', 'lifecycle')  # true or false, in any case
+SWITCHES = ('use_sim_time', 'lifecycle', 'rviz')  # true or false, in any case
 
 
 def _switch(context, name: str) -> str:
@@ -115,7 +123,13 @@ def _nodes(context, params_file: LaunchConfiguration):
     else:
         node = Node(package='kp2d_ros', executable='kp2d_node', **common)
     failed = RegisterEventHandler(OnProcessExit(target_action=node, on_exit=_on_exit))
-    return [node, failed]
+    actions = [node, failed]
+    if _switch(context, 'rviz') == 'true':
+        config = Path(get_package_share_directory('kp2d_ros')) / 'config' / 'kp2d.rviz'
+        actions.append(
+            Node(package='rviz2', executable='rviz2', arguments=['-d', str(config)], output='log')
+        )
+    return actions
 
 
 def _on_exit(event, context):

@@ -37,6 +37,7 @@ def test_colcon_build(tmp_path):
     assert list(install.glob(f'{site}/kp2d_core/inference/extractor.py'))
     assert (install / 'kp2d_ros/lib/kp2d_ros/kp2d_lifecycle_node').is_file()
     assert (install / 'kp2d_ros/share/kp2d_ros/launch/kp2d.launch.py').is_file()
+    assert (install / 'kp2d_ros/share/kp2d_ros/config/kp2d.rviz').is_file()
     if with_msgs:
         assert list(install.glob('kp2d_msgs/lib/python3*/site-packages/kp2d_msgs/msg'))
 
