@@ -216,10 +216,17 @@ PARAMETERS: tuple[Param, ...] = (
         False,
         'publish ~/feature_cloud, VINS-Fusion layout (needs camera_info)',
     ),
-    Param('publish.tf', False, 'broadcast odom_frame -> pose_frame on /tf'),
+    Param('publish.tf', False, 'broadcast odom_frame -> pose_frame (or base_frame) on /tf'),
     Param('publish.debug_image', True, 'publish ~/debug_image when it has subscribers'),
     Param('odom_frame', 'kp2d_odom', 'frame_id of ~/odometry and parent frame of the TF'),
     Param('pose_frame', 'kp2d_camera', 'child frame of ~/odometry and of the TF (a new frame)'),
+    Param(
+        'base_frame',
+        '',
+        'when set (e.g. base_link): ~/odometry and the TF give the pose of this frame in '
+        'odom_frame (REP 105) through the camera extrinsic read from /tf; pose_frame is unused',
+        read_only=True,
+    ),
     Param(
         'camera_info_max_age_s',
         1.0,
@@ -403,6 +410,7 @@ class NodeOptions:
     pipeline: PipelineConfig
     publish: dict[str, bool]
     frames: tuple[str, str]  # (odom_frame, pose_frame)
+    base_frame: str  # '' for the camera's own odometry
     camera_info_max_age_s: float
     camera_info_scale: bool
     max_future_stamp_s: float
@@ -429,6 +437,9 @@ def options_from_values(values: dict[str, Any]) -> NodeOptions:
     frames = (str(values['odom_frame']), str(values['pose_frame']))
     if not all(frames) or frames[0] == frames[1]:
         raise ValueError(f'odom_frame and pose_frame must be two different names, got {frames}')
+    base_frame = str(values['base_frame'])
+    if base_frame == frames[0]:
+        raise ValueError(f'base_frame must differ from odom_frame, got {base_frame!r} for both')
     try:
         pipeline = PipelineConfig(
             _extractor(values), _tracker(values), _tracks(values), _hybrid(values)
@@ -445,6 +456,7 @@ def options_from_values(values: dict[str, Any]) -> NodeOptions:
         pipeline,
         publish,
         frames,
+        base_frame,
         values['camera_info_max_age_s'],
         values['camera_info_scale'],
         values['max_future_stamp_s'],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import TransformStamped
@@ -12,9 +12,11 @@ from sensor_msgs.msg import Image, PointCloud, PointCloud2
 from tf2_ros import TransformBroadcaster
 
 from kp2d_core.geometry.poses import twist
+from kp2d_core.geometry.robot_frames import base_covariance, base_pose
 from kp2d_core.viz import TrackTrails, draw_flow
 from kp2d_core.vo.frame_pipeline import FrameResult
 from kp2d_msgs.msg import FeatureTracks, HomographyStamped, Keypoints
+from kp2d_ros.camera_extrinsic import CameraExtrinsic
 from kp2d_ros.image_conversion import array_to_image_msg
 from kp2d_ros.output_messages import (
     features_to_cloud,
@@ -26,6 +28,15 @@ from kp2d_ros.output_messages import (
 )
 from kp2d_ros.parameters import NodeOptions
 from kp2d_ros.stamps import stamp_ns
+
+
+class PublishedPose(NamedTuple):
+    """What ~/odometry carries for one frame."""
+
+    T: np.ndarray  # (4, 4) pose of frames[1] in frames[0]
+    covariance: np.ndarray | None  # (6, 6), accumulated along the trajectory
+    own: np.ndarray | None  # (6, 6), this frame's measurement against its keyframe
+    frames: tuple[str, str]  # (parent, child)
 
 
 class Outputs:
@@ -42,6 +53,7 @@ class Outputs:
         self.odometry = create(Odometry, '~/odometry', 10)
         self.debug = create(Image, '~/debug_image', 1)
         self.tf: TransformBroadcaster | None = None  # created when publish.tf is first on
+        self.extrinsic: CameraExtrinsic | None = None  # created when base_frame is first set
         self.trails = TrackTrails()
         self.previous_pose: tuple[int, np.ndarray, np.ndarray | None] | None = None
         self.warned: set[str] = set()
@@ -91,8 +103,11 @@ class Outputs:
         self.feature_cloud.publish(vins_feature_cloud(header, tracks))
 
     def _publish_pose(self, header: Any, frame: FrameResult) -> None:
-        T, stamp = frame.track.T_world_cur, stamp_ns(header.stamp)
-        own = frame.track.relative_covariance
+        pose = self._robot_pose(header.frame_id, frame)
+        if pose is None:
+            return
+        T, covariance, own, frames = pose
+        stamp = stamp_ns(header.stamp)
         velocity = twist_covariance = None
         if self.previous_pose is not None and stamp > self.previous_pose[0]:
             dt = (stamp - self.previous_pose[0]) * 1e-9
@@ -102,18 +117,34 @@ class Outputs:
                 twist_covariance = (own + before) / dt**2  # not the trajectory's accumulation
         self.previous_pose = (stamp, T, own)
         odom = fill_odometry(
-            Odometry(),
-            T,
-            self.options.frames,
-            header.stamp,
-            frame.track.covariance,
-            velocity,
-            twist_covariance,
+            Odometry(), T, frames, header.stamp, covariance, velocity, twist_covariance
         )
         if self.options.publish['odometry']:
             self.odometry.publish(odom)
         if self.options.publish['tf']:
             self._publish_tf(header, odom)
+
+    def _robot_pose(self, camera_frame: str, frame: FrameResult) -> PublishedPose | None:
+        """The camera's pose, or base_frame's when set; None while the camera's extrinsic is
+        unknown."""
+        track = frame.track
+        base = self.options.base_frame
+        covariances = (track.covariance, track.relative_covariance)
+        if not base:
+            return PublishedPose(track.T_world_cur, *covariances, self.options.frames)
+        if self.extrinsic is None:
+            self.extrinsic = CameraExtrinsic(self.node)
+        T_base_cam = self.extrinsic.lookup(base, camera_frame)
+        if isinstance(T_base_cam, str):
+            self._warn_once('extrinsic', f'no ~/odometry for base_frame yet: {T_base_cam}')
+            return None
+        try:
+            T = base_pose(track.T_world_cur, T_base_cam)
+        except ValueError as exc:
+            self._warn_once('extrinsic', f'no ~/odometry for base_frame: {exc}')
+            return None
+        rotated = [None if c is None else base_covariance(c, T_base_cam) for c in covariances]
+        return PublishedPose(T, *rotated, (self.options.frames[0], base))
 
     def _publish_tf(self, header: Any, odom: Any) -> None:
         if odom.child_frame_id == header.frame_id:  # the camera frame has a parent already
@@ -153,3 +184,6 @@ class Outputs:
         if self.tf is not None:
             self.node.destroy_publisher(self.tf.pub_tf)
             self.tf = None
+        if self.extrinsic is not None:
+            self.extrinsic.destroy()
+            self.extrinsic = None

@@ -108,6 +108,26 @@ def rotation_to_quaternion(R: np.ndarray) -> tuple[float, float, float, float]:
     return float(q[0]), float(q[1]), float(q[2]), float(q[3])
 
 
+def quaternion_to_rotation(x: float, y: float, z: float, w: float) -> np.ndarray:
+    """(3, 3) rotation matrix of a quaternion (normalised here).
+
+    Raises:
+        ValueError: the quaternion is not finite or has zero length.
+    """
+    q = np.array([x, y, z, w], np.float64)
+    norm = np.linalg.norm(q)
+    if not np.isfinite(norm) or norm < 1e-12:
+        raise ValueError(f'not a rotation quaternion: {q.tolist()}')
+    x, y, z, w = q / norm
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
 def relative_pose_variance(
     residual_px: float, num_inliers: int, K: np.ndarray, scaled: bool
 ) -> np.ndarray:

@@ -12,7 +12,12 @@ from kp2d_core.geometry.camera import CameraModel, camera_matrix
 from kp2d_core.geometry.essential_motion import pose_from_essential
 from kp2d_core.geometry.homography_motion import pose_from_homography
 from kp2d_core.geometry.image_points import ImagePoints
-from kp2d_core.geometry.poses import invert_pose, make_pose, rotation_to_quaternion
+from kp2d_core.geometry.poses import (
+    invert_pose,
+    make_pose,
+    quaternion_to_rotation,
+    rotation_to_quaternion,
+)
 from kp2d_core.vo.keyframe_tracker import HomographyTracker, TrackerConfig
 
 K = np.array([[500.0, 0.0, 320.0], [0.0, 500.0, 240.0], [0.0, 0.0, 1.0]])
@@ -176,6 +181,12 @@ def test_pose_helpers():
     for R in (np.diag([1.0, -1.0, -1.0]), np.diag([-1.0, 1.0, -1.0]), np.diag([-1.0, -1.0, 1.0])):
         q = np.array(rotation_to_quaternion(R))
         assert np.isclose(np.linalg.norm(q), 1.0) and np.isclose(abs(q[:3]).max(), 1.0)
+        assert np.allclose(quaternion_to_rotation(*q), R)
+    assert np.allclose(quaternion_to_rotation(*rotation_to_quaternion(R_TRUE)), R_TRUE)
+    assert np.allclose(quaternion_to_rotation(0, 0, 0, 2.0), np.eye(3))  # normalised
+    for bad in ((0, 0, 0, 0), (np.nan, 0, 0, 1)):
+        with pytest.raises(ValueError, match='quaternion'):
+            quaternion_to_rotation(*bad)
     with pytest.raises(ValueError):
         camera_matrix([0, 0, 0, 0, 0, 0, 0, 0, 1])
     assert np.allclose(camera_matrix(K.ravel().tolist()), K)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
@@ -13,6 +14,7 @@ from kp2d_testing.ros import require_ros_libraries, ros_environment, unique_doma
 require_ros_libraries()
 
 import rclpy  # noqa: E402
+from rclpy.time import Time  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
 from kp2d_core.geometry.image_points import ImagePoints  # noqa: E402
@@ -108,3 +110,70 @@ def test_the_twist_covariance_comes_from_the_frames_own_motion(node):
         assert odom.twist.covariance[0] == pytest.approx(2e-4 / 0.01)
     assert odometry[-1].pose.covariance[0] == pytest.approx(1e6)  # the pose's keeps growing
     outputs.destroy()
+
+
+def _static_camera_mount(node) -> object:
+    """base_link -> camera_optical_frame on /tf_static: a forward-looking camera 0.2 m ahead
+    of the base and 0.5 m up (optical axes, REP 103)."""
+    from geometry_msgs.msg import TransformStamped
+    from tf2_ros import StaticTransformBroadcaster
+
+    from kp2d_core.geometry.poses import rotation_to_quaternion
+    from kp2d_core.geometry.robot_frames import OPTICAL_IN_REP103
+
+    mount = TransformStamped(child_frame_id='camera_optical_frame')
+    mount.header.frame_id = 'base_link'
+    mount.transform.translation.x, mount.transform.translation.z = 0.2, 0.5
+    q = rotation_to_quaternion(OPTICAL_IN_REP103)
+    r = mount.transform.rotation
+    r.x, r.y, r.z, r.w = q
+    broadcaster = StaticTransformBroadcaster(node)
+    broadcaster.sendTransform(mount)
+    return broadcaster
+
+
+def _forward(stamp: float) -> FrameResult:
+    """The camera moving along its optical axis at 1 unit per second, its own pose variance
+    1e-4 on x and 9e-4 on z (the optical axis)."""
+    frame = _frame(stamp)
+    T = np.eye(4)
+    T[2, 3] = stamp
+    variance = np.diag([1e-4, 1e-4, 9e-4, 1e-4, 1e-4, 1e-4])
+    track = dataclasses.replace(frame.track, T_world_cur=T, covariance=variance)
+    return dataclasses.replace(frame, track=track)
+
+
+def test_base_frame_odometry_follows_the_camera_extrinsic_on_tf(node):
+    """With base_frame set, the odometry is the base's (REP 105 odom -> base_link): the camera
+    driving along its optical axis moves the base along x, and the covariance follows."""
+    from kp2d_ros.publishers import Outputs
+
+    values = {**DEFAULTS, 'base_frame': 'base_link', 'odom_frame': 'odom', 'publish.tf': True}
+    outputs = Outputs(node, options_from_values(values), lifecycle=False)
+    odometry, sent = [], []
+    outputs.odometry = SimpleNamespace(publish=odometry.append)
+    header = Header(frame_id='camera_optical_frame')
+    header.stamp.sec = 1
+    outputs._publish_pose(header, _forward(1.0))
+    assert odometry == []  # the extrinsic is not on /tf yet: nothing rather than a wrong frame
+    assert 'extrinsic' in outputs.warned
+    mount = _static_camera_mount(node)
+    for _ in range(100):
+        rclpy.spin_once(node, timeout_sec=0.05)
+        if outputs.extrinsic.buffer.can_transform('base_link', 'camera_optical_frame', Time()):
+            break
+    for stamp in (2.0, 3.0):
+        header.stamp.sec = int(stamp)
+        outputs._publish_pose(header, _forward(stamp))
+        outputs.tf.sendTransform = sent.append  # the broadcaster exists from the first pose
+    assert [(o.header.frame_id, o.child_frame_id) for o in odometry] == [('odom', 'base_link')] * 2
+    pose = odometry[-1].pose.pose
+    assert (pose.position.x, pose.position.y, pose.position.z) == pytest.approx((3.0, 0, 0))
+    assert pose.orientation.w == pytest.approx(1.0)
+    assert odometry[-1].pose.covariance[0] == pytest.approx(9e-4)  # base x: optical z
+    assert odometry[-1].twist.twist.linear.x == pytest.approx(1.0)
+    assert [t.child_frame_id for t in sent] == ['base_link']  # the second pose's
+    with pytest.raises(ValueError, match='base_frame'):
+        options_from_values({**DEFAULTS, 'base_frame': 'odom', 'odom_frame': 'odom'})
+    outputs.destroy()
+    del mount
