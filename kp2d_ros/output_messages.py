@@ -10,7 +10,7 @@ Topic layouts (public API, see the README):
 * ``~/feature_cloud`` sensor_msgs/PointCloud laid out as VINS-Fusion's feature tracker
   publishes it: points (x, y, 1) undistorted normalised, channels ``id``, ``u``, ``v``
   (raw pixels), ``velocity_x``, ``velocity_y`` (normalised coordinates per second).
-* ``~/odometry`` nav_msgs/Odometry: pose of the camera in ``odom_frame`` with a covariance
+* ``~/odometry`` nav_msgs/Odometry: pose of the camera in ``frames.odom`` with a covariance
   from the fit, and the twist between consecutive poses.
 
 Stamps stay integer nanoseconds from the image header to every message.

@@ -216,15 +216,19 @@ PARAMETERS: tuple[Param, ...] = (
         False,
         'publish ~/feature_cloud, VINS-Fusion layout (needs camera_info)',
     ),
-    Param('publish.tf', False, 'broadcast odom_frame -> pose_frame (or base_frame) on /tf'),
+    Param('publish.tf', False, 'broadcast frames.odom -> frames.camera (or frames.base) on /tf'),
     Param('publish.debug_image', True, 'publish ~/debug_image when it has subscribers'),
-    Param('odom_frame', 'kp2d_odom', 'frame_id of ~/odometry and parent frame of the TF'),
-    Param('pose_frame', 'kp2d_camera', 'child frame of ~/odometry and of the TF (a new frame)'),
+    Param('frames.odom', 'kp2d_odom', 'frame_id of ~/odometry and parent frame of the TF'),
     Param(
-        'base_frame',
+        'frames.camera',
+        'kp2d_camera_optical_frame',
+        'child frame of ~/odometry and of the TF: the camera (optical axes; a new frame)',
+    ),
+    Param(
+        'frames.base',
         '',
         'when set (e.g. base_link): ~/odometry and the TF give the pose of this frame in '
-        'odom_frame (REP 105) through the camera extrinsic read from /tf; pose_frame is unused',
+        'frames.odom (REP 105) through the camera extrinsic read from /tf, not the camera',
         read_only=True,
     ),
     Param(
@@ -409,7 +413,7 @@ class NodeOptions:
 
     pipeline: PipelineConfig
     publish: dict[str, bool]
-    frames: tuple[str, str]  # (odom_frame, pose_frame)
+    frames: tuple[str, str]  # (frames.odom, frames.camera)
     base_frame: str  # '' for the camera's own odometry
     camera_info_max_age_s: float
     camera_info_scale: bool
@@ -434,12 +438,12 @@ def options_from_values(values: dict[str, Any]) -> NodeOptions:
     device = values['model.device']
     if not DEVICE.match(device):
         raise ValueError(f"model.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-    frames = (str(values['odom_frame']), str(values['pose_frame']))
+    frames = (str(values['frames.odom']), str(values['frames.camera']))
     if not all(frames) or frames[0] == frames[1]:
-        raise ValueError(f'odom_frame and pose_frame must be two different names, got {frames}')
-    base_frame = str(values['base_frame'])
+        raise ValueError(f'frames.odom and frames.camera must be two different names: {frames}')
+    base_frame = str(values['frames.base'])
     if base_frame == frames[0]:
-        raise ValueError(f'base_frame must differ from odom_frame, got {base_frame!r} for both')
+        raise ValueError(f'frames.base must differ from frames.odom, got {base_frame!r} for both')
     try:
         pipeline = PipelineConfig(
             _extractor(values), _tracker(values), _tracks(values), _hybrid(values)

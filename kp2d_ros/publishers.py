@@ -53,7 +53,7 @@ class Outputs:
         self.odometry = create(Odometry, '~/odometry', 10)
         self.debug = create(Image, '~/debug_image', 1)
         self.tf: TransformBroadcaster | None = None  # created when publish.tf is first on
-        self.extrinsic: CameraExtrinsic | None = None  # created when base_frame is first set
+        self.extrinsic: CameraExtrinsic | None = None  # created when frames.base is first set
         self.trails = TrackTrails()
         self.previous_pose: tuple[int, np.ndarray, np.ndarray | None] | None = None
         self.warned: set[str] = set()
@@ -125,7 +125,7 @@ class Outputs:
             self._publish_tf(header, odom)
 
     def _robot_pose(self, camera_frame: str, frame: FrameResult) -> PublishedPose | None:
-        """The camera's pose, or base_frame's when set; None while the camera's extrinsic is
+        """The camera's pose, or frames.base's when set; None while the camera's extrinsic is
         unknown."""
         track = frame.track
         base = self.options.base_frame
@@ -136,12 +136,12 @@ class Outputs:
             self.extrinsic = CameraExtrinsic(self.node)
         T_base_cam = self.extrinsic.lookup(base, camera_frame)
         if isinstance(T_base_cam, str):
-            self._warn_once('extrinsic', f'no ~/odometry for base_frame yet: {T_base_cam}')
+            self._warn_once('extrinsic', f'no ~/odometry for frames.base yet: {T_base_cam}')
             return None
         try:
             T = base_pose(track.T_world_cur, T_base_cam)
         except ValueError as exc:
-            self._warn_once('extrinsic', f'no ~/odometry for base_frame: {exc}')
+            self._warn_once('extrinsic', f'no ~/odometry for frames.base: {exc}')
             return None
         rotated = [None if c is None else base_covariance(c, T_base_cam) for c in covariances]
         return PublishedPose(T, *rotated, (self.options.frames[0], base))
@@ -150,7 +150,7 @@ class Outputs:
         if odom.child_frame_id == header.frame_id:  # the camera frame has a parent already
             self._warn_once(
                 'frame',
-                f'pose_frame equals the image frame {header.frame_id!r}: no TF is sent '
+                f'frames.camera equals the image frame {header.frame_id!r}: no TF is sent '
                 'so that the frame does not get a second parent',
             )
             return

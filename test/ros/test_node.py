@@ -128,7 +128,8 @@ def test_homography_odometry_and_headers(session):
     last_stamp = clouds[-1].header.stamp
     assert spin_until(probe.node, lambda: any(m.header.stamp == last_stamp for m in odometry), 10)
     last_msg = next(m for m in odometry if m.header.stamp == last_stamp)
-    assert (last_msg.header.frame_id, last_msg.child_frame_id) == ('kp2d_odom', 'kp2d_camera')
+    frame_ids = (last_msg.header.frame_id, last_msg.child_frame_id)
+    assert frame_ids == ('kp2d_odom', 'kp2d_camera_optical_frame')
     # Sliding 8 px per frame over a plane at unit distance with f = 300 px: the camera moves
     # by 8/300 per frame along +x and +y (units of the plane distance), without rotating.
     last = last_msg.pose.pose

@@ -81,12 +81,12 @@ def test_tf_never_gives_the_camera_frame_a_second_parent(node):
     for stamp in (1.0, 2.0):
         header.stamp.sec = int(stamp)
         outputs._publish_pose(header, _frame(stamp))
-    assert [t.child_frame_id for t in sent] == ['kp2d_camera', 'kp2d_camera']
+    assert [t.child_frame_id for t in sent] == ['kp2d_camera_optical_frame'] * 2
     assert sent[0].header.frame_id == 'kp2d_odom'
     assert odometry[-1].twist.twist.linear.x == pytest.approx(1.0)  # from consecutive poses
     assert odometry[0].twist.covariance[0] == -1.0  # no previous pose: twist unknown
     outputs.options = options_from_values(
-        {**DEFAULTS, 'publish.tf': True, 'pose_frame': 'camera_optical_frame'}
+        {**DEFAULTS, 'publish.tf': True, 'frames.camera': 'camera_optical_frame'}
     )
     outputs._publish_pose(header, _frame(3.0))
     assert len(sent) == 2  # the camera frame has a parent already: no TF for it
@@ -143,12 +143,12 @@ def _forward(stamp: float) -> FrameResult:
     return dataclasses.replace(frame, track=track)
 
 
-def test_base_frame_odometry_follows_the_camera_extrinsic_on_tf(node):
-    """With base_frame set, the odometry is the base's (REP 105 odom -> base_link): the camera
+def test_base_odometry_follows_the_camera_extrinsic_on_tf(node):
+    """With frames.base set, the odometry is the base's (REP 105 odom -> base_link): the camera
     driving along its optical axis moves the base along x, and the covariance follows."""
     from kp2d_ros.publishers import Outputs
 
-    values = {**DEFAULTS, 'base_frame': 'base_link', 'odom_frame': 'odom', 'publish.tf': True}
+    values = {**DEFAULTS, 'frames.base': 'base_link', 'frames.odom': 'odom', 'publish.tf': True}
     outputs = Outputs(node, options_from_values(values), lifecycle=False)
     odometry, sent = [], []
     outputs.odometry = SimpleNamespace(publish=odometry.append)
@@ -173,7 +173,7 @@ def test_base_frame_odometry_follows_the_camera_extrinsic_on_tf(node):
     assert odometry[-1].pose.covariance[0] == pytest.approx(9e-4)  # base x: optical z
     assert odometry[-1].twist.twist.linear.x == pytest.approx(1.0)
     assert [t.child_frame_id for t in sent] == ['base_link']  # the second pose's
-    with pytest.raises(ValueError, match='base_frame'):
-        options_from_values({**DEFAULTS, 'base_frame': 'odom', 'odom_frame': 'odom'})
+    with pytest.raises(ValueError, match='frames.base'):
+        options_from_values({**DEFAULTS, 'frames.base': 'odom', 'frames.odom': 'odom'})
     outputs.destroy()
     del mount

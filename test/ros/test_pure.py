@@ -67,7 +67,7 @@ def test_defaults_are_valid_and_map_to_core_configs():
         ('publish.odometry', 'yes', "publish.odometry must be bool, got string 'yes'"),
         ('publish.odometry', 1, 'publish.odometry must be bool, got integer 1'),
         ('model.device', 'x', 'model.device must be'),
-        ('odom_frame', '', 'odom_frame'),
+        ('frames.odom', '', 'frames.odom'),
     ],
 )
 def test_invalid_values_are_named(name, value, message):

@@ -37,6 +37,7 @@ HW = (240, 320)
 K = np.array([[300.0, 0.0, 159.5], [0.0, 300.0, 119.5], [0.0, 0.0, 1.0]])
 T0 = 1_700_000_000_123_456_789
 CLI = ('--no-daemon', '--spin-time', '5')  # no background daemon, time for discovery
+CAMERA_FRAME = 'kp2d_camera_optical_frame'  # frames.camera's default
 
 
 @pytest.fixture(scope='module')
@@ -186,7 +187,7 @@ def test_lifecycle_transitions_with_ros2_lifecycle(tools):
 
 def test_tf_switched_on_at_runtime_reaches_a_tf2_buffer(tools, monkeypatch):
     """``ros2 param set ... publish.tf true`` on a running node: a tf2_ros.Buffer then looks up
-    odom_frame -> pose_frame at the frame's exact stamp."""
+    frames.odom -> frames.camera at the frame's exact stamp."""
     from tf2_ros import Buffer, TransformListener
 
     env, folder, weights = tools
@@ -220,9 +221,9 @@ def test_tf_switched_on_at_runtime_reaches_a_tf2_buffer(tools, monkeypatch):
             assert probe.send(image_msg(frame, stamp), camera_info_msg(K, HW, stamp))
         when = rclpy.time.Time(nanoseconds=stamps[-1])
         assert spin_until(
-            probe.node, lambda: buffer.can_transform('kp2d_odom', 'kp2d_camera', when), 20.0
+            probe.node, lambda: buffer.can_transform('kp2d_odom', CAMERA_FRAME, when), 20.0
         ), launch.log.read_text()[-2000:]
-        moved = buffer.lookup_transform('kp2d_odom', 'kp2d_camera', when).transform.translation
+        moved = buffer.lookup_transform('kp2d_odom', CAMERA_FRAME, when).transform.translation
         assert moved.x > 0.0 and moved.y > 0.0  # the camera slid towards +x, +y
     finally:
         probe.node.destroy_node()
