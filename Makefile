@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test lint ros-deps data devset sequences benchmark benchmark-node clean
+.PHONY: demo test lint ros-deps workspace data devset sequences benchmark benchmark-node clean
 
 $(VENV)/.installed: setup.py pyproject.toml requirements-ros-wheels.txt requirements-ros-build.txt \
 		kp2d_msgs/package.xml kp2d_msgs/CMakeLists.txt $(wildcard kp2d_msgs/msg/*.msg)
@@ -43,6 +43,12 @@ lint: $(VENV)/.installed
 # without sources it says so and the tests that need them are skipped.
 ros-deps: $(VENV)/.installed
 	$(PY) tools/build_ros_deps.py
+
+# A colcon workspace (WS) holding this checkout, built over the ROS of .venv; then in a shell:
+# source $(WS)/activate.bash && ros2 launch kp2d_ros kp2d.launch.py
+WS ?= build/ws
+workspace: ros-deps
+	$(PY) tools/build_workspace.py $(WS)
 
 test: lint ros-deps
 	$(PY) -m pytest -q

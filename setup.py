@@ -22,16 +22,23 @@ setup(
         (f'share/{PACKAGE}/launch', glob('launch/*.launch.py')),
         (f'share/{PACKAGE}/config', glob('config/*.yaml') + glob('config/*.rviz')),
     ],
-    install_requires=[
+    install_requires=[  # inference runs on ONNX Runtime (onnxruntime-gpu on CUDA machines)
         'numpy>=1.23',
         'opencv-python-headless>=4.7,<5',
         'pyyaml>=5.4',
-        'torch>=2.2',
+        'onnxruntime>=1.16',
     ],
     extras_require={
-        'train': ['tqdm>=4.60', 'tensorboard>=2.10', 'matplotlib>=3.6'],
+        'torch': ['torch>=2.2'],  # the PyTorch backend and weights without an ONNX export
+        'train': [
+            'torch>=2.2',
+            'onnx>=1.14',
+            'tqdm>=4.60',
+            'tensorboard>=2.10',
+            'matplotlib>=3.6',
+        ],
         'bag': ['rosbags>=0.10'],
-        'onnx': ['onnx>=1.14', 'onnxruntime>=1.16'],  # onnxruntime-gpu on CUDA machines
+        'onnx': ['onnx>=1.14'],  # ONNX export
         'dev': ['pytest>=7', 'ruff>=0.5', 'hypothesis>=6.80', 'colcon-common-extensions>=0.3'],
     },
     zip_safe=False,

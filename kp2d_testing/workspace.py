@@ -31,21 +31,33 @@ def copy_package(dest: Path) -> Path:
     return dest
 
 
-def build_workspace(workspace: Path, with_msgs: bool = False) -> subprocess.CompletedProcess:
-    """``colcon build`` of kp2d_ros (and kp2d_msgs) in ``workspace`` (``src/``, ``install/``)."""
+def build_workspace(workspace: Path) -> subprocess.CompletedProcess:
+    """``colcon build`` of a copy of kp2d_ros in ``workspace`` (``src/``, ``install/``); its
+    messages come from the environment (``tools/build_msgs.py``)."""
+    copy_package(workspace / 'src' / 'kp2d')
+    return run_colcon(workspace, ['src/kp2d'], capture=True, timeout=600)
+
+
+def run_colcon(
+    workspace: Path, paths: list[str], capture: bool, timeout: float | None = None
+) -> subprocess.CompletedProcess:
+    """``colcon build --base-paths *paths`` in ``workspace`` over the ROS of this interpreter's
+    environment (the pip wheels of ``make test``): its prefix on CMAKE_PREFIX_PATH and
+    AMENT_PREFIX_PATH, its scripts on PATH."""
     colcon = Path(sys.executable).parent / 'colcon'
-    source = copy_package(workspace / 'src' / 'kp2d')
-    paths = ['src/kp2d']
-    if with_msgs:
-        shutil.copytree(ROOT / 'kp2d_msgs', source / 'kp2d_msgs')
-        paths.append('src/kp2d/kp2d_msgs')
     prefix = Path(sys.prefix)
     env = {**os.environ, 'CMAKE_PREFIX_PATH': str(prefix), 'AMENT_PREFIX_PATH': str(prefix)}
     env['PATH'] = f'{Path(sys.executable).parent}{os.pathsep}{env.get("PATH", "")}'
     command = [str(colcon), 'build', '--base-paths', *paths, '--event-handlers', 'console_direct-']
     command += ['--cmake-args', '-DBUILD_TESTING=OFF']
     return subprocess.run(
-        command, cwd=workspace, capture_output=True, text=True, timeout=600, check=False, env=env
+        command,
+        cwd=workspace,
+        capture_output=capture,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=env,
     )
 
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from kp2d_testing.workspace import ROOT, build_workspace, copy_package
+from kp2d_testing.workspace import ROOT, copy_package
 
 
 @pytest.mark.slow
@@ -24,22 +24,36 @@ def test_pip_install_ships_ament_files_and_assets(tmp_path):
 
 
 @pytest.mark.slow
-def test_colcon_build(tmp_path):
-    """The documented robot route: both packages of the repository, one colcon build."""
+def test_make_workspace_builds_both_packages_for_a_plain_shell(tmp_path):
+    """`make workspace`'s route: this checkout in a workspace, both packages built by colcon
+    over the wheels' ROS, and a shell with nothing but activate.bash finds and launches them."""
     if not (Path(sys.executable).parent / 'colcon').exists():
         pytest.skip('colcon is not installed (pip install colcon-common-extensions)')
-    with_msgs = (Path(sys.prefix) / 'share' / 'rosidl_default_generators').is_dir()
-    out = build_workspace(tmp_path / 'ws', with_msgs)  # make test installs the build chain
+    if not (Path(sys.prefix) / 'share' / 'rosidl_default_generators').is_dir():
+        pytest.skip('the rosidl build chain is not installed (make test installs it)')
+    tool = [sys.executable, str(ROOT / 'tools/build_workspace.py'), str(tmp_path / 'ws')]
+    out = subprocess.run(tool, capture_output=True, text=True, timeout=900, check=False)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     install = tmp_path / 'ws/install'
+    shell = (
+        f'source {tmp_path}/ws/activate.bash && ros2 pkg prefix kp2d_ros && '
+        'ros2 pkg prefix kp2d_msgs && ros2 launch kp2d_ros kp2d.launch.py --show-args'
+    )
+    clean = {'HOME': str(tmp_path), 'PATH': '/usr/bin:/bin'}  # no ROS, no venv: only the script
+    shown = subprocess.run(
+        ['bash', '-c', shell], env=clean, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert shown.returncode == 0, shown.stdout[-2000:] + shown.stderr[-2000:]
+    lines = shown.stdout.splitlines()
+    assert lines[:2] == [str(install / 'kp2d_ros'), str(install / 'kp2d_msgs')]
+    assert 'params_file' in shown.stdout and str(install / 'kp2d_ros/share') in shown.stdout
     assert (install / 'kp2d_ros/share/ament_index/resource_index/packages/kp2d_ros').is_file()
     site = 'kp2d_ros/lib/python3*/site-packages'
     assert list(install.glob(f'{site}/kp2d_core/inference/extractor.py'))
     assert (install / 'kp2d_ros/lib/kp2d_ros/kp2d_lifecycle_node').is_file()
     assert (install / 'kp2d_ros/share/kp2d_ros/launch/kp2d.launch.py').is_file()
     assert (install / 'kp2d_ros/share/kp2d_ros/config/kp2d.rviz').is_file()
-    if with_msgs:
-        assert list(install.glob('kp2d_msgs/lib/python3*/site-packages/kp2d_msgs/msg'))
+    assert list(install.glob('kp2d_msgs/lib/python3*/site-packages/kp2d_msgs/msg'))
 
 
 def test_launch_and_params_files():
