@@ -113,3 +113,33 @@ def test_int8_rewrites_are_exact_with_several_narrow_convolutions(tmp_path) -> N
     ]
     for got, expected in zip(runs[1][:2], runs[0][:2]):
         assert np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize('config', [LIGHT, DEFAULT], ids=['light', 'default'])
+def test_int8_keeps_depthwise_convolutions_and_the_location_output_in_float(
+    tmp_path, config
+) -> None:
+    pytest.importorskip('onnxruntime')
+    import onnx
+
+    from kp2d_core.inference.export import export_onnx, quantize_int8
+
+    torch.manual_seed(0)
+    model = KeypointNet(config).eval()
+    fp32 = export_onnx(model, tmp_path / 'm.onnx', 'sha', (64, 96))
+    channels = 3 if config.use_color else 1
+    images = [np.zeros((1, channels, 64, 96), np.float32)]
+    graph = onnx.load(str(quantize_int8(fp32, tmp_path / 'q.onnx', images, 'sha'))).graph
+    makers = {out: node for node in graph.node for out in node.output}
+    depthwise = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+
+    def is_float(conv) -> bool:  # its weight is not dequantised from int8
+        maker = makers.get(conv.input[1])
+        return maker is None or maker.op_type != 'DequantizeLinear'
+
+    assert bool(depthwise) == (config is LIGHT)
+    convs = [node for node in graph.node if node.op_type == 'Conv']
+    floats = [node for node in convs if is_float(node)]
+    # The location head's output, plus the light heads' depthwise convolutions.
+    assert len(floats) == 1 + len(depthwise), [n.name for n in floats]
+    assert len(convs) > len(floats)

@@ -175,12 +175,13 @@ def test_lifecycle_node_works_only_when_active(ros, weights, tmp_path):
 
 
 @pytest.mark.skipif(not os.path.isdir('/proc/self'), reason='reads /proc/PID/maps (Linux)')
-def test_default_node_on_a_cpu_runs_without_pytorch(ros, tmp_path):
-    """With the defaults on a machine without CUDA (bundled weights, automatic backend), the
-    node runs the ONNX Runtime int8 model and never maps PyTorch's libraries (about 200 MiB
-    of its memory, README Node memory)."""
+@pytest.mark.parametrize('variant', ['default', 'light'])
+def test_default_node_on_a_cpu_runs_without_pytorch(ros, tmp_path, variant):
+    """With the defaults on a machine without CUDA (bundled weights of either variant,
+    automatic backend), the node runs the ONNX Runtime int8 model and never maps PyTorch's
+    libraries (about 200 MiB of its memory, README Node memory)."""
     log = tmp_path / 'node.log'
-    proc = start_node({}, {'image': '/np/image'}, log)
+    proc = start_node({'model.variant': variant}, {'image': '/np/image'}, log)
     probe = Probe('/np')
     try:
         assert probe.wait_for_node(90.0), log.read_text()[-2000:]
@@ -191,8 +192,8 @@ def test_default_node_on_a_cpu_runs_without_pytorch(ros, tmp_path):
         _finish(proc, log)
     ready = next(line for line in log.read_text().splitlines() if 'kp2d ready' in line)
     # The start-up line names the file that runs and the weights it was checked against.
-    assert 'onnxruntime:int8 on cpu, running ' in ready and 'kp2d_default.int8.onnx' in ready
-    assert 'checked against ' in ready and 'kp2d_default.pt' in ready
+    assert 'onnxruntime:int8 on cpu, running ' in ready and f'kp2d_{variant}.int8.onnx' in ready
+    assert 'checked against ' in ready and f'kp2d_{variant}.pt' in ready
     assert 'onnxruntime' in maps and 'libtorch' not in maps
 
 
