@@ -79,7 +79,7 @@ def measure_one(args: argparse.Namespace) -> dict:
     name, precision = args.single.split(':')
     backend = create_backend(name, precision, model, weights, file_sha256(weights))
     extractor = KeypointExtractor(backend, ExtractorConfig(top_k=top_k))
-    net_input = normalize_image(image_to_array(image))
+    net_input = normalize_image(image_to_array(image), model.cfg.use_color)
     network = time_ms(lambda: backend(net_input), args.repeats, lambda: None)  # host outputs
     extract = time_ms(lambda: extractor.extract(image), args.repeats, lambda: None)
     return {'network': summary(network), 'extract': summary(extract), 'peak_mib': _peak_mib()}
@@ -119,8 +119,10 @@ def run_child(
         variant,
     ]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode:
-        return None  # not available here (e.g. fp16 without CUDA)
+    if result.returncode:  # not available here (e.g. fp16 without CUDA), or it failed
+        reason = (result.stderr.strip().splitlines() or ['no output'])[-1]
+        print(f'({variant} {choice} at {setting[0]}x{setting[1]} skipped: {reason})')
+        return None
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
