@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kp2d_core.geometry import poses
 from kp2d_core.geometry.camera import CameraModel
 from kp2d_core.geometry.poses import is_pose, make_pose, rotation_to_quaternion
 from kp2d_core.output_files import atomic_write_text
@@ -139,18 +140,10 @@ def quaternion_to_rotation(x: float, y: float, z: float, w: float) -> np.ndarray
         ValueError: the norm differs from 1 by more than UNIT_TOLERANCE (a zero or scaled
             quaternion is a broken file: normalising it would hide the error).
     """
-    q = np.array([w, x, y, z], np.float64)
-    norm = float(np.linalg.norm(q))
+    norm = float(np.linalg.norm([x, y, z, w]))
     if not abs(norm - 1.0) <= UNIT_TOLERANCE:
         raise ValueError(f'quaternion of norm {norm:.4g} is not a unit quaternion')
-    w, x, y, z = q / norm
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-        ]
-    )
+    return poses.quaternion_to_rotation(x, y, z, w)
 
 
 def associate(
