@@ -64,14 +64,22 @@ def _frame(stamp: float, accumulated: float = 1e-4) -> FrameResult:
     return FrameResult(int(stamp * 1e9), features, points, track, tracks)
 
 
-def test_tf_never_gives_the_camera_frame_a_second_parent(node):
+def _capturing_outputs(node, values: dict) -> tuple:
+    """The node's Outputs with these parameter values, the odometry it publishes collected
+    in a list, and a header of the camera's frame (stamp 1 s)."""
     from kp2d_ros.publishers import Outputs
 
-    outputs = Outputs(node, options_from_values(DEFAULTS), lifecycle=False)
-    sent, odometry = [], []
+    outputs = Outputs(node, options_from_values(values), lifecycle=False)
+    odometry = []
     outputs.odometry = SimpleNamespace(publish=odometry.append)
     header = Header(frame_id='camera_optical_frame')
     header.stamp.sec = 1
+    return outputs, odometry, header
+
+
+def test_tf_never_gives_the_camera_frame_a_second_parent(node):
+    outputs, odometry, header = _capturing_outputs(node, DEFAULTS)
+    sent = []
     outputs._publish_pose(header, _frame(1.0))
     assert outputs.tf is None  # publish.tf off: no broadcaster
     outputs.options = options_from_values({**DEFAULTS, 'publish.tf': True})  # set at runtime
@@ -97,12 +105,7 @@ def test_the_twist_covariance_comes_from_the_frames_own_motion(node):
     """Not from the accumulated pose covariance (which grows without bound): two frames 0.1 s
     apart, each measured to 1e-4 against its keyframe, give (1e-4 + 1e-4) / 0.1^2, however
     uncertain the trajectory has become."""
-    from kp2d_ros.publishers import Outputs
-
-    outputs = Outputs(node, options_from_values(DEFAULTS), lifecycle=False)
-    odometry = []
-    outputs.odometry = SimpleNamespace(publish=odometry.append)
-    header = Header(frame_id='camera_optical_frame')
+    outputs, odometry, header = _capturing_outputs(node, DEFAULTS)
     for step, accumulated in enumerate((1e-4, 10.0, 1e6)):
         header.stamp.sec, header.stamp.nanosec = 5, step * 100_000_000
         outputs._publish_pose(header, _frame(5 + 0.1 * step, accumulated))
@@ -146,14 +149,9 @@ def _forward(stamp: float) -> FrameResult:
 def test_base_odometry_follows_the_camera_extrinsic_on_tf(node):
     """With frames.base set, the odometry is the base's (REP 105 odom -> base_link): the camera
     driving along its optical axis moves the base along x, and the covariance follows."""
-    from kp2d_ros.publishers import Outputs
-
     values = {**DEFAULTS, 'frames.base': 'base_link', 'frames.odom': 'odom', 'publish.tf': True}
-    outputs = Outputs(node, options_from_values(values), lifecycle=False)
-    odometry, sent = [], []
-    outputs.odometry = SimpleNamespace(publish=odometry.append)
-    header = Header(frame_id='camera_optical_frame')
-    header.stamp.sec = 1
+    outputs, odometry, header = _capturing_outputs(node, values)
+    sent = []
     outputs._publish_pose(header, _forward(1.0))
     assert odometry == []  # the extrinsic is not on /tf yet: nothing rather than a wrong frame
     assert 'extrinsic' in outputs.warned
