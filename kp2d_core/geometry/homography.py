@@ -82,6 +82,7 @@ def estimate_homography(
     threshold_px: float = 3.0,
     confidence: float = 0.999,
     max_iters: int = 5000,
+    min_inliers: int = MIN_CORRESPONDENCES,
 ) -> HomographyResult:
     """Fit ``H_0to1`` to matched keypoints with a robust estimator.
 
@@ -93,6 +94,7 @@ def estimate_homography(
         threshold_px: inlier reprojection threshold in pixels.
         confidence: RANSAC confidence.
         max_iters: iteration cap.
+        min_inliers: fewer inliers than this is a failure ('too_few_inliers'; at least 4).
 
     Returns:
         :class:`HomographyResult`; failures are reported through ``reason``, not raised.
@@ -117,7 +119,7 @@ def estimate_homography(
         return HomographyResult(None, no_inliers, 'estimation_failed')
     inliers = no_inliers.copy()
     inliers[np.flatnonzero(finite)] = mask.ravel().astype(bool)
-    if inliers.sum() < MIN_CORRESPONDENCES:
+    if inliers.sum() < max(min_inliers, MIN_CORRESPONDENCES):
         return HomographyResult(None, no_inliers, 'too_few_inliers')
     if not np.isfinite(H).all() or abs(H[2, 2]) < 1e-12:
         return HomographyResult(None, no_inliers, 'degenerate')
@@ -143,8 +145,11 @@ def is_degenerate(H: np.ndarray, support: np.ndarray) -> bool:
     """True if ``H`` cannot be a view-to-view homography of the region ``support`` spans.
 
     Degenerate means: the support points are (nearly) collinear, or the bounding box of the
-    support does not map to a convex, orientation-preserving quadrilateral in front of the
-    camera (a fold or a mirror image).
+    support does not map to a convex, orientation-preserving quadrilateral on one side of the
+    homography's vanishing line (a fold or a mirror image). A homography is defined up to
+    scale, and its sign is not fixed by ``H[2, 2] = 1``: under a wide turn (about 50 degrees
+    at f = 380 px) the true scale puts ``H[2, 2]`` below zero, so the box's depths must share
+    one sign, not be positive (a 52 degree pan was rejected as a fold on the rotation sequence).
 
     Args:
         H: (3, 3) homography.
@@ -156,7 +161,7 @@ def is_degenerate(H: np.ndarray, support: np.ndarray) -> bool:
     (x0, y0), (x1, y1) = support.min(axis=0), support.max(axis=0)
     box = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
     depth = box @ H[2, :2] + H[2, 2]
-    if (depth <= 0).any():
+    if not ((depth > 0).all() or (depth < 0).all()):
         return True
     quad = warp_points(H, box)
     edges = np.roll(quad, -1, axis=0) - quad

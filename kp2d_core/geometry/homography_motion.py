@@ -62,6 +62,7 @@ def pose_from_homography(
         off_plane: (M, 2) reference and (M, 2) current pixels of the matches that are not
             the homography's inliers (points off its plane, or mismatches), or None.
     """
+    H = in_front(np.asarray(H, np.float64), pts_ref)
     try:
         _, rotations, translations, normals = cv2.decomposeHomographyMat(H, K)
     except cv2.error:
@@ -93,6 +94,21 @@ def pose_from_homography(
         return None
     T = make_pose(rotations[best], translations[best].ravel())
     return RelativePose(T, 'homography', normals[best].ravel(), decided=decided)
+
+
+def in_front(H: np.ndarray, pts_ref: np.ndarray) -> np.ndarray:
+    """``H`` scaled by the sign that puts the (N, 2) reference points in front of the
+    current camera (their depths, ``H[2] . (x, y, 1)``, positive; the median decides).
+
+    ``H[2, 2] = 1`` fixes the scale but not this sign: under a wide turn the true homography
+    has ``H[2, 2] < 0``, and decomposed as it stands a pure rotation comes out 180 degrees
+    off (a 52 degree pan of the rotation sequence did).
+    """
+    pts = np.asarray(pts_ref, np.float64).reshape(-1, 2)
+    if not len(pts):
+        return H
+    depth = pts @ H[2, :2] + H[2, 2]
+    return -H if np.median(depth) < 0 else H
 
 
 def _by_prior(

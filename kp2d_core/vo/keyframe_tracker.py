@@ -2,11 +2,17 @@
 
 Every frame is matched against the current *keyframe*, not the previous frame, so a still
 camera does not drift. The keyframe is replaced by the current frame when the homography
-inliers fall below ``min_keyframe_inliers``, the estimation fails, the pose is not a rigid
-transform or the camera calibration changes. A keyframe whose own pose is unknown takes the
-pose of the last frame measured against the old keyframe (one frame's motion off, not the
-whole keyframe's). Geometry runs on :class:`~kp2d_core.geometry.image_points.ImagePoints`:
-rectified pixels when the camera has lens distortion, raw pixels otherwise; the sample-consensus
+inliers fall below ``min_keyframe_inliers`` (or ``keyframe_inlier_ratio`` of the first
+frame's) or the camera calibration changes. A frame that cannot be measured against the
+keyframe (no homography of ``MIN_TRACK_INLIERS``, a pose that is not a rigid transform) has
+no pose and leaves the keyframe in place: the frames after a blackout, a covered lens or a
+burst of blur are measured against it again, and the trajectory goes on where it was. Each
+such frame is also kept as the candidate keyframe; the next frame that fails against the
+keyframe but is measured against the candidate makes the candidate the keyframe, at the pose
+of the last frame measured against the old keyframe (the camera moved on, too far for the old
+keyframe: one frame's motion off, not the whole keyframe's). Geometry runs on
+:class:`~kp2d_core.geometry.image_points.ImagePoints`: rectified pixels when the camera has
+lens distortion, raw pixels otherwise; the sample-consensus
 homography is refined through the lens model under each match's own noise
 (:mod:`kp2d_core.geometry.refinement`; an essential matrix's motion likewise), and the model
 selection weighs it as consensus fitted it. With intrinsics, the homography (or, for non-planar
@@ -22,17 +28,31 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from kp2d_core.geometry.camera import same_camera
-from kp2d_core.geometry.homography import METHODS, estimate_homography, reprojection_rms
+from kp2d_core.geometry.homography import (
+    METHODS,
+    HomographyResult,
+    estimate_homography,
+    reprojection_rms,
+)
 from kp2d_core.geometry.image_points import ImagePoints
 from kp2d_core.geometry.poses import invert_pose, is_pose, relative_pose_variance
 from kp2d_core.geometry.refinement import geometry_noise, refined_result
 from kp2d_core.inference.features import Features
 from kp2d_core.inference.matching import match
 from kp2d_core.inference.subpixel import refined_points
-from kp2d_core.vo.odometry import Matched, Scene, carried_scene, matched_depths, relative_motion
+from kp2d_core.vo.odometry import (
+    Matched,
+    Relative,
+    Scene,
+    carried_scene,
+    matched_depths,
+    relative_motion,
+)
 from kp2d_core.vo.photometric_alignment import KeyImage, aligned_points
 
 ORIGIN_VARIANCE = 1e-9  # the first keyframe is the world origin: known, but never exactly 0
+MIN_TRACK_INLIERS = 20  # fewer homography inliers: no homography, no pose (KP2D's matches
+# between frames of sensor noise, a covered lens, fitted chance homographies of 5-11 inliers)
 
 
 @dataclass(frozen=True)
@@ -141,6 +161,25 @@ class _Keyframe:
         return self.image
 
 
+@dataclass(frozen=True)
+class _Measured:
+    """A frame measured against one keyframe (see ``HomographyTracker._measure``)."""
+
+    matches: int
+    cur: ImagePoints  # the frame's points, aligned to the keyframe's where they were
+    matched: Matched
+    result: HomographyResult
+    residual: float
+    relative: Relative | None
+    T_world_cur: np.ndarray | None
+    reason: str | None
+
+    @property
+    def lost(self) -> bool:
+        """No homography: the frame says nothing of its motion against this keyframe."""
+        return not self.result.ok
+
+
 class HomographyTracker:
     """Feed :meth:`update` one frame at a time (see the module docstring)."""
 
@@ -151,6 +190,7 @@ class HomographyTracker:
     def reset(self) -> None:
         """Forget the keyframe and restart the trajectory at the identity."""
         self.key: _Keyframe | None = None
+        self.candidate: _Keyframe | None = None  # the frame after the keyframe's last success
 
     def _kept(self, features: Features) -> Features:
         """What a keyframe keeps of a frame's features: its grey image only for alignment."""
@@ -174,6 +214,7 @@ class HomographyTracker:
             reason = 'first_frame' if key is None else 'camera_changed'
             T, variance = (np.eye(4), np.full(6, ORIGIN_VARIANCE)) if key is None else key.last
             self.key = _Keyframe(self._kept(features), points, stamp_ns, T, variance)
+            self.candidate = None
             pose = self.key.T_world.copy() if points.camera is not None else None
             covariance = np.diag(self.key.variance) if pose is not None else None
             empty = np.zeros((0, 2))
@@ -197,33 +238,47 @@ class HomographyTracker:
     def _track(
         self, key: _Keyframe, features: Features, points: ImagePoints, stamp_ns: int
     ) -> TrackResult:
+        """Measure the frame against the keyframe; where that fails, against the frame after
+        the keyframe's last success (the candidate), which then becomes the keyframe."""
+        measured = self._measure(key, features, points)
+        if measured.lost and self.candidate is not None:
+            again = self._measure(self.candidate, features, points)
+            if not again.lost:
+                key, measured = self.candidate, again
+                self.key = key
+        if measured.lost:  # the keyframe is kept: a frame after a blackout can come back to it
+            self.candidate = self._successor(key, features, points, stamp_ns, None, None, None)
+        else:
+            self.candidate = None
+        return self._result(key, features, points, stamp_ns, measured)
+
+    def _measure(self, key: _Keyframe, features: Features, points: ImagePoints) -> _Measured:
+        """The frame's homography and motion against ``key`` (its scene takes what they
+        tell of it)."""
         cfg = self.cfg
         matches = match(key.features, features, cfg.mutual, cfg.max_distance, cfg.ratio)
         idx_key, idx_cur = matches.indices[:, 0], matches.indices[:, 1]
         cur = points  # the matched points refined toward their keyframe partners (not kept)
         if cfg.subpixel and features.dense is not None:
             cur = refined_points(points, key.features, features, idx_key, idx_cur)
+        fit = dict(method=cfg.ransac_method, threshold_px=cfg.ransac_threshold_px)
+        fit['min_inliers'] = MIN_TRACK_INLIERS
         geo_key, geo_cur = key.points.pixels[idx_key], cur.pixels[idx_cur]
-        result = estimate_homography(
-            geo_key, geo_cur, None, cfg.ransac_method, cfg.ransac_threshold_px
-        )
+        result = estimate_homography(geo_key, geo_cur, None, **fit)
         gray, noise, pairs = features.gray, None, matches.indices
         key_image = key.key_image() if result.ok and cfg.align and gray is not None else None
         if key_image is not None:
             moved, aligned = aligned_points(cur, gray, key_image, *pairs.T, result.H)
             if aligned.ok.sum() >= cfg.min_keyframe_inliers:  # a match the images do not
                 cur, pairs, ok = moved, pairs[aligned.ok], aligned.ok  # confirm is not one
-                idx_key, idx_cur = pairs[:, 0], pairs[:, 1]
                 noise = (aligned.key_noise[ok], aligned.cur_noise[ok])
-                geo_key, geo_cur = key.points.pixels[idx_key], cur.pixels[idx_cur]
-                result = estimate_homography(
-                    geo_key, geo_cur, None, cfg.ransac_method, cfg.ransac_threshold_px
-                )
+                geo_key, geo_cur = key.points.pixels[pairs[:, 0]], cur.pixels[pairs[:, 1]]
+                result = estimate_homography(geo_key, geo_cur, None, **fit)
         consensus, noise = result.H, geometry_noise(key.points, cur, pairs, noise)
         if result.ok:
             result = refined_result(result, key.points, cur, pairs, noise)
         residual = reprojection_rms(result.H, geo_key, geo_cur, result.inliers)
-        m = Matched(geo_key, geo_cur, idx_key, idx_cur, result.inliers, noise)
+        m = Matched(geo_key, geo_cur, pairs[:, 0], pairs[:, 1], result.inliers, noise)
         K, threshold = points.intrinsics, cfg.ransac_threshold_px
         relative = None
         if result.ok and K is not None:
@@ -233,50 +288,67 @@ class HomographyTracker:
             depths = matched_depths(relative, m, K, size, threshold, current=False)
             key.scene.depths, key.scene.firm = depths
             key.scene.deep = True
-        T_world_cur, method, covariance, reason = None, None, None, result.reason
-        relative_covariance = None
+        T_world_cur, reason = None, result.reason
         if relative is not None:
-            T_world_cur, method = key.T_world @ invert_pose(relative.T_cur_key), relative.method
-        broken = T_world_cur is not None and not is_pose(T_world_cur)
-        if broken:  # never chain it: this frame becomes the keyframe at the last good pose
-            T_world_cur, method, reason, relative = None, None, 'non_finite_pose', None
+            T_world_cur = key.T_world @ invert_pose(relative.T_cur_key)
+        if T_world_cur is not None and not is_pose(T_world_cur):  # never chained
+            T_world_cur, reason, relative = None, 'non_finite_pose', None
+            result = replace(result, H=None, inliers=np.zeros_like(result.inliers))
+        return _Measured(len(matches), cur, m, result, residual, relative, T_world_cur, reason)
+
+    def _result(
+        self,
+        key: _Keyframe,
+        features: Features,
+        points: ImagePoints,
+        stamp_ns: int,
+        measured: _Measured,
+    ) -> TrackResult:
+        """The frame's TrackResult; the keyframe is renewed where it has too few inliers."""
+        cfg, result, m, relative = self.cfg, measured.result, measured.matched, measured.relative
+        T_world_cur, covariance, relative_covariance = measured.T_world_cur, None, None
+        K = points.intrinsics
         if T_world_cur is not None:
-            own = relative_pose_variance(residual, result.num_inliers, K, relative.scaled)
+            own = relative_pose_variance(measured.residual, result.num_inliers, K, relative.scaled)
             covariance, relative_covariance = np.diag(key.variance + own), np.diag(own)
             key.latest = (T_world_cur, covariance, relative)
         if key.reference_inliers is None and result.ok:
             key.reference_inliers = result.num_inliers  # the first frame tracked against it
-        renew = broken or not result.ok
-        renew = renew or result.num_inliers < cfg.min_keyframe_inliers
-        renew = renew or result.num_inliers < cfg.keyframe_inlier_ratio * (
-            key.reference_inliers or 0
+        renew = result.ok and (
+            result.num_inliers < cfg.min_keyframe_inliers
+            or result.num_inliers < cfg.keyframe_inlier_ratio * (key.reference_inliers or 0)
         )
         if renew:
             depths = None, None
             if relative is not None:  # this frame's own motion: its points' depths
+                threshold = cfg.ransac_threshold_px
                 depths = matched_depths(relative, m, K, len(features), threshold, current=True)
-            self._renew(key, features, points, stamp_ns, T_world_cur, covariance, relative)
+            self.key = self._successor(
+                key, features, points, stamp_ns, T_world_cur, covariance, relative
+            )
             self.key.scene.depths, self.key.scene.firm = depths
         return TrackResult(
-            None if broken else result.H,
-            reason,
-            len(matches),
+            result.H,
+            measured.reason,
+            measured.matches,
             result.num_inliers,
             key.stamp_ns,
             renew,
             T_world_cur,
-            method,
-            key.points.raw[idx_key],
-            cur.raw[idx_cur],
+            None if relative is None else relative.method,
+            key.points.raw[m.idx_key],
+            measured.cur.raw[m.idx_cur],
             result.inliers,
-            residual,
+            measured.residual,
             covariance,
             points.rectified,
             relative_covariance,
         )
 
-    def _renew(self, key, features, points, stamp_ns, T_world_cur, covariance, relative):
-        """The current frame becomes the keyframe, carrying the scene
+    def _successor(
+        self, key, features, points, stamp_ns, T_world_cur, covariance, relative
+    ) -> _Keyframe:
+        """The current frame as the keyframe after ``key``, carrying the scene
         (:func:`~kp2d_core.vo.odometry.carried_scene`).
 
         Without a pose of its own it takes the last one measured against ``key``.
@@ -284,8 +356,7 @@ class HomographyTracker:
         if T_world_cur is None and key.latest is not None:
             T_world_cur, covariance, relative = key.latest
         if T_world_cur is None:
-            self.key = _Keyframe(self._kept(features), points, stamp_ns, *key.last)
-            return
+            return _Keyframe(self._kept(features), points, stamp_ns, *key.last)
         scene = carried_scene(relative, key.scene)
         variance = np.diag(covariance).copy()
-        self.key = _Keyframe(self._kept(features), points, stamp_ns, T_world_cur, variance, scene)
+        return _Keyframe(self._kept(features), points, stamp_ns, T_world_cur, variance, scene)

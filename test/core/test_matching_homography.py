@@ -101,6 +101,36 @@ def test_mirror_image_is_degenerate():
     assert not estimate_homography(pts0, warp_points(mirror, pts0)).ok
 
 
+def _pan(degrees: float) -> np.ndarray:
+    """Pixel homography of a camera (640x480, f = 380 px) turning about its y axis."""
+    K = np.array([[380.0, 0.0, 319.5], [0.0, 380.0, 239.5], [0.0, 0.0, 1.0]])
+    angle = np.radians(degrees)
+    R = np.array(
+        [[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]]
+    )
+    return K @ R @ np.linalg.inv(K)
+
+
+def test_a_wide_turn_whose_scale_flips_the_sign_is_kept():
+    # At 52 degrees the true scale gives H[2, 2] < 0: dividing by it flips every depth's sign.
+    H = _pan(-52.0)
+    assert H[2, 2] < 0
+    pts0 = np.random.default_rng(3).uniform([330, 40], [630, 440], size=(150, 2))
+    pts1 = warp_points(H, pts0)
+    seen = (pts1 >= 0).all(axis=1) & (pts1 < [640, 480]).all(axis=1)
+    assert seen.sum() >= 40
+    result = estimate_homography(pts0[seen], pts1[seen])
+    assert result.ok, result.reason
+    assert corner_error(result.H, H / H[2, 2], 480, 640) < 0.1
+
+
+def test_a_vanishing_line_through_the_support_is_degenerate():
+    pts0 = _grid_points()
+    H = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [-1.0 / 160.0, 0.0, 1.0]])  # w = 0 at x=160
+    result = estimate_homography(pts0, warp_points(H, pts0), method='ransac')
+    assert not result.ok and result.reason == 'degenerate'
+
+
 def test_bad_arguments():
     pts = _grid_points(10)
     with pytest.raises(ValueError, match='unknown method'):

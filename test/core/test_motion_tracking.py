@@ -18,7 +18,7 @@ from kp2d_core.geometry.poses import (
     quaternion_to_rotation,
     rotation_to_quaternion,
 )
-from kp2d_core.vo.keyframe_tracker import HomographyTracker, TrackerConfig
+from kp2d_core.vo.keyframe_tracker import MIN_TRACK_INLIERS, HomographyTracker, TrackerConfig
 
 K = np.array([[500.0, 0.0, 320.0], [0.0, 500.0, 240.0], [0.0, 0.0, 1.0]])
 R_TRUE = cv2.Rodrigues(np.array([0.05, -0.08, 0.1]))[0]
@@ -69,6 +69,28 @@ def test_near_pure_rotation_gives_a_rigid_pose():
     assert is_pose(T)  # orthonormal to 1e-6: it can be chained into a trajectory
     angle = np.degrees(np.linalg.norm(cv2.Rodrigues(pose.T_cur_ref[:3, :3] @ R.T)[0]))
     assert angle < 0.1
+
+
+def test_a_wide_turn_whose_homography_changes_sign_keeps_its_rotation():
+    """Panning 52 degrees at f = 380 px, K R K^-1 has H[2, 2] < 0: normalised to H[2, 2] = 1
+    it is the negative of the true scale, and decomposed so the rotation came out 180 degrees
+    off."""
+    wide = np.array([[380.0, 0.0, 319.5], [0.0, 380.0, 239.5], [0.0, 0.0, 1.0]])
+    R = cv2.Rodrigues(np.array([0.0, np.radians(-52.0), 0.0]))[0]
+    rng = np.random.default_rng(2)
+    rays = np.column_stack([rng.uniform([330, 40], [630, 440], (300, 2)), np.ones(300)])
+    rays = rays @ np.linalg.inv(wide).T
+    turned = rays @ R.T
+    seen = turned[:, 2] > 0.2
+    pts_ref = (rays[seen] @ wide.T)[:, :2]
+    cur = turned[seen] @ wide.T
+    pts_cur = cur[:, :2] / cur[:, 2:] + rng.normal(0, 0.2, (seen.sum(), 2))
+    H, _ = cv2.findHomography(pts_ref, pts_cur, 0)
+    assert H[2, 2] > 0 and (pts_ref @ H[2, :2] + H[2, 2] < 0).all()  # the flipped sign
+    pose = pose_from_homography(H / H[2, 2], wide, pts_ref, pts_cur)
+    assert pose is not None
+    angle = np.degrees(np.linalg.norm(cv2.Rodrigues(pose.T_cur_ref[:3, :3] @ R.T)[0]))
+    assert angle < 0.2
 
 
 def test_rotating_wide_angle_camera_gets_its_rotation_when_no_plane_is_visible(monkeypatch):
@@ -239,7 +261,12 @@ def test_tracker_without_intrinsics_and_keyframe_renewal():
     assert tracker.key_stamp_ns == 2_000 * MS
     shuffled = desc[torch.randperm(len(desc), generator=torch.Generator().manual_seed(0))]
     lost = _update(tracker, _features(pts_ref, shuffled), 3_000 * MS, None)
-    assert lost.H_key_to_cur is None and lost.new_keyframe and lost.reason is not None
+    assert lost.H_key_to_cur is None and lost.reason is not None
+    assert not lost.new_keyframe and tracker.key_stamp_ns == 2_000 * MS  # kept
+    # The next frame fails against the keyframe too but matches the lost frame: the camera
+    # moved on, and the lost frame becomes the keyframe.
+    on = _update(tracker, _features(pts_ref, shuffled), 4_000 * MS, None)
+    assert on.key_stamp_ns == 3_000 * MS and np.allclose(on.H_key_to_cur, np.eye(3), atol=1e-6)
 
 
 def _random_view() -> tuple[Features, CameraModel]:
@@ -252,7 +279,7 @@ def _random_view() -> tuple[Features, CameraModel]:
     return features, camera
 
 
-def test_non_finite_pose_renews_the_keyframe_at_the_last_good_pose(monkeypatch):
+def test_a_non_finite_pose_is_never_chained_and_the_keyframe_stays(monkeypatch):
     import kp2d_core.vo.keyframe_tracker as tracking
     import kp2d_core.vo.odometry as odometry
 
@@ -263,15 +290,46 @@ def test_non_finite_pose_renews_the_keyframe_at_the_last_good_pose(monkeypatch):
     monkeypatch.setattr(tracking, 'relative_motion', lambda *args: broken)
     result = _update(tracker, features, 100 * MS, camera)
     assert result.T_world_cur is None and result.reason == 'non_finite_pose'
-    assert result.H_key_to_cur is None and result.new_keyframe
-    assert result.key_stamp_ns == 0  # the keyframe it was measured against
-    assert tracker.key_stamp_ns == 100 * MS  # ... replaced by this frame
+    assert result.H_key_to_cur is None and not result.new_keyframe
+    assert result.key_stamp_ns == 0 and tracker.key_stamp_ns == 0  # the keyframe stays
     monkeypatch.undo()
     result = _update(tracker, features, 200 * MS, camera)  # the trajectory goes on, finite
-    assert result.reason is None and result.key_stamp_ns == 100 * MS
+    assert result.reason is None and result.key_stamp_ns == 0
     assert np.allclose(result.T_world_cur, np.eye(4), atol=1e-6)  # no jump: the same view
     assert np.isfinite(result.covariance).all()
     assert (np.diag(result.covariance) > 0).all()
+
+
+def test_after_a_blackout_the_trajectory_goes_on_from_the_keyframe():
+    """Frames of sensor noise (a covered lens) have no pose and are never chained; the first
+    frame after them is measured against the keyframe from before: no jump, no drift."""
+    rng = np.random.default_rng(4)
+    pts_ref, pts_cur = _scene(planar=True)
+    desc = torch.nn.functional.normalize(torch.randn(len(pts_ref), 64), dim=1)
+    tracker = HomographyTracker()
+    _update(tracker, _features(pts_ref, desc), 0)
+    for k in range(1, 11):  # noise: random keypoints and descriptors on every frame
+        noise = rng.uniform([0, 0], [640, 480], (300, 2))
+        random = torch.nn.functional.normalize(torch.randn(300, 64), dim=1)
+        dark = _update(tracker, _features(noise, random), k * 100 * MS)
+        assert dark.T_world_cur is None and dark.H_key_to_cur is None
+        assert tracker.key_stamp_ns == 0
+    back = _update(tracker, _features(pts_cur, desc), 1_100 * MS)
+    assert back.key_stamp_ns == 0 and back.pose_method == 'homography'
+    expected = invert_pose(make_pose(R_TRUE, T_TRUE / PLANE_DEPTH))
+    assert np.allclose(back.T_world_cur, expected, atol=1e-4)
+
+
+def test_a_chance_fit_of_a_few_matches_is_no_homography():
+    pts_ref, pts_cur = _scene(planar=True)
+    rng = np.random.default_rng(5)
+    few = MIN_TRACK_INLIERS - 1
+    cur = np.concatenate([pts_cur[:few], rng.uniform([0, 0], [640, 480], (150, 2))])
+    desc = torch.nn.functional.normalize(torch.randn(len(cur), 64), dim=1)
+    tracker = HomographyTracker()
+    _update(tracker, _features(pts_ref[: len(cur)], desc), 0)
+    result = _update(tracker, _features(cur, desc), 100 * MS)
+    assert result.H_key_to_cur is None and result.reason == 'too_few_inliers'
 
 
 def test_a_keyframe_without_a_pose_takes_the_last_measured_one(monkeypatch):
