@@ -168,7 +168,9 @@ class FramePipeline:
         order = getattr(getattr(self.extractor, 'cfg', None), 'channel_order', 'bgr')
         gray = gray_uint8(image, order)
         step = self.hybrid.step(image, gray, stamp_ns, camera, self.extractor.extract)
-        track = self.tracker.update(step.features, step.points, stamp_ns)
+        ids = np.full(len(step.features), -1, np.int64)  # Lucas-Kanade's tracks: matches
+        ids[step.tracks.indices] = step.tracks.ids.astype(np.int64)
+        track = self.tracker.update(step.features, step.points, stamp_ns, ids)
         found = track.H_key_to_cur is not None
         low = found and track.num_inliers < KEYFRAME_MARGIN * self.tracker.cfg.min_keyframe_inliers
         lost = not found and track.reason != 'first_frame'

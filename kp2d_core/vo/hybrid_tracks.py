@@ -19,8 +19,9 @@ structure and use the learned detector where Lucas-Kanade fails. Per frame:
   the same support as any continuation, take their id back (an occlusion, a dropped second).
   The rest start new tracks (best score first, textured, spread, up to ``max_tracks``).
 * On other frames the frame's features are the carried tracks themselves, with the
-  descriptors of their last detection: the keyframe tracker matches them to its keyframe as
-  it matches detections.
+  descriptors of their last detection. The frame pipeline hands the keyframe tracker the
+  track id of every keypoint: a track's point in the keyframe is its match, the keypoints
+  without a track are matched by their descriptors.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from kp2d_core.geometry.image_points import ImagePoints
 from kp2d_core.geometry.poses import invert_pose, is_pose, relative_pose_variance
 from kp2d_core.geometry.refinement import geometry_noise, refined_result
 from kp2d_core.inference.features import Features
-from kp2d_core.inference.matching import match
+from kp2d_core.inference.matching import match, match_descriptors
 from kp2d_core.inference.subpixel import refined_points
 from kp2d_core.vo.odometry import (
     Matched,
@@ -141,6 +141,7 @@ class _Keyframe:
     reference_inliers: int | None = None  # inliers of the first frame tracked against it
     latest: tuple | None = None  # (T_world, covariance, relative) of the last frame with a pose
     image: KeyImage | None = None  # for alignment, made from features.gray when first needed
+    ids: np.ndarray | None = None  # (N,) int64 track id of each keypoint, -1 for none
 
     def __post_init__(self) -> None:  # its matches refine the other frame's points
         self.features = replace(self.features, dense=None)
@@ -200,20 +201,30 @@ class HomographyTracker:
     def key_stamp_ns(self) -> int | None:
         return None if self.key is None else self.key.stamp_ns
 
-    def update(self, features: Features, points: ImagePoints, stamp_ns: int) -> TrackResult:
+    def update(
+        self,
+        features: Features,
+        points: ImagePoints,
+        stamp_ns: int,
+        ids: np.ndarray | None = None,
+    ) -> TrackResult:
         """Track one frame.
 
         Args:
             features: the frame's keypoints.
             points: the same keypoints with their camera (``ImagePoints.of``).
             stamp_ns: the frame's stamp in nanoseconds.
+            ids: (N,) int64 track id of each keypoint (-1: none), where something followed
+                the points from frame to frame (hybrid mode: Lucas-Kanade). A keypoint of
+                the keyframe's track is its match, whatever the descriptors say (repetitive
+                texture); the other keypoints are matched by their descriptors.
         """
         stamp_ns = int(stamp_ns)
         key = self.key
         if key is None or not same_camera(key.points.camera, points.camera):
             reason = 'first_frame' if key is None else 'camera_changed'
             T, variance = (np.eye(4), np.full(6, ORIGIN_VARIANCE)) if key is None else key.last
-            self.key = _Keyframe(self._kept(features), points, stamp_ns, T, variance)
+            self.key = _Keyframe(self._kept(features), points, stamp_ns, T, variance, ids=ids)
             self.candidate = None
             pose = self.key.T_world.copy() if points.camera is not None else None
             covariance = np.diag(self.key.variance) if pose is not None else None
@@ -233,31 +244,39 @@ class HomographyTracker:
                 covariance=covariance,
                 rectified=points.rectified,
             )
-        return self._track(key, features, points, stamp_ns)
+        return self._track(key, features, points, stamp_ns, ids)
 
     def _track(
-        self, key: _Keyframe, features: Features, points: ImagePoints, stamp_ns: int
+        self,
+        key: _Keyframe,
+        features: Features,
+        points: ImagePoints,
+        stamp_ns: int,
+        ids: np.ndarray | None,
     ) -> TrackResult:
         """Measure the frame against the keyframe; where that fails, against the frame after
         the keyframe's last success (the candidate), which then becomes the keyframe."""
-        measured = self._measure(key, features, points)
+        measured = self._measure(key, features, points, ids)
         if measured.lost and self.candidate is not None:
-            again = self._measure(self.candidate, features, points)
+            again = self._measure(self.candidate, features, points, ids)
             if not again.lost:
                 key, measured = self.candidate, again
                 self.key = key
         if measured.lost:  # the keyframe is kept: a frame after a blackout can come back to it
-            self.candidate = self._successor(key, features, points, stamp_ns, None, None, None)
+            lost = (None, None, None)
+            self.candidate = self._successor(key, features, points, stamp_ns, *lost, ids)
         else:
             self.candidate = None
-        return self._result(key, features, points, stamp_ns, measured)
+        return self._result(key, features, points, stamp_ns, measured, ids)
 
-    def _measure(self, key: _Keyframe, features: Features, points: ImagePoints) -> _Measured:
+    def _measure(
+        self, key: _Keyframe, features: Features, points: ImagePoints, ids: np.ndarray | None
+    ) -> _Measured:
         """The frame's homography and motion against ``key`` (its scene takes what they
         tell of it)."""
         cfg = self.cfg
-        matches = match(key.features, features, cfg.mutual, cfg.max_distance, cfg.ratio)
-        idx_key, idx_cur = matches.indices[:, 0], matches.indices[:, 1]
+        pairs = self._pairs(key, features, ids)
+        idx_key, idx_cur = pairs[:, 0], pairs[:, 1]
         cur = points  # the matched points refined toward their keyframe partners (not kept)
         if cfg.subpixel and features.dense is not None:
             cur = refined_points(points, key.features, features, idx_key, idx_cur)
@@ -265,7 +284,7 @@ class HomographyTracker:
         fit['min_inliers'] = MIN_TRACK_INLIERS
         geo_key, geo_cur = key.points.pixels[idx_key], cur.pixels[idx_cur]
         result = estimate_homography(geo_key, geo_cur, None, **fit)
-        gray, noise, pairs = features.gray, None, matches.indices
+        gray, noise, matches = features.gray, None, len(pairs)
         key_image = key.key_image() if result.ok and cfg.align and gray is not None else None
         if key_image is not None:
             moved, aligned = aligned_points(cur, gray, key_image, *pairs.T, result.H)
@@ -294,7 +313,28 @@ class HomographyTracker:
         if T_world_cur is not None and not is_pose(T_world_cur):  # never chained
             T_world_cur, reason, relative = None, 'non_finite_pose', None
             result = replace(result, H=None, inliers=np.zeros_like(result.inliers))
-        return _Measured(len(matches), cur, m, result, residual, relative, T_world_cur, reason)
+        return _Measured(matches, cur, m, result, residual, relative, T_world_cur, reason)
+
+    def _pairs(self, key: _Keyframe, features: Features, ids: np.ndarray | None) -> np.ndarray:
+        """(M, 2) keyframe and frame keypoint indices of the matches: the same track where
+        both have track ids, then mutual nearest descriptors among the other keypoints."""
+        cfg = self.cfg
+        if ids is None or key.ids is None:
+            return match(key.features, features, cfg.mutual, cfg.max_distance, cfg.ratio).indices
+        tracked_key, tracked_cur = np.flatnonzero(key.ids >= 0), np.flatnonzero(ids >= 0)
+        _, a, b = np.intersect1d(key.ids[tracked_key], ids[tracked_cur], return_indices=True)
+        rest_key = np.setdiff1d(np.arange(len(key.features)), tracked_key[a])
+        rest_cur = np.setdiff1d(np.arange(len(features)), tracked_cur[b])
+        found = match_descriptors(
+            key.features.descriptors[rest_key],
+            features.descriptors[rest_cur],
+            cfg.mutual,
+            cfg.max_distance,
+            cfg.ratio,
+        ).indices
+        same = np.stack([tracked_key[a], tracked_cur[b]], axis=1)
+        other = np.stack([rest_key[found[:, 0]], rest_cur[found[:, 1]]], axis=1)
+        return np.concatenate([same, other]).astype(np.int64)
 
     def _result(
         self,
@@ -303,6 +343,7 @@ class HomographyTracker:
         points: ImagePoints,
         stamp_ns: int,
         measured: _Measured,
+        ids: np.ndarray | None,
     ) -> TrackResult:
         """The frame's TrackResult; the keyframe is renewed where it has too few inliers."""
         cfg, result, m, relative = self.cfg, measured.result, measured.matched, measured.relative
@@ -324,7 +365,7 @@ class HomographyTracker:
                 threshold = cfg.ransac_threshold_px
                 depths = matched_depths(relative, m, K, len(features), threshold, current=True)
             self.key = self._successor(
-                key, features, points, stamp_ns, T_world_cur, covariance, relative
+                key, features, points, stamp_ns, T_world_cur, covariance, relative, ids
             )
             self.key.scene.depths, self.key.scene.firm = depths
         return TrackResult(
@@ -346,7 +387,7 @@ class HomographyTracker:
         )
 
     def _successor(
-        self, key, features, points, stamp_ns, T_world_cur, covariance, relative
+        self, key, features, points, stamp_ns, T_world_cur, covariance, relative, ids
     ) -> _Keyframe:
         """The current frame as the keyframe after ``key``, carrying the scene
         (:func:`~kp2d_core.vo.odometry.carried_scene`).
@@ -355,8 +396,9 @@ class HomographyTracker:
         """
         if T_world_cur is None and key.latest is not None:
             T_world_cur, covariance, relative = key.latest
+        kept = self._kept(features)
         if T_world_cur is None:
-            return _Keyframe(self._kept(features), points, stamp_ns, *key.last)
+            return _Keyframe(kept, points, stamp_ns, *key.last, ids=ids)
         scene = carried_scene(relative, key.scene)
         variance = np.diag(covariance).copy()
-        return _Keyframe(self._kept(features), points, stamp_ns, T_world_cur, variance, scene)
+        return _Keyframe(kept, points, stamp_ns, T_world_cur, variance, scene, ids=ids)

@@ -320,6 +320,36 @@ def test_after_a_blackout_the_trajectory_goes_on_from_the_keyframe():
     assert np.allclose(back.T_world_cur, expected, atol=1e-4)
 
 
+def test_track_ids_match_points_that_descriptors_cannot_tell_apart():
+    """Repetitive texture: every keypoint has one of four descriptors. Descriptors alone find
+    no homography; the ids of the tracks that followed the points give the true one, and the
+    keypoints without an id are matched by their descriptors."""
+    pts_ref, pts_cur = _scene(planar=True)
+    rng = np.random.default_rng(6)
+    four = torch.nn.functional.normalize(torch.randn(4, 64), dim=1)
+    desc = four[torch.as_tensor(rng.integers(0, 4, len(pts_ref)))]
+    ids = np.arange(len(pts_ref), dtype=np.int64)
+    order = rng.permutation(len(pts_ref))  # the frame lists its keypoints in another order
+    plain = HomographyTracker()
+    _update(plain, _features(pts_ref, desc), 0)
+    assert _update(plain, _features(pts_cur[order], desc[order]), 100 * MS).H_key_to_cur is None
+    tracker = HomographyTracker()
+    points = ImagePoints.of(pts_ref, CAMERA)
+    tracker.update(_features(pts_ref, desc), points, 0, ids)
+    unique = torch.nn.functional.normalize(torch.randn(len(pts_ref), 64), dim=1)
+    extra = torch.cat([desc[order], unique[:20]])  # 20 keypoints the tracks do not hold
+    cur = np.concatenate([pts_cur[order], rng.uniform([0, 0], [640, 480], (20, 2))])
+    result = tracker.update(
+        _features(cur, extra),
+        ImagePoints.of(cur, CAMERA),
+        100 * MS,
+        np.concatenate([ids[order], np.full(20, -1)]),
+    )
+    H_true, _ = cv2.findHomography(pts_ref, pts_cur, 0)
+    assert result.num_inliers == len(pts_ref)
+    assert np.allclose(result.H_key_to_cur, H_true, atol=1e-5)
+
+
 def test_a_chance_fit_of_a_few_matches_is_no_homography():
     pts_ref, pts_cur = _scene(planar=True)
     rng = np.random.default_rng(5)
