@@ -191,7 +191,7 @@ class HomographyTracker:
     def reset(self) -> None:
         """Forget the keyframe and restart the trajectory at the identity."""
         self.key: _Keyframe | None = None
-        self.candidate: _Keyframe | None = None  # the frame after the keyframe's last success
+        self.candidate: _Keyframe | None = None  # the last frame lost against the keyframe
 
     def _kept(self, features: Features) -> Features:
         """What a keyframe keeps of a frame's features: its grey image only for alignment."""
