@@ -75,10 +75,11 @@ def test_launch_and_params_files():
     import yaml
 
     from kp2d_core.vo.frame_pipeline import PipelineConfig
-    from kp2d_ros.parameters import DEFAULTS, options_from_values, params_file_values, yaml_text
+    from kp2d_ros.parameter_docs import yaml_text
+    from kp2d_ros.parameters import DEFAULTS, options_from_values, params_file_values
 
     shipped = ROOT / 'config' / 'kp2d.yaml'
-    assert shipped.read_text() == yaml_text(), 'regenerate: python -m kp2d_ros.parameters'
+    assert shipped.read_text() == yaml_text(), 'regenerate: python -m kp2d_ros.parameter_docs'
     assert list(yaml.safe_load(shipped.read_text())) == ['/**']  # any namespace and node name
     values, unknown = params_file_values(str(shipped))
     assert values == DEFAULTS and unknown == []
@@ -101,7 +102,7 @@ def launch_argument_names() -> list[str]:
 def test_the_parameter_table_keeps_five_columns_on_every_row():
     import re
 
-    from kp2d_ros.parameters import markdown_table
+    from kp2d_ros.parameter_docs import markdown_table
 
     for row in markdown_table().splitlines():
         cells = re.split(r'(?<!\\)\|', row)  # a bar escaped as \| stays inside its cell
@@ -109,10 +110,10 @@ def test_the_parameter_table_keeps_five_columns_on_every_row():
 
 
 def test_readme_documents_every_parameter_launch_argument_and_topic():
-    from kp2d_ros.parameters import markdown_table
+    from kp2d_ros.parameter_docs import markdown_table
 
     readme = (ROOT / 'README.md').read_text()
-    assert markdown_table() in readme, 'regenerate: python -m kp2d_ros.parameters --markdown'
+    assert markdown_table() in readme, 'regenerate: python -m kp2d_ros.parameter_docs --markdown'
     names = launch_argument_names()
     assert {'namespace', 'image_transport', 'lifecycle'} <= set(names)
     for name in names:

@@ -21,7 +21,7 @@ import torch  # noqa: E402
 from kp2d_core import KeypointNet, save_checkpoint  # noqa: E402
 from kp2d_core.images import read_image  # noqa: E402
 from kp2d_core.inference.probe import sample_photo_path  # noqa: E402
-from kp2d_ros.parameters import yaml_text  # noqa: E402
+from kp2d_ros.parameter_docs import yaml_text  # noqa: E402
 from kp2d_testing.ros import (  # noqa: E402
     Probe,
     image_msg,
