@@ -254,8 +254,8 @@ class HomographyTracker:
         stamp_ns: int,
         ids: np.ndarray | None,
     ) -> TrackResult:
-        """Measure the frame against the keyframe; where that fails, against the frame after
-        the keyframe's last success (the candidate), which then becomes the keyframe."""
+        """Measure the frame against the keyframe; where that fails, against the candidate
+        (the last frame lost against the keyframe), which then becomes the keyframe."""
         measured = self._measure(key, features, points, ids)
         if measured.lost and self.candidate is not None:
             again = self._measure(self.candidate, features, points, ids)
@@ -263,8 +263,8 @@ class HomographyTracker:
                 key, measured = self.candidate, again
                 self.key = key
         if measured.lost:  # the keyframe is kept: a frame after a blackout can come back to it
-            lost = (None, None, None)
-            self.candidate = self._successor(key, features, points, stamp_ns, *lost, ids)
+            no_pose = (None, None, None)  # its pose: the last one measured against ``key``
+            self.candidate = self._successor(key, features, points, stamp_ns, *no_pose, ids)
         else:
             self.candidate = None
         return self._result(key, features, points, stamp_ns, measured, ids)
