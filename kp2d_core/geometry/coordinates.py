@@ -96,21 +96,26 @@ def map_coordinates(
 def _sample_map_numpy(
     feature_map: np.ndarray, xy: np.ndarray, height: int, width: int
 ) -> np.ndarray:
-    """:func:`sample_map` on NumPy: (B, C, h, w) map, (B, N, 2) pixels -> (B, N, C)."""
-    h, w = feature_map.shape[-2:]
+    """:func:`sample_map` on NumPy: (B, C, h, w) map, (B, N, 2) pixels -> (B, N, C).
+
+    The four corners of every point are gathered in one pass over the flattened map's
+    channel rows (contiguous reads; a gather of (h, w, C) pixels strides across channels)."""
+    channels, (h, w) = feature_map.shape[1], feature_map.shape[-2:]
+    floating = np.issubdtype(feature_map.dtype, np.floating)
+    dtype = feature_map.dtype if floating else np.dtype(np.float32)
     mx, my = map_coordinates(xy, (h, w), (height, width))
     x0 = np.minimum(np.floor(mx).astype(np.intp), max(w - 2, 0))
     y0 = np.minimum(np.floor(my).astype(np.intp), max(h - 2, 0))
     x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
-    ax, ay = (mx - x0)[..., None], (my - y0)[..., None]
-    out = []
+    ax, ay = (mx - x0).astype(dtype), (my - y0).astype(dtype)
+    corners = np.stack([y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1], axis=1)  # (B,4,N)
+    weights = np.stack([(1 - ax) * (1 - ay), ax * (1 - ay), (1 - ax) * ay, ax * ay], axis=1)
+    out = np.empty((feature_map.shape[0], xy.shape[1], channels), dtype)
     for b in range(feature_map.shape[0]):
-        maps = feature_map[b].transpose(1, 2, 0)  # (h, w, C)
-        top = maps[y0[b], x0[b]] * (1 - ax[b]) + maps[y0[b], x1[b]] * ax[b]
-        bottom = maps[y1[b], x0[b]] * (1 - ax[b]) + maps[y1[b], x1[b]] * ax[b]
-        out.append(top * (1 - ay[b]) + bottom * ay[b])
-    floating = np.issubdtype(feature_map.dtype, np.floating)
-    return np.stack(out).astype(feature_map.dtype if floating else np.float32, copy=False)
+        flat = feature_map[b].reshape(channels, h * w)
+        gathered = np.take(flat, corners[b].ravel(), axis=1).reshape(channels, 4, -1)
+        out[b] = np.einsum('ckn,kn->nc', gathered, weights[b])
+    return out
 
 
 def warp_points(H: Array, xy: Array) -> Array:

@@ -172,6 +172,21 @@ def is_degenerate(H: np.ndarray, support: np.ndarray) -> bool:
     return not (turns > 0).all()
 
 
+def fit_homography(
+    pts0: np.ndarray, pts1: np.ndarray, threshold_px: float
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """((3, 3) homography or None, (M,) bool inliers) of a MAGSAC++ fit of ``pts0`` -> ``pts1``
+    ((M, 2) each) at ``threshold_px``; None with no inliers where fewer than 4 matches or the
+    fit fails. The homography of :func:`verify_motion`, without its fundamental matrix."""
+    count = len(pts0)
+    if count < MIN_CORRESPONDENCES:
+        return None, np.zeros(count, bool)
+    H, mask = robust_fit(cv2.findHomography, pts0, pts1, cv2.USAC_MAGSAC, threshold_px)
+    if H is None or mask is None:
+        return None, np.zeros(count, bool)
+    return H, mask.ravel().astype(bool)
+
+
 def verify_motion(
     pts0: np.ndarray, pts1: np.ndarray, threshold_px: float, max_parallax_px: float
 ) -> np.ndarray:
@@ -188,12 +203,9 @@ def verify_motion(
     none was found) predicts where unmatched points went (see ``FeatureTracker``).
     """
     count = len(pts0)
-    if count < MIN_CORRESPONDENCES:
-        return np.zeros(count, bool), None
-    H, mask = robust_fit(cv2.findHomography, pts0, pts1, cv2.USAC_MAGSAC, threshold_px)
-    if H is None or mask is None:
-        return np.zeros(count, bool), None
-    planar = mask.ravel().astype(bool)
+    H, planar = fit_homography(pts0, pts1, threshold_px)
+    if H is None:
+        return planar, None
     if count < MIN_FUNDAMENTAL_MATCHES:
         return planar, H
     _, mask = robust_fit(

@@ -33,7 +33,7 @@ import numpy as np
 
 from kp2d_core.geometry.camera import CameraModel
 from kp2d_core.geometry.coordinates import warp_points
-from kp2d_core.geometry.homography import verify_motion
+from kp2d_core.geometry.homography import fit_homography, verify_motion
 from kp2d_core.geometry.image_points import ImagePoints
 from kp2d_core.inference.features import Features
 from kp2d_core.inference.matching import match_descriptors
@@ -297,9 +297,7 @@ class HybridTracker:
         if len(common) >= MIN_ANCHORS:
             anchors_then = ImagePoints.of(xy_then[then_idx], points.camera).pixels
             anchors_now = ImagePoints.of(xy_now[now_idx], points.camera).pixels
-            _, H = verify_motion(
-                anchors_then, anchors_now, cfg.max_epipolar_px, cfg.max_parallax_px
-            )
+            H, _ = fit_homography(anchors_then, anchors_now, cfg.max_epipolar_px)
             if H is None:
                 return np.zeros(len(before), bool)
             return np.linalg.norm(warp_points(H, before) - after, axis=1) <= REID_PARALLAX_PX

@@ -50,6 +50,20 @@ def test_sample_map_hits_cell_centres_of_a_coarse_map():
     assert halfway.item() == pytest.approx(0.5)
 
 
+@pytest.mark.parametrize('dtype', [np.uint8, np.float32, np.float64])
+def test_sample_map_numpy_and_torch_agree(dtype):
+    """Inference samples NumPy maps (quantised ones as uint8), training torch ones: the same
+    bilinear values, batches and the clamped border included."""
+    rng = np.random.default_rng(3)
+    values = (rng.random((2, 5, 6, 8)) * 200).astype(dtype)
+    xy = rng.uniform(-6.0, 70.0, (2, 40, 2)).astype(np.float32)  # some outside the 48x64 image
+    out = sample_map(values, xy, 48, 64)
+    expected = sample_map(torch.from_numpy(values).double(), torch.from_numpy(xy).double(), 48, 64)
+    assert out.shape == (2, 40, 5)
+    assert out.dtype == (np.float32 if dtype == np.uint8 else dtype)
+    assert np.allclose(out, expected.numpy(), atol=1e-3)
+
+
 def test_warp_points_numpy_and_torch_agree():
     H = np.array([[1.1, 0.1, 5.0], [0.0, 0.9, -3.0], [1e-3, 0.0, 1.0]])
     xy = np.array([[0.0, 0.0], [10.0, 20.0]])

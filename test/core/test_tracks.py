@@ -123,6 +123,18 @@ def test_tracks_persist_and_follow_the_true_motion():
     assert len(errors) > 3000 and max(errors) < 3.0, max(errors)
 
 
+def test_fit_homography_is_the_homography_verify_motion_fits():
+    from kp2d_core.geometry.homography import fit_homography, verify_motion
+
+    xy, _ = _scene(count=40)
+    moved = xy * 1.01 + [3.0, -2.0]
+    moved[:4] += 40.0  # four wrong matches
+    H, inliers = fit_homography(xy, moved, 2.0)
+    assert np.array_equal(H, verify_motion(xy, moved, 2.0, 16.0)[1])
+    assert not inliers[:4].any() and inliers[4:].all()
+    assert fit_homography(xy[:3], moved[:3], 2.0)[0] is None
+
+
 def test_opencv_estimator_failures_are_failed_fits(monkeypatch):
     """OpenCV's USAC can assert on degenerate samples: a failed fit, not a crash."""
     import cv2
