@@ -13,8 +13,9 @@ and the node's peak memory; then the
 peak memory after the largest frame processed at full size (``detector.max_input_pixels``,
 1088x1920) and one four times larger. Memory (RSS of the node process, read from /proc): after
 start-up, after the first frame, steady state (median over the second half of the stream) with
-a breakdown by mapping (heap and anonymous memory vs shared libraries), and around a large
-frame: before, right after, and 10 s and 30 s later. The node subscribes a keypoints consumer
+a breakdown by mapping (heap and anonymous memory, shared libraries, other mapped files such
+as the DDS shared-memory segment), and around a large frame: before, right after, and 10 s
+and 30 s later. The node subscribes a keypoints consumer
 (the probe), as a SLAM front-end would. Needs rclpy; DDS stays on this machine.
 """
 
@@ -236,10 +237,10 @@ def report(name: str, result: dict, alone: float, chosen: str, cost: tuple) -> N
             f'{result["steady_rss"]:.0f} / {after.get("peak_rss_mib", "n/a")}',
         ),
         (
-            '  of which heap and anonymous / libraries (MiB)',
+            '  of which heap and anonymous / libraries / other files (MiB)',
             ' / '.join(
                 f'{result["breakdown"].get(k, float("nan")):.0f}'
-                for k in ('heap_and_anonymous', 'libraries')
+                for k in ('heap_and_anonymous', 'libraries', 'other_files')
             ),
         ),
     ]
