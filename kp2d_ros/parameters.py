@@ -173,6 +173,14 @@ PARAMETERS: tuple[Param, ...] = (
         high=100_000,
     ),
     Param(
+        'tracker.keyframe_inlier_ratio',
+        _HYBRID.keyframe_inlier_ratio,
+        "hybrid: a new keyframe once its inliers fall below this share of its first frame's "
+        '(every frame: 0.5)',
+        low=0.0,
+        high=1.0,
+    ),
+    Param(
         'tracks.max_count',
         _TRACKS.max_tracks,
         'live feature tracks at most; 0 = no tracking',
@@ -475,6 +483,7 @@ def _hybrid(values: dict[str, Any]) -> HybridConfig:
         mode=values['tracker.mode'],
         detect_interval=values['tracker.detect_interval'],
         min_tracks=values['tracker.min_tracks'],
+        keyframe_inlier_ratio=values['tracker.keyframe_inlier_ratio'],
     )
 
 

@@ -30,6 +30,11 @@ class HybridConfig:
     max_gap_factor: float = 2.5  # a stamp gap this many times the usual interval: the network
     max_brightness_change: float = 0.25  # relative change of the mean grey level: the network
     reid_window_s: float = 3.0  # lost tracks are remembered this long for re-identification
+    # A new keyframe once its inliers fall below this share of its first frame's (the keyframe
+    # tracker's keyframe_inlier_ratio, 0.5 every frame): Lucas-Kanade's tracks stay matched to
+    # the keyframe far longer than descriptor matches do, and a keyframe's homographies grow
+    # less accurate with its age (docs/sequences.md).
+    keyframe_inlier_ratio: float = 0.75
 
     def __post_init__(self) -> None:
         if self.mode not in ('every_frame', 'hybrid'):
@@ -48,6 +53,10 @@ class HybridConfig:
             )
         if not 0.0 <= self.reid_window_s <= 3600.0:
             raise ValueError(f'reid_window_s must be in [0, 3600], got {self.reid_window_s}')
+        if not 0.0 <= self.keyframe_inlier_ratio <= 1.0:
+            raise ValueError(
+                f'keyframe_inlier_ratio must be in [0, 1], got {self.keyframe_inlier_ratio}'
+            )
 
 
 class DetectionPolicy:

@@ -75,6 +75,14 @@ class FrameResult:
     detection: str = 'every_frame'  # hybrid mode: why the network ran, or '' (it did not)
 
 
+def _keyframe_settings(tracker: TrackerConfig, hybrid: HybridConfig) -> TrackerConfig:
+    """The keyframe tracker's settings in ``hybrid``'s mode: in hybrid mode its keyframes
+    are renewed at ``hybrid.keyframe_inlier_ratio``."""
+    if hybrid.mode != 'hybrid':
+        return tracker
+    return replace(tracker, keyframe_inlier_ratio=hybrid.keyframe_inlier_ratio)
+
+
 class FramePipeline:
     """Extract keypoints, track them against the keyframe, and estimate the camera motion."""
 
@@ -86,9 +94,9 @@ class FramePipeline:
         hybrid: HybridConfig | None = None,
     ) -> None:
         self.extractor = extractor
-        self.tracker = HomographyTracker(tracker)
-        self.feature_tracker = FeatureTracker(tracks)
         hybrid = hybrid or HybridConfig()
+        self.tracker = HomographyTracker(_keyframe_settings(tracker or TrackerConfig(), hybrid))
+        self.feature_tracker = FeatureTracker(tracks)
         self.hybrid = HybridTracker(hybrid, tracks) if hybrid.mode == 'hybrid' else None
 
     @classmethod
@@ -116,9 +124,11 @@ class FramePipeline:
         is fixed at construction)."""
         if isinstance(self.extractor, KeypointExtractor):
             self.extractor.configure(cfg.extractor)
-        self.tracker.cfg = cfg.tracker
         self.feature_tracker.cfg = cfg.tracks
-        if self.hybrid is not None:
+        if self.hybrid is None:
+            self.tracker.cfg = cfg.tracker
+        else:
+            self.tracker.cfg = _keyframe_settings(cfg.tracker, replace(cfg.hybrid, mode='hybrid'))
             self.hybrid.track_cfg = cfg.tracks
             self.hybrid.cfg = self.hybrid.policy.cfg = replace(cfg.hybrid, mode='hybrid')
 

@@ -124,3 +124,27 @@ def test_ids_come_back_after_a_blackout_and_never_land_on_another_point(bundled)
     assert len(before) > 100
     assert len(resumed) >= 0.5 * len(before), (len(resumed), len(before))
     assert wrong == 0
+
+
+def test_hybrid_keyframes_are_renewed_once_a_quarter_of_their_inliers_is_lost(bundled):
+    """Lucas-Kanade keeps tracks matched to the keyframe long after descriptor matches would
+    have gone: in hybrid mode a keyframe gives way at 75 % of its first frame's inliers."""
+    ratio = HybridConfig().keyframe_inlier_ratio
+    pipeline = FramePipeline(bundled, hybrid=HybridConfig(mode='hybrid'))
+    assert ratio == 0.75 and pipeline.tracker.cfg.keyframe_inlier_ratio == ratio
+    pipeline.configure(pipeline.config)
+    assert pipeline.tracker.cfg.keyframe_inlier_ratio == ratio
+    images, _ = _views(40, speed=0.015)  # tracks leave the view: the inliers fall
+    first: dict[int, int] = {}
+    renewed = 0
+    for index, image in enumerate(images):
+        track = pipeline.process(image, (index + 1) * FRAME_NS).track
+        if track.H_key_to_cur is None:
+            continue
+        reference = first.setdefault(track.key_stamp_ns, track.num_inliers)
+        below = track.num_inliers < ratio * reference
+        assert track.new_keyframe or not below, (index, track.num_inliers, reference)
+        renewed += int(track.new_keyframe and below)
+    assert renewed >= 1
+    every_frame = FramePipeline(bundled)
+    assert every_frame.tracker.cfg.keyframe_inlier_ratio == 0.5
