@@ -176,7 +176,7 @@ PARAMETERS: tuple[Param, ...] = (
         'tracker.keyframe_inlier_ratio',
         _HYBRID.keyframe_inlier_ratio,
         "hybrid: a new keyframe once its inliers fall below this share of its first frame's "
-        '(every frame: 0.5)',
+        f'(every frame: {_TRACKER.keyframe_inlier_ratio})',
         low=0.0,
         high=1.0,
     ),

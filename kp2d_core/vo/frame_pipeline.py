@@ -128,9 +128,10 @@ class FramePipeline:
         if self.hybrid is None:
             self.tracker.cfg = cfg.tracker
         else:
-            self.tracker.cfg = _keyframe_settings(cfg.tracker, replace(cfg.hybrid, mode='hybrid'))
+            hybrid = replace(cfg.hybrid, mode='hybrid')
+            self.tracker.cfg = _keyframe_settings(cfg.tracker, hybrid)
             self.hybrid.track_cfg = cfg.tracks
-            self.hybrid.cfg = self.hybrid.policy.cfg = replace(cfg.hybrid, mode='hybrid')
+            self.hybrid.cfg = self.hybrid.policy.cfg = hybrid
 
     def extract(self, image: np.ndarray) -> Features:
         """Keypoints of one image (raises ValueError for images it cannot take); with
