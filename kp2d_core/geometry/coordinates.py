@@ -96,25 +96,122 @@ def map_coordinates(
 def _sample_map_numpy(
     feature_map: np.ndarray, xy: np.ndarray, height: int, width: int
 ) -> np.ndarray:
-    """:func:`sample_map` on NumPy: (B, C, h, w) map, (B, N, 2) pixels -> (B, N, C).
-
-    The four corners of every point are gathered in one pass over the flattened map's
-    channel rows (contiguous reads; a gather of (h, w, C) pixels strides across channels)."""
-    channels, (h, w) = feature_map.shape[1], feature_map.shape[-2:]
-    floating = np.issubdtype(feature_map.dtype, np.floating)
-    dtype = feature_map.dtype if floating else np.dtype(np.float32)
+    """:func:`sample_map` on NumPy: (B, C, h, w) map, (B, N, 2) pixels -> (B, N, C)."""
+    h, w = feature_map.shape[-2:]
     mx, my = map_coordinates(xy, (h, w), (height, width))
-    x0 = np.minimum(np.floor(mx).astype(np.intp), max(w - 2, 0))
-    y0 = np.minimum(np.floor(my).astype(np.intp), max(h - 2, 0))
-    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
-    ax, ay = (mx - x0).astype(dtype), (my - y0).astype(dtype)
-    corners = np.stack([y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1], axis=1)  # (B,4,N)
-    weights = np.stack([(1 - ax) * (1 - ay), ax * (1 - ay), (1 - ax) * ay, ax * ay], axis=1)
-    out = np.empty((feature_map.shape[0], xy.shape[1], channels), dtype)
+    dtype = _sampled_dtype(feature_map)
+    return _gather_taps(feature_map, _bilinear_taps(my, h, dtype), _bilinear_taps(mx, w, dtype))
+
+
+def sample_upsampled_map(
+    feature_map: np.ndarray, xy: np.ndarray, height: int, width: int
+) -> np.ndarray:
+    """:func:`sample_map` of the map's 2x bilinear upsampling (:func:`upsample_map`), computed
+    from the map itself: each sample is a weighted sum of at most 3x3 of its cells.
+
+    Args:
+        feature_map: (B, C, h, w) map, float or integer (sampled as float32); its upsampling
+            (B, C, 2h, 2w) covers an image of size (height, width).
+        xy: (B, N, 2) pixel coordinates in that image.
+        height, width: the image size.
+
+    Returns:
+        (B, N, C) sampled values.
+    """
+    h, w = feature_map.shape[-2:]
+    mx, my = map_coordinates(xy, (2 * h, 2 * w), (height, width))
+    dtype = _sampled_dtype(feature_map)
+    return _gather_taps(feature_map, _upsampled_taps(my, h, dtype), _upsampled_taps(mx, w, dtype))
+
+
+def upsample_map(feature_map: np.ndarray) -> np.ndarray:
+    """(B, C, h, w) float map -> (B, C, 2h, 2w), bilinear with half-pixel centres and the
+    border replicated (PyTorch's ``interpolate(scale_factor=2, mode='bilinear',
+    align_corners=False)``)."""
+    return _upsample_axis(_upsample_axis(feature_map, -2), -1)
+
+
+def _upsample_axis(values: np.ndarray, axis: int) -> np.ndarray:
+    """2x along ``axis`` (-2 or -1): cell i becomes 0.25 x[i-1] + 0.75 x[i] and
+    0.75 x[i] + 0.25 x[i+1], the edge cells repeated beyond the border."""
+    n = values.shape[axis]
+    index = np.arange(n)
+    near, far = values.dtype.type(0.75), values.dtype.type(0.25)
+    before = np.take(values, np.maximum(index - 1, 0), axis=axis)
+    after = np.take(values, np.minimum(index + 1, n - 1), axis=axis)
+    # Stacked at ``axis`` (counted from the end), each pair sits beside its cell.
+    pairs = np.stack([near * values + far * before, near * values + far * after], axis=axis)
+    shape = list(values.shape)
+    shape[axis] = 2 * n
+    return pairs.reshape(shape)
+
+
+def _sampled_dtype(feature_map: np.ndarray) -> np.dtype:
+    """Float maps are sampled in their own precision, integer ones in float32."""
+    floating = np.issubdtype(feature_map.dtype, np.floating)
+    return feature_map.dtype if floating else np.dtype(np.float32)
+
+
+def _bilinear_taps(
+    position: np.ndarray, size: int, dtype: np.dtype
+) -> tuple[np.ndarray, np.ndarray]:
+    """Linear interpolation along one axis of ``size`` cells at ``position`` (...) (in
+    [0, size - 1], clamped to it): cell indices (..., 2) and their weights (..., 2)."""
+    position = np.clip(position, 0.0, size - 1.0)
+    first = np.minimum(np.floor(position).astype(np.intp), max(size - 2, 0))
+    second = np.minimum(first + 1, size - 1)
+    frac = (position - first).astype(dtype)
+    return np.stack([first, second], -1), np.stack([1 - frac, frac], -1)
+
+
+def _upsampled_taps(
+    position: np.ndarray, size: int, dtype: np.dtype
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_bilinear_taps` at ``position`` (...) of the 2x upsampling of an axis of
+    ``size`` cells, in cells of the axis itself: indices (..., 3) and weights (..., 3).
+
+    The two fine cells around the position lie half a coarse cell apart, so their own
+    interpolations (half-pixel centres, clamped at 0) reach at most three coarse cells.
+    """
+    fine, fine_weight = _bilinear_taps(position, 2 * size, dtype)
+    source = np.maximum((fine + 0.5) / 2 - 0.5, 0.0)  # (..., 2) in coarse cells
+    cells, weights = _bilinear_taps(source, size, dtype)  # (..., 2, 2)
+    weights = weights * fine_weight[..., None]
+    base = cells[..., 0, 0]
+    offsets = np.arange(3)
+    onto = (cells - base[..., None, None])[..., None] == offsets  # (..., 2, 2, 3)
+    merged = (weights[..., None] * onto).sum(axis=(-3, -2)).astype(dtype)
+    return np.minimum(base[..., None] + offsets, size - 1), merged
+
+
+def _gather_taps(
+    feature_map: np.ndarray,
+    taps_y: tuple[np.ndarray, np.ndarray],
+    taps_x: tuple[np.ndarray, np.ndarray],
+) -> np.ndarray:
+    """Weighted sums of the map's cells: (B, C, h, w) map, per-axis taps ((B, N, Ky) cells,
+    (B, N, Ky) weights) and ((B, N, Kx), (B, N, Kx)) -> (B, N, C).
+
+    A map with fewer cells than there are taps to read is transposed first, so that each tap
+    reads one contiguous row of C values; a larger one is read channel row by channel row
+    (1000 keypoints: 1.5 instead of 2.2 ms for a 256 x 60 x 80 map and 9 taps, 1.2 instead
+    of 3.5 ms for 256 x 120 x 160 and 4)."""
+    channels, (h, w) = feature_map.shape[1], feature_map.shape[-2:]
+    (cy, wy), (cx, wx) = taps_y, taps_x
+    cells = (cy[..., :, None] * w + cx[..., None, :]).reshape(*cy.shape[:2], -1)  # (B, N, K)
+    weights = (wy[..., :, None] * wx[..., None, :]).reshape(cells.shape)
+    n, k = cells.shape[1:]
+    out = np.empty((feature_map.shape[0], n, channels), weights.dtype)
     for b in range(feature_map.shape[0]):
         flat = feature_map[b].reshape(channels, h * w)
-        gathered = np.take(flat, corners[b].ravel(), axis=1).reshape(channels, 4, -1)
-        out[b] = np.einsum('ckn,kn->nc', gathered, weights[b])
+        if h * w < n * k:
+            rows = np.ascontiguousarray(flat.T)[cells[b].ravel()].reshape(n, k, channels)
+            values = rows.astype(weights.dtype, copy=False)  # (N, K, C)
+            out[b] = np.matmul(weights[b][:, None, :], values)[:, 0]
+        else:
+            columns = flat[:, cells[b].ravel()].reshape(channels, n, k)
+            values = columns.astype(weights.dtype, copy=False).transpose(1, 0, 2)  # (N, C, K)
+            out[b] = np.matmul(values, weights[b][:, :, None])[..., 0]
     return out
 
 

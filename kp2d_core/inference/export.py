@@ -22,6 +22,7 @@ import warnings
 import numpy as np
 import torch
 
+from kp2d_core.inference.descriptor_lift import split_descriptor_lift
 from kp2d_core.inference.int8_graph import lean_int8_graph
 from kp2d_core.inference.onnx_graph import producers
 from kp2d_core.model.files import (
@@ -80,7 +81,8 @@ def export_onnx(
     example_hw: tuple[int, int] = (240, 320),
     opset: int = OPSET,
 ) -> Path:
-    """Write ``model`` (eval mode, float32, CPU) as an ONNX file with dynamic H and W.
+    """Write ``model`` (eval mode, float32, CPU) as an ONNX file with dynamic H and W (a
+    light model's descriptors in two parts: :mod:`kp2d_core.inference.descriptor_lift`).
 
     Args:
         model: the network to export (it is not modified).
@@ -114,6 +116,7 @@ def export_onnx(
             dynamo=False,
         )
     proto = onnx.load(str(tmp))
+    split_descriptor_lift(proto)  # the light model's: sampled by the front-end
     reference = encode_reference(probe_reference(model), weights_sha256)
     set_metadata(
         proto,

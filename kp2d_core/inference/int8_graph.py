@@ -19,6 +19,9 @@ single allocations of one frame set what a node holds. At 640x480 they were, in 
   (:func:`~kp2d_core.inference.int8_heads.int8_descriptors`);
 * the score head's 256 -> 1 convolution, unrolled whole (10.5 MiB): padded to 16 filters
   (:func:`~kp2d_core.inference.int8_heads.pad_output_channels`);
+* the light model's float descriptor lift (a 2x resize and a sum at H/4): the graph outputs
+  its two quantised parts, which the front-end samples
+  (:func:`~kp2d_core.inference.descriptor_lift.split_descriptor_lift`);
 * float copies of the image kept for a Shape, and of the third stage's activation kept
   until the descriptor head (:func:`~kp2d_core.inference.int8_stage.shapes_from_input`,
   :func:`~kp2d_core.inference.int8_heads.quantise_before_fanout`).
@@ -32,6 +35,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from kp2d_core.inference.descriptor_lift import split_descriptor_lift
 from kp2d_core.inference.int8_heads import (
     int8_descriptors,
     int8_upsampling,
@@ -55,6 +59,7 @@ def lean_int8_graph(proto: Any, bands: int = INPUT_BANDS) -> list[str]:
         ('descriptor upsampling in uint8', int8_upsampling),
         ('shared activations quantised', quantise_before_fanout),
         ('narrow convolutions padded', pad_output_channels),
+        ('descriptor lift split', split_descriptor_lift),
         ('uint8 descriptors', int8_descriptors),
     )
     done = [name for name, rewrite in steps if rewrite(proto)]

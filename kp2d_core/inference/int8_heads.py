@@ -23,9 +23,8 @@ from kp2d_core.inference.onnx_graph import (
     rename_input,
     replace,
 )
-from kp2d_core.model.files import DESCRIPTOR_QUANTISATION_KEY
+from kp2d_core.model.files import QUANTISATION_KEYS
 
-DESCRIPTOR_OUTPUT = 'descriptors'
 SYMMETRIC_OUTPUT_CHANNELS = 16  # fewer: ONNX Runtime unrolls the whole input (im2col)
 
 
@@ -89,7 +88,10 @@ def pad_output_channels(proto: Any) -> bool:
     """Give quantised convolutions with fewer than 16 output channels zero filters up to 16,
     and slice their quantised output back: ONNX Runtime then runs them on its symmetric
     int8 kernel instead of unrolling the whole input (the score head's 256 -> 1 convolution:
-    10.5 MiB at 640x480). Outputs identical. False where there is none."""
+    10.5 MiB at 640x480). Outputs identical. A convolution whose unrolled input is no
+    wider than 16 values per pixel keeps its filters (the light model's first one, 1 -> 8
+    channels 3x3: padded, its 640x480 output costs 2.9 ms more in the copy and the slice).
+    False where there is none."""
     from onnx import helper
 
     graph = proto.graph
@@ -119,16 +121,23 @@ def pad_output_channels(proto: Any) -> bool:
 
 
 def int8_descriptors(proto: Any) -> bool:
-    """Output the descriptor map as it is quantised (uint8, a quarter of float32's memory:
-    4.7 instead of 18.75 MiB at 640x480) and record its scale and zero point in the
-    model's metadata (:data:`DESCRIPTOR_QUANTISATION_KEY`); the front-end dequantises the
-    descriptors it samples. False where the output is not a DequantizeLinear of a
-    per-tensor uint8 quantisation."""
+    """Output each descriptor map (``descriptors``, and ``descriptors_fine`` of a split lift:
+    :mod:`kp2d_core.inference.descriptor_lift`) as it is quantised (uint8, a quarter of
+    float32's memory: 4.7 instead of 18.75 MiB at 640x480) and record its scale and zero
+    point in the model's metadata (:data:`QUANTISATION_KEYS`); the front-end dequantises the
+    descriptors it samples. False where no such output is a DequantizeLinear of a per-tensor
+    uint8 quantisation."""
+    done = [_quantised_output(proto, name, key) for name, key in QUANTISATION_KEYS.items()]
+    return any(done)
+
+
+def _quantised_output(proto: Any, name: str, key: str) -> bool:
+    """:func:`int8_descriptors` for one output."""
     from onnx import TensorProto, numpy_helper
 
     graph = proto.graph
-    output = next((o for o in graph.output if o.name == DESCRIPTOR_OUTPUT), None)
-    dq = producers(graph).get(DESCRIPTOR_OUTPUT)
+    output = next((o for o in graph.output if o.name == name), None)
+    dq = producers(graph).get(name)
     if output is None or dq is None or dq.op_type != 'DequantizeLinear' or len(dq.input) < 3:
         return False
     inits = initializers(graph)
@@ -141,11 +150,11 @@ def int8_descriptors(proto: Any) -> bool:
     source = dq.input[0]
     maker = producers(graph)[source]
     graph.node.remove(dq)
-    rename_input(graph, source, DESCRIPTOR_OUTPUT)
-    maker.output[list(maker.output).index(source)] = DESCRIPTOR_OUTPUT
+    rename_input(graph, source, name)
+    maker.output[list(maker.output).index(source)] = name
     output.type.tensor_type.elem_type = TensorProto.UINT8
     entry = proto.metadata_props.add()
-    entry.key = DESCRIPTOR_QUANTISATION_KEY
+    entry.key = key
     entry.value = json.dumps({'scale': float(scale), 'zero_point': int(zero)})
     drop_unused(graph)
     return True
@@ -176,7 +185,8 @@ def _quantised_after(reader, uses) -> list | None:
 
 def _narrow_quantised_conv(graph, conv, uses):
     """(its QuantizeLinear, output channels) of a Conv with dequantised per-channel int8
-    weights and bias, fewer than 16 filters and one quantised reader; its weight and bias
+    weights and bias, fewer than 16 filters, more than 16 input values per output pixel
+    (channels x kernel) and one quantised reader; its weight and bias
     initializers are padded to 16 filters in the process. None otherwise."""
     from onnx import numpy_helper
 
@@ -191,8 +201,9 @@ def _narrow_quantised_conv(graph, conv, uses):
         return None
     if any(name not in inits for dq in dqs for name in dq.input):
         return None
-    channels = int(inits[dqs[0].input[0]].dims[0])
-    if channels >= SYMMETRIC_OUTPUT_CHANNELS:
+    weight_dims = list(inits[dqs[0].input[0]].dims)
+    channels, unrolled = int(weight_dims[0]), int(np.prod(weight_dims[1:]))
+    if channels >= SYMMETRIC_OUTPUT_CHANNELS or unrolled <= SYMMETRIC_OUTPUT_CHANNELS:
         return None
     for dq in dqs:
         for index, name in enumerate(dq.input):

@@ -25,6 +25,11 @@ WEIGHTS_SHA_KEY = 'kp2d_weights_sha256'
 PRECISION_KEY = 'kp2d_precision'
 REFERENCE_KEY = 'kp2d_reference'
 DESCRIPTOR_QUANTISATION_KEY = 'kp2d_descriptor_quantization'  # of uint8 descriptor outputs
+# Each uint8 descriptor output of an ONNX model -> the metadata key of its quantisation.
+QUANTISATION_KEYS = {
+    'descriptors': DESCRIPTOR_QUANTISATION_KEY,
+    'descriptors_fine': 'kp2d_descriptor_fine_quantization',
+}
 REFERENCE_FIELDS = ('top', 'coords', 'descriptors')
 REFERENCE_CELLS = 100  # the best-scored cells whose keypoints are compared
 PROBE_HW = (120, 160)  # the probe image the reference outputs are computed on
@@ -153,25 +158,27 @@ def compare_to_reference(
 
 
 def descriptor_quantisation(
-    metadata: dict[str, str], path: str | os.PathLike
+    metadata: dict[str, str], path: str | os.PathLike, output: str = 'descriptors'
 ) -> tuple[float, int]:
-    """(scale, zero point) of an ONNX model's uint8 descriptor output, as recorded in its
-    metadata (:func:`kp2d_core.inference.int8_heads.int8_descriptors`).
+    """(scale, zero point) of an ONNX model's uint8 descriptor ``output`` (a key of
+    :data:`QUANTISATION_KEYS`), as recorded in its metadata
+    (:func:`kp2d_core.inference.int8_heads.int8_descriptors`).
 
     Raises:
         ValueError: not recorded, or not a positive finite scale and a uint8 zero point.
     """
     import json
 
-    text = metadata.get(DESCRIPTOR_QUANTISATION_KEY)
+    key = QUANTISATION_KEYS[output]
+    text = metadata.get(key)
     try:
         entry = json.loads(text) if text is not None else None
         scale, zero_point = float(entry['scale']), entry['zero_point']
     except (TypeError, ValueError, KeyError) as exc:
         raise ValueError(
-            f'{path} outputs uint8 descriptors without a readable scale and zero point '
-            f'({DESCRIPTOR_QUANTISATION_KEY}: {str(text)[:40]!r})'
+            f'{path} outputs uint8 {output} without a readable scale and zero point '
+            f'({key}: {str(text)[:40]!r})'
         ) from exc
     if not (np.isfinite(scale) and scale > 0) or zero_point not in range(256):
-        raise ValueError(f'{path}: implausible descriptor quantisation {text[:40]!r}')
+        raise ValueError(f'{path}: implausible {output} quantisation {text[:40]!r}')
     return scale, int(zero_point)

@@ -14,7 +14,7 @@ import torch
 
 from kp2d_core import ExtractorConfig, KeypointExtractor, KeypointNet, save_checkpoint
 from kp2d_core.images import image_to_array, normalize_image, read_image
-from kp2d_core.inference.backends import create_backend, label, select_backend
+from kp2d_core.inference.backends import EXPORT_FORMAT, create_backend, label, select_backend
 from kp2d_core.inference.backends.gate import (
     TOLERANCES,
     gate_path,
@@ -221,7 +221,7 @@ def test_broken_onnx_files_beside_the_weights_and_in_the_cache(weights, tmp_path
         create_backend('onnxruntime', 'fp32', model, copy, sha)
     assert select_backend(model, copy, 'auto', 'auto') is not None  # torch fp32 remains
     beside.unlink()
-    cached = cache_dir() / f'{sha[:20]}.fp32.onnx'
+    cached = cache_dir() / f'{sha[:20]}.{EXPORT_FORMAT}.fp32.onnx'
     create_backend('onnxruntime', 'fp32', model, copy, sha)  # exports into the cache
     cached.write_bytes(cached.read_bytes()[:3000])  # a crash mid-write
     with caplog.at_level(logging.WARNING, logger='kp2d_core.inference.backends'):

@@ -55,6 +55,9 @@ PREFERENCE = {
     ],
 }
 TIMING_HW = (240, 320)
+# Of the cached exports: a new layout of the exported graph gets a new name (2: the light
+# model's descriptor lift in two parts, kp2d_core.inference.descriptor_lift).
+EXPORT_FORMAT = 'v2'
 
 __all__ = [
     'BACKENDS',
@@ -101,7 +104,7 @@ def onnx_file(
         return beside
     if stored != 'fp32':
         raise ValueError(f'no {stored} model beside {weights} (training/export_onnx.py makes it)')
-    cached = cache_dir() / f'{sha256[:20]}.fp32.onnx'
+    cached = cache_dir() / f'{sha256[:20]}.{EXPORT_FORMAT}.fp32.onnx'
     if cached.is_file():
         return cached
     if model is None:

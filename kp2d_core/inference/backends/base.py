@@ -20,9 +20,13 @@ class DenseMaps(NamedTuple):
         coords: (B, 2, H/8, W/8) keypoint pixel coordinates (x, y), float32.
         descriptors: (B, D, H/4, W/4) raw (unnormalised) descriptors: float32, or uint8 as the
             int8 model quantises them (4.7 instead of 18.75 MiB at 640x480), standing for
-            ``descriptor_scale * (descriptors - descriptor_zero_point)``. Read them through
-            :meth:`sample_descriptors` or :meth:`float_descriptors`.
+            ``descriptor_scale * (descriptors - descriptor_zero_point)``. With ``fine`` they
+            are the coarse part (B, D, H/8, W/8) of a split lift: the descriptors are its 2x
+            bilinear upsampling plus ``fine`` (:mod:`kp2d_core.inference.descriptor_lift`).
+            Read them through :meth:`sample_descriptors` or :meth:`float_descriptors`.
         descriptor_scale, descriptor_zero_point: the quantisation of uint8 descriptors.
+        fine: None, or (B, D, H/4, W/4) the lift's fine part, float32 or uint8.
+        fine_scale, fine_zero_point: the quantisation of a uint8 ``fine``.
     """
 
     score: np.ndarray
@@ -30,6 +34,9 @@ class DenseMaps(NamedTuple):
     descriptors: np.ndarray
     descriptor_scale: float = 1.0
     descriptor_zero_point: int = 0
+    fine: np.ndarray | None = None
+    fine_scale: float = 1.0
+    fine_zero_point: int = 0
 
     def sample_descriptors(
         self, index: int, xy: np.ndarray, height: int, width: int
@@ -37,21 +44,39 @@ class DenseMaps(NamedTuple):
         """(N, D) float32 descriptors of image ``index`` at (N, 2) pixels of the (height,
         width) network input (bilinear, :func:`~kp2d_core.geometry.coordinates.sample_map`).
         Quantised maps are sampled first and dequantised after (the weights sum to one: the same
-        values), so no float copy of the map is made."""
-        from kp2d_core.geometry.coordinates import sample_map
+        values), so no float copy of a map is made."""
+        from kp2d_core.geometry.coordinates import sample_map, sample_upsampled_map
 
-        raw = sample_map(self.descriptors[index : index + 1], xy[None], height, width)[0]
-        return self._dequantised(raw)
+        one, points = slice(index, index + 1), xy[None]
+        if self.fine is None:
+            raw = sample_map(self.descriptors[one], points, height, width)[0]
+            return self._coarse(raw)
+        raw = sample_upsampled_map(self.descriptors[one], points, height, width)[0]
+        fine = sample_map(self.fine[one], points, height, width)[0]
+        return self._coarse(raw) + self._fine(fine)
 
     def float_descriptors(self) -> np.ndarray:
-        """(B, D, H/4, W/4) float32 descriptors (a dequantised copy of uint8 ones)."""
-        return self._dequantised(self.descriptors)
+        """(B, D, H/4, W/4) float32 descriptors (dequantised, and lifted where split)."""
+        if self.fine is None:
+            return self._coarse(self.descriptors)
+        from kp2d_core.geometry.coordinates import upsample_map
 
-    def _dequantised(self, values: np.ndarray) -> np.ndarray:
-        if self.descriptors.dtype != np.uint8:
-            return values.astype(np.float32, copy=False)
-        shifted = values.astype(np.float32) - np.float32(self.descriptor_zero_point)
-        return shifted * np.float32(self.descriptor_scale)
+        return upsample_map(self._coarse(self.descriptors)) + self._fine(self.fine)
+
+    def _coarse(self, values: np.ndarray) -> np.ndarray:
+        return dequantised(values, self.descriptor_scale, self.descriptor_zero_point)
+
+    def _fine(self, values: np.ndarray) -> np.ndarray:
+        return dequantised(values, self.fine_scale, self.fine_zero_point)
+
+
+def dequantised(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """float32 values of a map's uint8 ``values`` (``scale * (values - zero_point)``), or of
+    values sampled from it; float ones as they are."""
+    if values.dtype == np.uint8 or scale != 1.0 or zero_point != 0:
+        shifted = values.astype(np.float32) - np.float32(zero_point)
+        return shifted * np.float32(scale)
+    return values.astype(np.float32, copy=False)
 
 
 class Backend(Protocol):

@@ -17,6 +17,7 @@ from kp2d_core.inference.backends.base import DenseMaps
 from kp2d_core.model.files import (
     PRECISION_KEY,
     PROBE_HW,
+    QUANTISATION_KEYS,
     REFERENCE_KEY,
     WEIGHTS_SHA_KEY,
     compare_to_reference,
@@ -175,12 +176,15 @@ class OnnxRuntimeBackend:
         self.device = str(device)
         self.use_color = self.session.get_inputs()[0].shape[1] != 1
         self.path = Path(path)
-        # uint8 descriptors (the int8 model's, kp2d_core.inference.int8_heads) come with their
-        # quantisation; they are dequantised where they are sampled.
-        quantised = self.session.get_outputs()[2].type == 'tensor(uint8)'
-        self.descriptor_quantisation = (
-            descriptor_quantisation(self.metadata, self.path) if quantised else (1.0, 0)
-        )
+        # uint8 descriptor maps (the int8 model's, kp2d_core.inference.int8_heads) come with
+        # their quantisation; they are dequantised where they are sampled. The light model's
+        # lift may come in two parts (kp2d_core.inference.descriptor_lift).
+        self.outputs = [output.name for output in self.session.get_outputs()]
+        self.quantisation = {
+            output.name: descriptor_quantisation(self.metadata, self.path, output.name)
+            for output in self.session.get_outputs()
+            if output.name in QUANTISATION_KEYS and output.type == 'tensor(uint8)'
+        }
 
     def _release(self) -> None:
         """Give back what another input size took (a larger input's activations, or the
@@ -200,4 +204,16 @@ class OnnxRuntimeBackend:
             # let all of its memory go.
             outputs = [np.array(output, copy=True) for output in outputs]
             self._release()
-        return DenseMaps(*outputs, *self.descriptor_quantisation)
+        return self._dense_maps(dict(zip(self.outputs, outputs)))
+
+    def _dense_maps(self, outputs: dict[str, np.ndarray]) -> DenseMaps:
+        coarse = self.quantisation.get('descriptors', (1.0, 0))
+        fine = self.quantisation.get('descriptors_fine', (1.0, 0))
+        return DenseMaps(
+            outputs['score'],
+            outputs['coords'],
+            outputs['descriptors'],
+            *coarse,
+            outputs.get('descriptors_fine'),
+            *fine,
+        )
