@@ -170,3 +170,24 @@ def test_only_wide_unrolled_inputs_get_padded_filters(light_exports) -> None:
     ]
     assert any('score_head' in name for name in sliced)
     assert not any('stage0' in name for name in sliced)
+
+
+def test_the_light_extractor_keeps_the_dense_map_of_its_descriptors() -> None:
+    # The bundled light model on ONNX Runtime (its lift in two parts): the dense map the
+    # tracker refines matches on gives, sampled at the keypoints, the keypoints' descriptors.
+    from kp2d_core.images import read_image
+    from kp2d_core.inference.extractor import KeypointExtractor
+    from kp2d_core.inference.probe import sample_photo_path
+
+    extractor = KeypointExtractor.from_checkpoint(device='cpu', variant='light')
+    assert extractor.backend.name == 'onnxruntime'
+    features = extractor.extract(read_image(sample_photo_path()), keep_dense=True)
+    dense = features.dense
+    assert dense is not None and dense.values.shape[-2:] == (
+        dense.network_hw[0] // 4,
+        dense.network_hw[1] // 4,
+    )
+    net = dense.to_network(features.keypoints).astype(np.float32)
+    sampled = sample_map(dense.values[None], net[None], *dense.network_hw)[0]
+    assert len(features) > 100
+    assert np.abs(unit_rows(sampled) - features.descriptors).max() < 1e-4
