@@ -14,7 +14,7 @@ from kp2d_core.inference.descriptor_lift import FINE_OUTPUT, split_descriptor_li
 from kp2d_core.inference.export import export_onnx, quantize_int8
 from kp2d_core.model.checkpoint import load_model
 from kp2d_core.model.descriptors import unit_rows
-from kp2d_core.model.files import bundled_weights_path
+from kp2d_core.model.files import QUANTISATION_KEYS, bundled_weights_path
 
 ort = pytest.importorskip('onnxruntime', reason='pip install .[onnx]')
 onnx = pytest.importorskip('onnx')
@@ -156,6 +156,18 @@ def test_the_int8_light_model_outputs_both_parts_quantised(light_exports) -> Non
     expected = sample_map(_reference(model, image), xy[None], 64, 96)[0]
     cosine = (unit_rows(sampled) * unit_rows(expected)).sum(axis=1)
     assert cosine.mean() > 0.98, cosine.mean()
+
+
+def test_a_fine_part_without_its_quantisation_is_refused(light_exports, tmp_path) -> None:
+    _, _, int8 = light_exports
+    proto = onnx.load(str(int8))
+    kept = [p for p in proto.metadata_props if p.key != QUANTISATION_KEYS[FINE_OUTPUT]]
+    assert len(kept) == len(proto.metadata_props) - 1
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    onnx.save(proto, str(tmp_path / 'bare.onnx'))
+    with pytest.raises(ValueError, match='uint8 descriptors_fine without a readable scale'):
+        OnnxRuntimeBackend(tmp_path / 'bare.onnx', 'int8')
 
 
 def test_only_wide_unrolled_inputs_get_padded_filters(light_exports) -> None:
