@@ -176,7 +176,7 @@ PARAMETERS: tuple[Param, ...] = (
         'tracker.keyframe_inlier_ratio',
         _HYBRID.keyframe_inlier_ratio,
         "hybrid: a new keyframe once its inliers fall below this share of its first frame's "
-        f'(every frame: {_TRACKER.keyframe_inlier_ratio})',
+        f'(every frame, and hybrid in a scene with depth: {_TRACKER.keyframe_inlier_ratio})',
         low=0.0,
         high=1.0,
     ),

@@ -31,9 +31,11 @@ class HybridConfig:
     max_brightness_change: float = 0.25  # relative change of the mean grey level: the network
     reid_window_s: float = 3.0  # lost tracks are remembered this long for re-identification
     # A new keyframe once its inliers fall below this share of its first frame's (the keyframe
-    # tracker's keyframe_inlier_ratio, 0.5 every frame): Lucas-Kanade's tracks stay matched to
-    # the keyframe far longer than descriptor matches do, and a keyframe's homographies grow
-    # less accurate with its age (docs/sequences.md).
+    # tracker's planar_keyframe_inlier_ratio): Lucas-Kanade's tracks stay matched to the
+    # keyframe far longer than descriptor matches do, and a keyframe's homographies grow less
+    # accurate with its age. In a scene with depth (two keyframes in a row made with depth)
+    # keyframes give way at the every-frame share, 0.5: renewed more often there, their poses
+    # drifted (docs/sequences.md).
     keyframe_inlier_ratio: float = 0.75
 
     def __post_init__(self) -> None:

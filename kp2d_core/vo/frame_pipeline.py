@@ -77,10 +77,10 @@ class FrameResult:
 
 def _keyframe_settings(tracker: TrackerConfig, hybrid: HybridConfig) -> TrackerConfig:
     """The keyframe tracker's settings in ``hybrid``'s mode: in hybrid mode its keyframes
-    are renewed at ``hybrid.keyframe_inlier_ratio``."""
+    are renewed at ``hybrid.keyframe_inlier_ratio`` where the motion is a homography."""
     if hybrid.mode != 'hybrid':
         return tracker
-    return replace(tracker, keyframe_inlier_ratio=hybrid.keyframe_inlier_ratio)
+    return replace(tracker, planar_keyframe_inlier_ratio=hybrid.keyframe_inlier_ratio)
 
 
 class FramePipeline:

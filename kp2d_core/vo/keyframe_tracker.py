@@ -51,6 +51,7 @@ from kp2d_core.vo.odometry import (
 from kp2d_core.vo.photometric_alignment import KeyImage, aligned_points
 
 ORIGIN_VARIANCE = 1e-9  # the first keyframe is the world origin: known, but never exactly 0
+IN_DEPTH_KEYFRAMES = 2  # keyframes in a row made in depth: a scene with depth
 MIN_TRACK_INLIERS = 20  # fewer homography inliers: no homography, no pose (KP2D's matches
 # between frames of sensor noise, a covered lens, fitted chance homographies of 5-11 inliers)
 
@@ -66,6 +67,10 @@ class TrackerConfig:
     ransac_threshold_px: float = 3.0
     min_keyframe_inliers: int = 40  # fewer inliers than this: the frame becomes the keyframe
     keyframe_inlier_ratio: float = 0.5  # or fewer than this share of the first frame's inliers
+    # The share for keyframes in a scene without depth (a plane, a rotation, no camera model:
+    # fewer than IN_DEPTH_KEYFRAMES keyframes in a row made with depth, see
+    # odometry.Scene.deep); None: keyframe_inlier_ratio.
+    planar_keyframe_inlier_ratio: float | None = None
     subpixel: bool = False  # refine matched points on the dense descriptors (where given)
     align: bool = True  # align matched points photometrically (kp2d_core.vo.photometric_alignment)
 
@@ -84,10 +89,10 @@ class TrackerConfig:
             raise ValueError(f'ratio must be in (0, 1], got {self.ratio}')
         if self.max_distance is not None and not 0 < self.max_distance <= 2:
             raise ValueError(f'max_distance must be in (0, 2], got {self.max_distance}')
-        if not 0.0 <= self.keyframe_inlier_ratio <= 1.0:
-            raise ValueError(
-                f'keyframe_inlier_ratio must be in [0, 1], got {self.keyframe_inlier_ratio}'
-            )
+        for name in ('keyframe_inlier_ratio', 'planar_keyframe_inlier_ratio'):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f'{name} must be in [0, 1], got {value}')
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,7 @@ class _Keyframe:
     latest: tuple | None = None  # (T_world, covariance, relative) of the last frame with a pose
     image: KeyImage | None = None  # for alignment, made from features.gray when first needed
     ids: np.ndarray | None = None  # (N,) int64 track id of each keypoint, -1 for none
+    in_depth: int = 0  # keyframes in a row, this one included, made in a scene with depth
 
     def __post_init__(self) -> None:  # its matches refine the other frame's points
         self.features = replace(self.features, dense=None)
@@ -355,9 +361,10 @@ class HomographyTracker:
             key.latest = (T_world_cur, covariance, relative)
         if key.reference_inliers is None and result.ok:
             key.reference_inliers = result.num_inliers  # the first frame tracked against it
+        ratio = _renewal_ratio(cfg, key.in_depth >= IN_DEPTH_KEYFRAMES)
         renew = result.ok and (
             result.num_inliers < cfg.min_keyframe_inliers
-            or result.num_inliers < cfg.keyframe_inlier_ratio * (key.reference_inliers or 0)
+            or result.num_inliers < ratio * (key.reference_inliers or 0)
         )
         if renew:
             depths = None, None
@@ -401,4 +408,15 @@ class HomographyTracker:
             return _Keyframe(kept, points, stamp_ns, *key.last, ids=ids)
         scene = carried_scene(relative, key.scene)
         variance = np.diag(covariance).copy()
-        return _Keyframe(kept, points, stamp_ns, T_world_cur, variance, scene, ids=ids)
+        in_depth = key.in_depth + 1 if scene.deep else 0
+        return _Keyframe(
+            kept, points, stamp_ns, T_world_cur, variance, scene, ids=ids, in_depth=in_depth
+        )
+
+
+def _renewal_ratio(cfg: TrackerConfig, deep: bool) -> float:
+    """The share of its first frame's inliers below which a keyframe gives way: the planar
+    share unless the scene has depth (``deep``)."""
+    if cfg.planar_keyframe_inlier_ratio is None or deep:
+        return cfg.keyframe_inlier_ratio
+    return cfg.planar_keyframe_inlier_ratio

@@ -9,11 +9,21 @@ import pytest
 
 from kp2d_core.data.samples import render_view
 from kp2d_core.geometry.coordinates import warp_points
+from kp2d_core.geometry.image_points import ImagePoints
 from kp2d_core.images import read_image
+from kp2d_core.inference.features import Features
 from kp2d_core.inference.probe import sample_photo_path
 from kp2d_core.vo.detection_policy import DetectionPolicy, HybridConfig
 from kp2d_core.vo.frame_pipeline import FramePipeline
+from kp2d_core.vo.keyframe_tracker import (
+    IN_DEPTH_KEYFRAMES,
+    HomographyTracker,
+    TrackerConfig,
+    _Keyframe,
+    _renewal_ratio,
+)
 from kp2d_core.vo.lk_propagation import propagate
+from kp2d_core.vo.odometry import Relative
 
 HW = (240, 320)
 FRAME_NS = 66_666_667  # 15 Hz
@@ -131,9 +141,10 @@ def test_hybrid_keyframes_are_renewed_once_a_quarter_of_their_inliers_is_lost(bu
     have gone: in hybrid mode a keyframe gives way at 75 % of its first frame's inliers."""
     ratio = HybridConfig().keyframe_inlier_ratio
     pipeline = FramePipeline(bundled, hybrid=HybridConfig(mode='hybrid'))
-    assert ratio == 0.75 and pipeline.tracker.cfg.keyframe_inlier_ratio == ratio
+    assert ratio == 0.75 and pipeline.tracker.cfg.planar_keyframe_inlier_ratio == ratio
     pipeline.configure(pipeline.config)
-    assert pipeline.tracker.cfg.keyframe_inlier_ratio == ratio
+    assert pipeline.tracker.cfg.planar_keyframe_inlier_ratio == ratio
+    assert pipeline.tracker.cfg.keyframe_inlier_ratio == 0.5  # in a scene with depth
     images, _ = _views(40, speed=0.015)  # tracks leave the view: the inliers fall
     first: dict[int, int] = {}
     renewed = 0
@@ -148,3 +159,29 @@ def test_hybrid_keyframes_are_renewed_once_a_quarter_of_their_inliers_is_lost(bu
     assert renewed >= 1
     every_frame = FramePipeline(bundled)
     assert every_frame.tracker.cfg.keyframe_inlier_ratio == 0.5
+    assert every_frame.tracker.cfg.planar_keyframe_inlier_ratio is None
+
+
+def test_keyframes_in_a_scene_with_depth_give_way_at_the_every_frame_share() -> None:
+    # Renewed at 0.75 in a corridor (two keyframes in a row made from an essential matrix),
+    # the hybrid mode's rotation drifted 2.5x more than at 0.5 (docs/sequences.md); one such
+    # keyframe among planar ones (fast motion, frame drops) does not count.
+    cfg = TrackerConfig(planar_keyframe_inlier_ratio=0.75)
+    assert _renewal_ratio(cfg, deep=False) == 0.75
+    assert _renewal_ratio(cfg, deep=True) == cfg.keyframe_inlier_ratio == 0.5
+    assert _renewal_ratio(TrackerConfig(), deep=False) == 0.5
+    tracker = HomographyTracker(cfg)
+    features = Features(np.zeros((0, 2)), np.zeros(0), np.zeros((0, 8)), (48, 64))
+    points = ImagePoints.of(np.zeros((0, 2)), None)
+    key = _Keyframe(features, points, 0, np.eye(4), np.zeros(6))
+    runs = []
+    for stamp, method in enumerate(['essential', 'homography', 'essential', 'pnp', 'essential']):
+        relative = Relative(np.eye(4), method, deep=method != 'homography')
+        key = tracker._successor(
+            key, features, points, stamp + 1, np.eye(4), np.eye(6), relative, None
+        )
+        runs.append(key.in_depth)
+    assert runs == [1, 0, 1, 2, 3]
+    assert IN_DEPTH_KEYFRAMES == 2  # so a single keyframe made with depth keeps 0.75
+    with pytest.raises(ValueError, match='planar_keyframe_inlier_ratio'):
+        TrackerConfig(planar_keyframe_inlier_ratio=1.5)
