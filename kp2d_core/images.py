@@ -233,14 +233,13 @@ def to_unit_float(image: np.ndarray) -> np.ndarray:
     if image.dtype.kind == 'u' and image.dtype.itemsize == 2:  # '<u2' or '>u2'
         return image.astype(np.float32) / 65535.0
     if image.dtype.kind == 'f' and image.dtype.itemsize in (2, 4, 8):
-        image = image.astype(np.float32)
+        # Checked before the cast: float64 values beyond float32's range would become inf.
         if not np.isfinite(image).all():
             raise ValueError('image contains NaN or infinite values')
-        if image.min() < 0.0 or image.max() > 1.0:
-            raise ValueError(
-                f'float images must be in [0, 1], got range [{image.min():.3g}, {image.max():.3g}]'
-            )
-        return image
+        low, high = float(image.min()), float(image.max())
+        if low < 0.0 or high > 1.0:
+            raise ValueError(f'float images must be in [0, 1], got range [{low:.3g}, {high:.3g}]')
+        return image.astype(np.float32)
     raise ValueError(f'unsupported image dtype {image.dtype}; use uint8, uint16 or float')
 
 

@@ -101,6 +101,8 @@ def test_colour_order_and_formats_agree(net):
         (np.zeros((2, 64, 64, 3), np.uint8), 'shape'),
         (np.full((64, 64), np.nan, np.float32), 'NaN'),
         (np.full((64, 64), 3.0, np.float32), r'\[0, 1\]'),
+        (np.full((64, 64), 1e300), r'\[0, 1\], got range \[1e\+300'),  # beyond float32
+        (np.full((64, 64), np.inf, np.float16), 'infinite'),
         ([[0, 1], [2, 3]], 'NumPy'),
     ],
 )
