@@ -8,7 +8,7 @@ linear, so sampling the two parts and adding them gives the same descriptors as 
 sum (:func:`~kp2d_core.geometry.coordinates.sample_upsampled_map`). :func:`split_descriptor_lift`
 rewrites an ONNX graph to output the parts instead of the dense sum, which ONNX Runtime
 computed in float (a 2x resize and an add of 256 x 120 x 160 values at 640x480: a fifth of
-the light int8 network's time; docs/light_model.md).
+the light int8 network's time; models/light_model.md).
 """
 
 from __future__ import annotations
@@ -17,7 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from kp2d_core.inference.onnx_graph import consumers, drop_unused, initializers, producers
+from kp2d_core.inference.onnx_graph import (
+    consumers,
+    drop_unused,
+    initializers,
+    producers,
+    rename_tensor,
+)
 
 DESCRIPTOR_OUTPUT = 'descriptors'
 FINE_OUTPUT = 'descriptors_fine'
@@ -36,8 +42,8 @@ def split_descriptor_lift(proto: Any) -> bool:
     add, resize, fine = found
     coarse = resize.input[0]
     output = next(o for o in graph.output if o.name == DESCRIPTOR_OUTPUT)
-    _rename_tensor(graph, coarse, DESCRIPTOR_OUTPUT, keep=add)
-    _rename_tensor(graph, fine, FINE_OUTPUT, keep=add)
+    rename_tensor(graph, coarse, DESCRIPTOR_OUTPUT, skip=add)
+    rename_tensor(graph, fine, FINE_OUTPUT, skip=add)
     graph.node.remove(add)
     tensor_type = output.type.tensor_type
     channels = tensor_type.shape.dim[1] if len(tensor_type.shape.dim) == 4 else None
@@ -97,12 +103,3 @@ def _constant(graph, name: str) -> np.ndarray | None:
         value = {a.name: a for a in node.attribute}.get('value')
         return numpy_helper.to_array(helper.get_attribute_value(value)) if value else None
     return None
-
-
-def _rename_tensor(graph, old: str, new: str, keep: Any) -> None:
-    """The tensor ``old`` is called ``new`` (its producer and readers but ``keep``)."""
-    for node in graph.node:
-        if node is keep:
-            continue
-        node.output[:] = [new if name == old else name for name in node.output]
-        node.input[:] = [new if name == old else name for name in node.input]

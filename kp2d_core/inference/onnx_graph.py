@@ -64,6 +64,16 @@ def rename_input(graph, old: str, new: str, skip: Any = None) -> None:
                 node.input[index] = new
 
 
+def rename_tensor(graph, old: str, new: str, skip: Any = None) -> None:
+    """The tensor ``old`` is called ``new``: its producer's output and every reader's input,
+    but ``skip``'s."""
+    for node in graph.node:
+        if node is skip:
+            continue
+        node.output[:] = [new if name == old else name for name in node.output]
+        node.input[:] = [new if name == old else name for name in node.input]
+
+
 def drop_unused(graph) -> None:
     """Remove nodes whose outputs nothing reads (repeatedly), then unread initializers and
     the recorded types of tensors that no longer exist."""

@@ -77,7 +77,7 @@ class FrameResult:
 
 def _keyframe_settings(tracker: TrackerConfig, hybrid: HybridConfig) -> TrackerConfig:
     """The keyframe tracker's settings in ``hybrid``'s mode: in hybrid mode its keyframes
-    are renewed at ``hybrid.keyframe_inlier_ratio`` where the motion is a homography."""
+    are renewed at ``hybrid.keyframe_inlier_ratio`` in a scene without depth."""
     if hybrid.mode != 'hybrid':
         return tracker
     return replace(tracker, planar_keyframe_inlier_ratio=hybrid.keyframe_inlier_ratio)

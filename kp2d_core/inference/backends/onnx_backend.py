@@ -14,6 +14,7 @@ import threading
 import numpy as np
 
 from kp2d_core.inference.backends.base import DenseMaps
+from kp2d_core.inference.descriptor_lift import DESCRIPTOR_OUTPUT, FINE_OUTPUT
 from kp2d_core.model.files import (
     PRECISION_KEY,
     PROBE_HW,
@@ -207,13 +208,13 @@ class OnnxRuntimeBackend:
         return self._dense_maps(dict(zip(self.outputs, outputs)))
 
     def _dense_maps(self, outputs: dict[str, np.ndarray]) -> DenseMaps:
-        coarse = self.quantisation.get('descriptors', (1.0, 0))
-        fine = self.quantisation.get('descriptors_fine', (1.0, 0))
+        coarse = self.quantisation.get(DESCRIPTOR_OUTPUT, (1.0, 0))
+        fine = self.quantisation.get(FINE_OUTPUT, (1.0, 0))
         return DenseMaps(
             outputs['score'],
             outputs['coords'],
-            outputs['descriptors'],
+            outputs[DESCRIPTOR_OUTPUT],
             *coarse,
-            outputs.get('descriptors_fine'),
+            outputs.get(FINE_OUTPUT),
             *fine,
         )
