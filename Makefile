@@ -1,7 +1,7 @@
 # Two entry points for a fresh machine (Debian 12, Python 3.11, no GPU): `make demo`, `make test`.
 # Everything installs into .venv; torch is pinned to the CPU wheel this machine carries
 # (override TORCH_SPEC, e.g. TORCH_SPEC='torch>=2.2', for a CUDA machine). The benchmarks take
-# their options through ARGS, e.g. make benchmark-node ARGS='--variant light --mode hybrid'.
+# their options through ARGS, e.g. make benchmark-node ARGS='--variant light --mode every_frame'.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -53,11 +53,14 @@ workspace: ros-deps
 test: lint ros-deps
 	$(PY) -m pytest -q
 
+# AVX2_ONLY=1: the benchmark sees AVX2 and nothing wider (benchmarks/avx2_only.py).
+BENCH_PY := $(if $(AVX2_ONLY),$(PY) -m benchmarks.avx2_only $(PY),$(PY))
+
 benchmark: $(VENV)/.installed
-	$(PY) -m benchmarks.inference $(ARGS)
+	$(BENCH_PY) -m benchmarks.inference $(ARGS)
 
 benchmark-node: $(VENV)/.installed
-	$(PY) -m benchmarks.node $(ARGS)
+	$(BENCH_PY) -m benchmarks.node $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs build install log *.egg-info .pytest_cache .ruff_cache

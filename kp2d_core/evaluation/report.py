@@ -85,6 +85,7 @@ def plot_corner_curve(evaluations: list[Evaluation], path: Path, title: str) -> 
     plt.close(fig)
 
 
+CV_CPU_AVX_512F = 13  # cv::CPU_AVX_512F (OpenCV core/cvdef.h); cv2 does not name it
 SIMD_FLAGS = ('avx2', 'avx512f', 'avx512_vnni', 'avx_vnni', 'avx512_bf16', 'amx_bf16')
 
 
@@ -108,4 +109,15 @@ def cpu_description() -> str:
     if 'cpu family' in fields and 'model' in fields:  # names like 'AMD EPYC' omit the generation
         model += f' (family {fields["cpu family"]} model {fields["model"]})'
     simd = [f for f in SIMD_FLAGS if f in flags]
+    wide = [f for f in simd if f != 'avx2']
+    if wide and 'avx512f' in flags and not _dispatch_sees_avx512():
+        simd = [f for f in simd if f not in wide] + [f'({" ".join(wide)} hidden from CPUID)']
     return f'{model}, {os.cpu_count()} cores, {" ".join(simd) or "no AVX2"}'
+
+
+def _dispatch_sees_avx512() -> bool:
+    """Whether CPUID shows this process AVX-512F, as the libraries' kernel dispatch reads it
+    (``benchmarks/avx2_only.py`` hides it; /proc/cpuinfo still lists it)."""
+    import cv2
+
+    return bool(cv2.checkHardwareSupport(CV_CPU_AVX_512F))
