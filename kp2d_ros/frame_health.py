@@ -18,7 +18,9 @@ class FrameStats:
 
     ``received`` counts every image message, ``processed`` those that produced output,
     ``dropped`` the others by reason ('superseded': replaced by a newer frame before
-    processing). Rates and percentiles cover the last ``window_s`` seconds. Thread-safe.
+    processing). Rates, percentiles and the share of processed frames the network ran on
+    (``network_share``: 1 every frame, less in hybrid mode) cover the last ``window_s``
+    seconds. Thread-safe.
     """
 
     def __init__(self, window_s: float = 10.0) -> None:
@@ -29,7 +31,8 @@ class FrameStats:
         self.dropped: Counter[str] = Counter()
         self.events: Counter[str] = Counter()  # not frames: e.g. 'camera_info_rejected'
         self._arrivals: deque[float] = deque()
-        self._done: deque[tuple[float, float, float]] = deque()  # (time, processing, latency)
+        # (time, processing s, latency s, 1.0 if the network ran on the frame else 0.0)
+        self._done: deque[tuple[float, float, float, float]] = deque()
         self._first: float | None = None  # rates cover less than a window at the start
 
     def arrived(self, now: float) -> None:
@@ -47,10 +50,10 @@ class FrameStats:
         with self._lock:
             self.events[event] += 1
 
-    def done(self, now: float, processing_s: float, latency_s: float) -> None:
+    def done(self, now: float, processing_s: float, latency_s: float, network: bool) -> None:
         with self._lock:
             self.processed += 1
-            self._done.append((now, processing_s, latency_s))
+            self._done.append((now, processing_s, latency_s, float(network)))
             self._trim(now)
 
     def _trim(self, now: float) -> None:
@@ -60,10 +63,11 @@ class FrameStats:
             self._done.popleft()
 
     def window(self, now: float) -> dict[str, float]:
-        """Input and output rate (Hz) and latency/processing percentiles (s) in the window."""
+        """Input and output rate (Hz), latency/processing percentiles (s) and the network's
+        share of the processed frames in the window."""
         with self._lock:
             self._trim(now)
-            arrivals, done = len(self._arrivals), np.asarray(self._done).reshape(-1, 3)
+            arrivals, done = len(self._arrivals), np.asarray(self._done).reshape(-1, 4)
         span = self.window_s if self._first is None else min(self.window_s, now - self._first)
         span = max(span, 1.0)
         out = {'input_hz': arrivals / span, 'output_hz': len(done) / span}
@@ -71,6 +75,7 @@ class FrameStats:
             out['latency_p50_s'] = float(np.percentile(done[:, 2], 50))
             out['latency_p95_s'] = float(np.percentile(done[:, 2], 95))
             out['processing_p50_s'] = float(np.percentile(done[:, 1], 50))
+            out['network_share'] = float(done[:, 3].mean())
         return out
 
     def summary(self, now: float) -> dict[str, str]:

@@ -209,7 +209,8 @@ class Kp2dRuntime:
         except Exception as exc:  # noqa: BLE001 - a bug must not take the robot's node down
             return self._drop('internal_error', f'frame failed: {type(exc).__name__}: {exc}')
         latency = (self._now_ns() - frame_ns) / NANOSECONDS
-        self.stats.done(time.monotonic(), time.perf_counter() - received, latency)
+        network = bool(frame.detection)  # '' when Lucas-Kanade carried the frame alone
+        self.stats.done(time.monotonic(), time.perf_counter() - received, latency, network)
         return None
 
     def _decode(self, msg: Any) -> Any:

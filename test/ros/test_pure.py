@@ -138,13 +138,14 @@ def test_frame_stats_window_and_health():
     for i in range(100):  # 10 Hz in, 1 Hz out, 2.5 s latency
         stats.arrived(i * 0.1)
         if i % 10 == 0:
-            stats.done(i * 0.1, 0.5, 2.5)
+            stats.done(i * 0.1, 0.5, 2.5, network=i % 20 == 0)  # hybrid: every other one
         else:
             stats.drop('superseded')
     stats.note('camera_info_rejected')
     figures = stats.window(9.95)
     assert figures['input_hz'] == pytest.approx(10.0, rel=0.02)
     assert figures['output_hz'] == pytest.approx(1.0, rel=0.02)
+    assert figures['network_share'] == 0.5
     summary = stats.summary(9.95)
     assert summary['dropped.superseded'] == '90' and summary['camera_info_rejected'] == '1'
     level, message = health(figures, HealthThresholds())
