@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Node throughput: 640x480 frames at 30 Hz into the kp2d node in another process.
 
-    python -m benchmarks.node [--seconds 20] [--rate 30] [--variant light] [--mode hybrid]
+    python -m benchmarks.node [--seconds 20] [--rate 30] [--variant light] [--mode every_frame]
         [--checkpoint PATH] [--reliable]
 
 For the native 640x480 input and for ``detector.resize`` 240x320 it prints the node's output
@@ -16,7 +16,8 @@ start-up, after the first frame, steady state (median over the second half of th
 a breakdown by mapping (heap and anonymous memory, shared libraries, other mapped files such
 as the DDS shared-memory segment), and around a large frame: before, right after, and 10 s
 and 30 s later. The node subscribes a keypoints consumer
-(the probe), as a SLAM front-end would. Needs rclpy; DDS stays on this machine.
+(the probe), as a SLAM front-end would. ``--mode`` defaults to the node's ``tracker.mode``
+(hybrid). Needs rclpy; DDS stays on this machine.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from kp2d_core.data.samples import synthetic_sequence
 from kp2d_core.evaluation.report import cpu_description
 from kp2d_core.inference.backends import label
 from kp2d_core.model.files import bundled_weights_path
+from kp2d_core.vo.detection_policy import HybridConfig
 from kp2d_ros.process_memory import rss_breakdown, rss_mib
 from kp2d_testing.ros import (
     Probe,
@@ -257,7 +259,7 @@ def main() -> None:
     parser.add_argument('--top-k', type=int, default=1000)
     parser.add_argument('--checkpoint', default='', help='default: the bundled --variant')
     parser.add_argument('--variant', default='default', choices=('default', 'light'))
-    parser.add_argument('--mode', default='every_frame', choices=('every_frame', 'hybrid'))
+    parser.add_argument('--mode', default=HybridConfig().mode, choices=('every_frame', 'hybrid'))
     parser.add_argument('--backend', default='auto')
     parser.add_argument('--precision', default='auto')
     parser.add_argument(

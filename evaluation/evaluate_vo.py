@@ -74,7 +74,7 @@ def make_pipeline(name: str, args: argparse.Namespace) -> FramePipeline:
     """The node's pipeline with ``name``'s front-end (defaults as the node's)."""
     detected = name.endswith(DETECTED) or name == SUBPIXEL
     base = 'kp2d' if name == SUBPIXEL else name.removesuffix(DETECTED)
-    hybrid = HybridConfig(mode='hybrid') if base.endswith('_hybrid') else HybridConfig()
+    hybrid = HybridConfig(mode='hybrid' if base.endswith('_hybrid') else 'every_frame')
     base = base.removesuffix('_hybrid')
     variant = 'light' if base == 'kp2d_light' else 'default'
     base = 'kp2d' if base == 'kp2d_light' else base
@@ -98,9 +98,9 @@ def make_pipeline(name: str, args: argparse.Namespace) -> FramePipeline:
     if base == 'klt':  # descriptors identify KLT's own tracks: gate out everything else
         tracker = dataclasses.replace(tracker, max_distance=KLT_MAX_DISTANCE)
         tracks = TrackConfig(max_descriptor_distance=KLT_MAX_DISTANCE)
-        return FramePipeline(KltExtractor(args.top_k), tracker, tracks)
+        return FramePipeline(KltExtractor(args.top_k), tracker, tracks, hybrid)
     if base in ('orb', 'akaze', 'sift'):
-        return FramePipeline(ClassicalExtractor(base, args.top_k), tracker)
+        return FramePipeline(ClassicalExtractor(base, args.top_k), tracker, None, hybrid)
     raise SystemExit(f'unknown front-end {name!r}; choose from {FRONT_ENDS}')
 
 

@@ -116,7 +116,12 @@ def main() -> None:
         f'homographies found: {int(np.isfinite(values).sum())}/{len(values)}; within 3 px of '
         f'the truth: {int((values <= 3).sum())}/{len(values)}'
     )
-    print(f'end-to-end (extract + match + homography): {len(frames) / elapsed:.1f} FPS')
+    network = sum(bool(r.detection) for r in results)
+    mode = pipeline.config.hybrid.mode
+    print(
+        f'end-to-end ({mode}: the network on {network} of {len(frames)} frames): '
+        f'{len(frames) / elapsed:.1f} FPS'
+    )
     print(f'images written to {args.out}/')
 
 

@@ -24,7 +24,7 @@ from kp2d_core.geometry.image_points import ImagePoints
 from kp2d_core.images import gray_uint8
 from kp2d_core.inference.extractor import KeypointExtractor
 from kp2d_core.inference.features import Features
-from kp2d_core.vo.detection_policy import HybridConfig
+from kp2d_core.vo.detection_policy import EVERY_FRAME, HybridConfig
 from kp2d_core.vo.feature_tracks import FeatureTracker, TrackConfig, Tracks
 from kp2d_core.vo.hybrid_tracks import HybridTracker
 from kp2d_core.vo.keyframe_tracker import HomographyTracker, TrackerConfig, TrackResult
@@ -116,7 +116,7 @@ class FramePipeline:
     @property
     def config(self) -> PipelineConfig:
         extractor = getattr(self.extractor, 'cfg', ExtractorConfig())
-        hybrid = self.hybrid.cfg if self.hybrid is not None else HybridConfig()
+        hybrid = self.hybrid.cfg if self.hybrid is not None else EVERY_FRAME
         return PipelineConfig(extractor, self.tracker.cfg, self.feature_tracker.cfg, hybrid)
 
     def configure(self, cfg: PipelineConfig) -> None:

@@ -14,6 +14,7 @@ from kp2d_core.geometry.coordinates import corner_error
 from kp2d_core.geometry.lens_warp import frame_map, resampling_map
 from kp2d_core.images import gray_uint8, read_image
 from kp2d_core.inference.probe import sample_photo_path
+from kp2d_core.vo.detection_policy import EVERY_FRAME
 from kp2d_core.vo.photometric_alignment import KeyImage, align_matches
 
 HW = (240, 320)
@@ -111,7 +112,7 @@ def test_the_tracker_s_homography_gains_from_aligned_matches(extractor):
     image0, image1, H_true = synthetic_pair(HW, 0.0, 0.05)
     errors, points = {}, {}
     for align in (False, True):
-        pipeline = FramePipeline(extractor)
+        pipeline = FramePipeline(extractor, hybrid=EVERY_FRAME)
         pipeline.tracker.cfg = replace(pipeline.tracker.cfg, align=align)
         pipeline.process(image0, 1, None)
         result = pipeline.process(image1, 2, None)
@@ -138,7 +139,7 @@ def test_the_keyframe_s_image_is_prepared_once(extractor, monkeypatch):
         return original(gray, raw)
 
     image0, image1, _ = synthetic_pair(HW, 0.0, 0.05)
-    pipeline = FramePipeline(extractor)
+    pipeline = FramePipeline(extractor, hybrid=EVERY_FRAME)
     monkeypatch.setattr(KeyImage, 'of', staticmethod(counted))
     pipeline.process(image0, 1, None)
     first = pipeline.process(image1, 2, None).track
@@ -175,7 +176,7 @@ def test_matches_the_images_do_not_confirm_are_left_out(extractor):
     from kp2d_core.vo.frame_pipeline import FramePipeline
 
     image0, image1, H_true = synthetic_pair(HW, 0.0, 0.05)
-    pipeline = FramePipeline(extractor)
+    pipeline = FramePipeline(extractor, hybrid=EVERY_FRAME)
     pipeline.process(image0, 1, None)
     features = pipeline.extract(image1)
     moved = features.keypoints.copy()
@@ -201,7 +202,7 @@ def test_too_few_confirmed_matches_keep_the_frame_s_matches_as_found(extractor):
     from kp2d_core.vo.frame_pipeline import FramePipeline
 
     image0, image1, _ = synthetic_pair(HW, 0.0, 0.05)
-    pipeline = FramePipeline(extractor)
+    pipeline = FramePipeline(extractor, hybrid=EVERY_FRAME)
     pipeline.tracker.cfg = replace(pipeline.tracker.cfg, min_keyframe_inliers=100_000)
     pipeline.process(image0, 1, None)
     result = pipeline.process(image1, 2, None)

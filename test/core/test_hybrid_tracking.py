@@ -13,7 +13,7 @@ from kp2d_core.geometry.image_points import ImagePoints
 from kp2d_core.images import read_image
 from kp2d_core.inference.features import Features
 from kp2d_core.inference.probe import sample_photo_path
-from kp2d_core.vo.detection_policy import DetectionPolicy, HybridConfig
+from kp2d_core.vo.detection_policy import EVERY_FRAME, DetectionPolicy, HybridConfig
 from kp2d_core.vo.frame_pipeline import FramePipeline
 from kp2d_core.vo.keyframe_tracker import (
     IN_DEPTH_KEYFRAMES,
@@ -157,7 +157,7 @@ def test_hybrid_keyframes_are_renewed_once_a_quarter_of_their_inliers_is_lost(bu
         assert track.new_keyframe or not below, (index, track.num_inliers, reference)
         renewed += int(track.new_keyframe and below)
     assert renewed >= 1
-    every_frame = FramePipeline(bundled)
+    every_frame = FramePipeline(bundled, hybrid=EVERY_FRAME)
     assert every_frame.tracker.cfg.keyframe_inlier_ratio == 0.5
     assert every_frame.tracker.cfg.planar_keyframe_inlier_ratio is None
 

@@ -12,6 +12,7 @@ from kp2d_core.inference.features import DescriptorMap
 from kp2d_core.inference.matching import match
 from kp2d_core.inference.subpixel import STEP_PX, refine_matches
 from kp2d_core.model.descriptors import unit_rows
+from kp2d_core.vo.detection_policy import EVERY_FRAME
 
 INPUT_HW, NET_HW = (96, 128), (48, 64)  # the input resized to half for the network
 
@@ -122,7 +123,7 @@ def test_the_tracker_reports_refined_points_and_keeps_no_dense_map(extractor):
     image0, image1, _ = synthetic_pair((240, 320), 0.0, 0.05)
     reported = {}
     for subpixel in (True, False):
-        pipeline = FramePipeline(extractor)
+        pipeline = FramePipeline(extractor, hybrid=EVERY_FRAME)
         pipeline.tracker.cfg = replace(pipeline.tracker.cfg, subpixel=subpixel, align=False)
         pipeline.process(image0, 1, None)
         result = pipeline.process(image1, 2, None)

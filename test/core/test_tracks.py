@@ -12,8 +12,9 @@ from kp2d_core.geometry.coordinates import warp_points
 from kp2d_core.geometry.image_points import ImagePoints
 from kp2d_core.images import read_image
 from kp2d_core.inference.probe import sample_photo_path
+from kp2d_core.vo.detection_policy import EVERY_FRAME
 from kp2d_core.vo.feature_tracks import FeatureTracker, TrackConfig
-from kp2d_core.vo.frame_pipeline import FramePipeline
+from kp2d_core.vo.frame_pipeline import FramePipeline, PipelineConfig
 
 HW = (480, 640)
 FRAME_NS = 33_333_333
@@ -101,7 +102,7 @@ def test_tracks_persist_and_follow_the_true_motion():
     3 px of where the exact homography puts its previous position."""
     photo = read_image(sample_photo_path())
     frames, to_view = zip(*(render_view(photo, HW, float(t)) for t in np.linspace(0, 0.3, 24)))
-    pipeline = FramePipeline.from_config()
+    pipeline = FramePipeline.from_config(PipelineConfig(hybrid=EVERY_FRAME))
     previous, kept, in_view, errors = None, 0, 0, []
     for index, frame in enumerate(frames):
         tracks = pipeline.process(frame, index * FRAME_NS).tracks
@@ -170,7 +171,7 @@ def test_alternating_unrelated_images_never_keep_an_id():
     switch, while each image's own tracks continue between its two frames."""
     photo = read_image(sample_photo_path())
     views = [render_view(photo, HW, 0.1)[0], _texture(0)]
-    pipeline = FramePipeline.from_config()
+    pipeline = FramePipeline.from_config(PipelineConfig(hybrid=EVERY_FRAME))
     across, within = 0, 0
     for index in range(16):
         tracks = pipeline.process(views[(index // 2) % 2], (index + 1) * FRAME_NS).tracks
@@ -181,6 +182,28 @@ def test_alternating_unrelated_images_never_keep_an_id():
             within += int(tracks.continued.sum())
     assert across == 0
     assert within > 8 * 100
+
+
+def test_alternating_unrelated_images_in_hybrid_mode_resume_ids_only_on_their_own_image():
+    """Hybrid mode (the default) remembers lost tracks and re-identifies them: switching back
+    to an image, its tracks may take their ids back, but no id ever moves to the other image
+    (every id continued across a switch was seen on the image it continues on)."""
+    photo = read_image(sample_photo_path())
+    views = [render_view(photo, HW, 0.1)[0], _texture(0)]
+    pipeline = FramePipeline.from_config()
+    seen: list[set[int]] = [set(), set()]
+    resumed = 0
+    for index in range(16):
+        image = (index // 2) % 2
+        tracks = pipeline.process(views[image], (index + 1) * FRAME_NS).tracks
+        continued = set(tracks.ids[tracks.continued].tolist())
+        if index > 0 and index % 2 == 0:  # switched
+            assert not continued & seen[1 - image]
+            assert continued <= seen[image]
+            resumed += len(continued)
+        seen[image] |= set(tracks.ids.tolist())
+    assert pipeline.config.hybrid.mode == 'hybrid'
+    assert resumed > 100  # the re-identification did work on the way back
 
 
 def test_a_featureless_frame_starts_no_track():

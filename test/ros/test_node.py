@@ -56,6 +56,7 @@ def session(tmp_path_factory):
         'model.backend': 'torch',
         'model.precision': 'fp32',
         'detector.top_k': 500,
+        'tracker.mode': 'every_frame',  # the contract tested here: top-k fresh keypoints a frame
         'diagnostics_period_s': 0.5,
         'diagnostics.window_s': 2.0,
     }

@@ -24,8 +24,10 @@ from kp2d_core.inference.probe import sample_photo_path  # noqa: E402
 from kp2d_ros.parameter_docs import yaml_text  # noqa: E402
 from kp2d_testing.ros import (  # noqa: E402
     Probe,
+    diagnostic_values,
     image_msg,
     ros_environment,
+    shifted_frames,
     spin_until,
     start_node,
     stop_node,
@@ -195,6 +197,45 @@ def test_default_node_on_a_cpu_runs_without_pytorch(ros, tmp_path, variant):
     assert 'onnxruntime:int8 on cpu, running ' in ready and f'kp2d_{variant}.int8.onnx' in ready
     assert 'checked against ' in ready and f'kp2d_{variant}.pt' in ready
     assert 'onnxruntime' in maps and 'libtorch' not in maps
+
+
+def test_the_default_node_runs_the_network_on_some_frames_only(ros, tmp_path):
+    """``tracker.mode`` defaults to hybrid: on a camera sliding over a photo (bundled light
+    model), Lucas-Kanade carries the tracks between the network's frames, so every frame has
+    keypoints and a homography, the tracks keep their ids, and /diagnostics reports the share
+    of frames the network ran on."""
+    log = tmp_path / 'node.log'
+    params = {'model.variant': 'light', 'diagnostics_period_s': 0.5, 'diagnostics.window_s': 60.0}
+    proc = start_node(params, {'image': '/hy/image'}, log)
+    probe = Probe('/hy')
+    frames, _ = shifted_frames(12, HW)
+    stamps = [1_700_000_000 * 10**9 + k * 100_000_000 for k in range(len(frames))]
+    try:
+        assert probe.wait_for_node(90.0), log.read_text()[-2000:]
+        for frame, stamp in zip(frames, stamps):
+            assert probe.send(image_msg(frame, stamp)), f'no keypoints for {stamp}'
+
+        def reported() -> dict[str, str]:
+            values = [diagnostic_values(m) for m in probe.received['diag']]
+            done = [v for v in values if int(v.get('processed', 0)) >= len(frames)]
+            return done[-1] if done else {}
+
+        assert spin_until(probe.node, lambda: bool(reported()), 10.0)
+        assert spin_until(
+            probe.node, lambda: len(probe.received['homography']) >= len(frames) - 1, 10.0
+        )
+        by_stamp = {
+            m.header.stamp.sec * 10**9 + m.header.stamp.nanosec: m
+            for m in probe.received['tracks']
+        }
+    finally:
+        probe.node.destroy_node()
+        _finish(proc, log)
+    share = float(reported()['network_share'])
+    assert 0.0 < share <= 0.5, share  # first frame, then every detect_interval frames or so
+    last = by_stamp[stamps[-1]]
+    assert (np.asarray(last.ages) >= len(frames) - 2).sum() >= 20  # tracks from the start
+    assert len(set(last.ids) & set(by_stamp[stamps[1]].ids)) >= 20  # with their ids
 
 
 @pytest.mark.parametrize('delay_s', [0.5, None])
