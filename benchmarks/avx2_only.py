@@ -30,27 +30,19 @@ import subprocess
 import sys
 import tempfile
 
+from kp2d_core.evaluation.cpu import SIMD_FLAGS, cpu_flags
+from kp2d_core.inference.backends import cache_dir
+
 SOURCE = Path(__file__).with_name('avx2_only.c')
-WIDER_THAN_AVX2 = ('avx512f', 'avx512_vnni', 'avx512_bf16', 'avx_vnni', 'amx_tile')
-# Asked in a child process under the preload: does OpenCV's CPU dispatch still see AVX-512F?
-# (cv::CPU_AVX_512F is 13 in OpenCV's core/cvdef.h; the Python module does not name it.)
-PROBE = 'import cv2; print(int(cv2.checkHardwareSupport(13)))'
+WIDER_THAN_AVX2 = tuple(flag for flag in SIMD_FLAGS if flag != 'avx2')
+# Asked in a child process under the preload: does the libraries' dispatch still see AVX-512F?
+PROBE = (
+    'from kp2d_core.evaluation.cpu import dispatch_sees_avx512; print(int(dispatch_sees_avx512()))'
+)
 
 
 class CannotHideError(RuntimeError):
     """AVX-512 cannot be hidden here."""
-
-
-def cpu_flags() -> set[str]:
-    """The flags of the first CPU in /proc/cpuinfo (empty where there is none)."""
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            key, _, value = line.partition(':')
-            if key.strip() == 'flags':
-                return set(value.split())
-    except OSError:
-        pass
-    return set()
 
 
 def wider_than_avx2(flags: set[str]) -> list[str]:
@@ -107,15 +99,10 @@ def avx2_environment(cache: Path) -> dict[str, str]:
     return env
 
 
-def default_cache() -> Path:
-    base = os.environ.get('XDG_CACHE_HOME') or str(Path.home() / '.cache')
-    return Path(base) / 'kp2d'
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--check', action='store_true', help='say whether it works here')
-    parser.add_argument('--cache', type=Path, default=default_cache(), help='where it builds')
+    parser.add_argument('--cache', type=Path, default=cache_dir(), help='where it builds')
     parser.add_argument('command', nargs=argparse.REMAINDER, help='the command to run')
     args = parser.parse_args(argv)
     if not args.check and not args.command:

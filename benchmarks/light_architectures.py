@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from kp2d_core.data.samples import synthetic_pair
-from kp2d_core.evaluation.report import cpu_description
+from kp2d_core.evaluation.cpu import cpu_description
 from kp2d_core.images import image_to_array, normalize_image
 from kp2d_core.inference.backends.onnx_backend import OnnxRuntimeBackend
 from kp2d_core.inference.export import export_onnx, quantize_int8

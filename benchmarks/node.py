@@ -37,7 +37,7 @@ from rclpy.serialization import serialize_message
 
 from kp2d_core import ExtractorConfig, KeypointExtractor
 from kp2d_core.data.samples import synthetic_sequence
-from kp2d_core.evaluation.report import cpu_description
+from kp2d_core.evaluation.cpu import cpu_description
 from kp2d_core.inference.backends import label
 from kp2d_core.model.files import bundled_weights_path
 from kp2d_core.vo.detection_policy import HybridConfig

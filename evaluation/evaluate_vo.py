@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kp2d_core.evaluation.cpu import cpu_description
 from kp2d_core.evaluation.frontends import KLT_MAX_DISTANCE, ClassicalExtractor, KltExtractor
-from kp2d_core.evaluation.report import cpu_description
 from kp2d_core.evaluation.sequences import Sequence, SequenceError, read_sequence, write_trajectory
 from kp2d_core.evaluation.vo import RunRecord, ate_rmse, run_sequence, spread, summarise
 from kp2d_core.inference.backends import label

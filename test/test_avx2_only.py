@@ -37,7 +37,7 @@ def test_children_see_avx2_but_no_avx512(tmp_path):
     assert avx2_only.sees_avx512({k: v for k, v in env.items() if k != 'LD_PRELOAD'})
     assert not avx2_only.sees_avx512(env)
     probe = (
-        'import torch, cv2; from kp2d_core.evaluation.report import cpu_description; '
+        'import torch, cv2; from kp2d_core.evaluation.cpu import cpu_description; '
         'print(torch.backends.cpu.get_cpu_capability(), cv2.checkHardwareSupport(11)); '
         'print(cpu_description())'
     )

@@ -74,7 +74,8 @@ __all__ = [
 
 
 def cache_dir() -> Path:
-    """Where exported ONNX files are cached: $KP2D_CACHE_DIR, else ~/.cache/kp2d."""
+    """Where kp2d caches what it builds (exported ONNX files, the benchmarks' CPUID preload):
+    $KP2D_CACHE_DIR, else ~/.cache/kp2d."""
     root = os.environ.get('KP2D_CACHE_DIR') or os.path.join(
         os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'), 'kp2d'
     )
