@@ -116,7 +116,7 @@ def main() -> None:
         f'homographies found: {int(np.isfinite(values).sum())}/{len(values)}; within 3 px of '
         f'the truth: {int((values <= 3).sum())}/{len(values)}'
     )
-    network = sum(bool(r.detection) for r in results)
+    network = sum(r.network_ran for r in results)
     mode = pipeline.config.hybrid.mode
     print(
         f'end-to-end ({mode}: the network on {network} of {len(frames)} frames): '

@@ -209,8 +209,9 @@ class Kp2dRuntime:
         except Exception as exc:  # noqa: BLE001 - a bug must not take the robot's node down
             return self._drop('internal_error', f'frame failed: {type(exc).__name__}: {exc}')
         latency = (self._now_ns() - frame_ns) / NANOSECONDS
-        network = bool(frame.detection)  # '' when Lucas-Kanade carried the frame alone
-        self.stats.done(time.monotonic(), time.perf_counter() - received, latency, network)
+        self.stats.done(
+            time.monotonic(), time.perf_counter() - received, latency, frame.network_ran
+        )
         return None
 
     def _decode(self, msg: Any) -> Any:

@@ -74,6 +74,11 @@ class FrameResult:
     tracks: Tracks
     detection: str = 'every_frame'  # hybrid mode: why the network ran, or '' (it did not)
 
+    @property
+    def network_ran(self) -> bool:
+        """Whether the network ran on this frame (always, outside hybrid mode)."""
+        return bool(self.detection)
+
 
 def _keyframe_settings(tracker: TrackerConfig, hybrid: HybridConfig) -> TrackerConfig:
     """The keyframe tracker's settings in ``hybrid``'s mode: in hybrid mode its keyframes
