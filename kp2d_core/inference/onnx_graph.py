@@ -68,10 +68,9 @@ def rename_tensor(graph, old: str, new: str, skip: Any = None) -> None:
     """The tensor ``old`` is called ``new``: its producer's output and every reader's input,
     but ``skip``'s."""
     for node in graph.node:
-        if node is skip:
-            continue
-        node.output[:] = [new if name == old else name for name in node.output]
-        node.input[:] = [new if name == old else name for name in node.input]
+        if node is not skip:
+            node.output[:] = [new if name == old else name for name in node.output]
+    rename_input(graph, old, new, skip)
 
 
 def drop_unused(graph) -> None:
