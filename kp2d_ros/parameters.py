@@ -173,6 +173,20 @@ PARAMETERS: tuple[Param, ...] = (
         high=100_000,
     ),
     Param(
+        'tracker.reid_window_s',
+        _HYBRID.reid_window_s,
+        'hybrid: lost tracks are remembered this long for re-identification (s); 0 = off',
+        low=0.0,
+        high=3600.0,
+    ),
+    Param(
+        'tracker.reid_max_lost',
+        _HYBRID.reid_max_lost,
+        'hybrid: lost tracks remembered at most (the newest); each costs every detection frame',
+        low=0,
+        high=100_000,
+    ),
+    Param(
         'tracker.keyframe_inlier_ratio',
         _HYBRID.keyframe_inlier_ratio,
         "hybrid: a new keyframe once its inliers fall below this share of its first frame's "
@@ -483,6 +497,8 @@ def _hybrid(values: dict[str, Any]) -> HybridConfig:
         mode=values['tracker.mode'],
         detect_interval=values['tracker.detect_interval'],
         min_tracks=values['tracker.min_tracks'],
+        reid_window_s=values['tracker.reid_window_s'],
+        reid_max_lost=values['tracker.reid_max_lost'],
         keyframe_inlier_ratio=values['tracker.keyframe_inlier_ratio'],
     )
 

@@ -14,9 +14,10 @@ structure and use the learned detector where Lucas-Kanade fails. Per frame:
   detection within ``ASSOCIATE_PX`` whose descriptor passes the gate (its descriptor is
   refreshed, its position stays Lucas-Kanade's); a track without one is kept at its carried
   position. Detections left over first re-identify lost tracks: recently lost tracks
-  (``HybridConfig.reid_window_s``) whose descriptors match (mutual nearest neighbours, the
-  descriptor gate) at positions that agree with one motion from where they were lost, with
-  the same support as any continuation, take their id back (an occlusion, a dropped second).
+  (``HybridConfig.reid_window_s``, the newest ``reid_max_lost``) whose descriptors match
+  (mutual nearest neighbours, the descriptor gate) at positions that agree with one motion
+  from where they were lost, with the same support as any continuation, take their id back
+  (an occlusion, a dropped second).
   The rest start new tracks (best score first, textured, spread, up to ``max_tracks``).
 * On other frames the frame's features are the carried tracks themselves, with the
   descriptors of their last detection. The frame pipeline hands the keyframe tracker the
@@ -387,12 +388,17 @@ class HybridTracker:
         return tracks
 
     def _forget(self, stamp_ns: int) -> None:
-        """Drop lost tracks older than the re-identification window, and their snapshots."""
+        """Drop lost tracks older than the re-identification window and the oldest beyond
+        ``reid_max_lost``, and the snapshots no lost track needs any more."""
         if self.lost is None:
             return
         window = int(self.cfg.reid_window_s * NANOSECONDS)
         recent = [e for e, s in self.event_stamps.items() if s >= stamp_ns - window]
-        self.lost = self.lost.take(np.flatnonzero(np.isin(self.lost.stamps, recent)))
+        rows = np.flatnonzero(np.isin(self.lost.stamps, recent))
+        if len(rows) > self.cfg.reid_max_lost:  # events are numbered in time: newest first
+            newest = np.argsort(-self.lost.stamps[rows], kind='stable')[: self.cfg.reid_max_lost]
+            rows = np.sort(rows[newest])
+        self.lost = self.lost.take(rows)
         used = set(np.unique(self.lost.stamps).tolist())
         for event in list(self.snapshots):
             if event not in used:

@@ -15,6 +15,7 @@ from kp2d_core.inference.features import Features
 from kp2d_core.inference.probe import sample_photo_path
 from kp2d_core.vo.detection_policy import EVERY_FRAME, DetectionPolicy, HybridConfig
 from kp2d_core.vo.frame_pipeline import FramePipeline
+from kp2d_core.vo.hybrid_tracks import HybridTracker, TrackSet
 from kp2d_core.vo.keyframe_tracker import (
     IN_DEPTH_KEYFRAMES,
     HomographyTracker,
@@ -185,3 +186,32 @@ def test_keyframes_in_a_scene_with_depth_give_way_at_the_every_frame_share() -> 
     assert IN_DEPTH_KEYFRAMES == 2  # so a single keyframe made with depth keeps 0.75
     with pytest.raises(ValueError, match='planar_keyframe_inlier_ratio'):
         TrackerConfig(planar_keyframe_inlier_ratio=1.5)
+
+
+def test_the_lost_tracks_remembered_are_the_newest_within_the_window_and_the_cap() -> None:
+    """Re-identification matches every remembered lost track on each detection frame: the
+    pool keeps the tracks lost within ``reid_window_s``, the newest ``reid_max_lost`` of
+    them, and the snapshots of only the moments those were lost at."""
+    second = 10**9
+    tracker = HybridTracker(HybridConfig(mode='hybrid', reid_window_s=2.0, reid_max_lost=5))
+    for frame in range(6):  # three tracks lost on every frame, one frame a second
+        ids = np.arange(3 * frame, 3 * frame + 3, dtype=np.uint64)
+        stamps = np.full(3, frame * second, np.int64)
+        live = TrackSet(
+            ids,
+            np.ones(3, np.int64),
+            np.ones((3, 2)),
+            np.ones((3, 4)) / 2,
+            np.ones(3, np.float32),
+            stamps,
+        )
+        tracker._lose(live, np.zeros(3, bool))
+        tracker._forget(frame * second)
+        assert len(tracker.lost) <= 5
+    # Frames 3-5 are within 2 s of frame 5; of their 9 tracks the newest 5 stay: all of
+    # frame 5's and the first two of frame 4's.
+    assert sorted(tracker.lost.ids.tolist()) == [12, 13, 15, 16, 17]
+    assert sorted(tracker.event_stamps.values()) == [4 * second, 5 * second]
+    assert len(tracker.snapshots) == 2
+    with pytest.raises(ValueError, match='reid_max_lost'):
+        HybridConfig(reid_max_lost=-1)
