@@ -118,7 +118,8 @@ class HybridTracker:
         """End every track (ids keep increasing: a reset never reuses one), forget lost ones."""
         self.live: TrackSet | None = None
         self.lost: TrackSet | None = None  # its ``stamps`` are loss events (``snapshots``)
-        self.snapshots: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # event -> ids, xy
+        # event -> ids and geometry-frame pixels of every track live at the loss
+        self.snapshots: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.event_stamps: dict[int, int] = {}
         self.next_event = 0
         self.gray: np.ndarray | None = None
@@ -157,7 +158,7 @@ class HybridTracker:
         if not reason and live is None:
             reason = 'first_frame'
         if live is not None and self.cfg.reid_window_s > 0 and not carried.all():
-            self._lose(live, carried)
+            self._lose(live, carried, camera)
         if reason:
             frame = self._detection_frame(image, gray, stamp_ns, camera, detect, moved, carried)
         else:
@@ -185,12 +186,12 @@ class HybridTracker:
                 carried[index[inliers]] = True
         return moved, carried
 
-    def _lose(self, live: TrackSet, carried: np.ndarray) -> None:
+    def _lose(self, live: TrackSet, carried: np.ndarray, camera: CameraModel | None) -> None:
         """Remember the tracks lost on this frame with where every live track was, so that a
         later re-identification can be checked against the tracks found again before it."""
         event = self.next_event
         self.next_event += 1
-        self.snapshots[event] = (live.ids.copy(), live.xy.copy())
+        self.snapshots[event] = (live.ids.copy(), ImagePoints.of(live.xy, camera).pixels)
         self.event_stamps[event] = int(live.stamps[0]) if len(live) else 0
         gone = live.take(np.flatnonzero(~carried))
         gone.stamps = np.full(len(gone), event, np.int64)  # stamps hold the loss event
@@ -240,7 +241,7 @@ class HybridTracker:
         free[det_for[taken]] = False
         free_rows = np.sort(rank[np.flatnonzero(free)])
         ids_now = live.ids[previous] if live is not None else np.zeros(0, np.uint64)
-        alive = (ids_now, features.keypoints[rows].astype(np.float64))
+        alive = (ids_now, points.pixels[rows])
         lost_idx, lost_rows = self._reidentify(free_rows, features, points, alive)
         new_rows = self._new_rows(features, points, np.concatenate([rows, lost_rows]), free_rows)
         tracks = self._assemble(
@@ -283,22 +284,21 @@ class HybridTracker:
         )
         lost_idx, rows = found.indices[:, 0], candidates[found.indices[:, 1]]
         keep = np.zeros(len(lost_idx), bool)
+        before = ImagePoints.of(lost.xy[lost_idx], points.camera).pixels
         for event in np.unique(lost.stamps[lost_idx]).tolist():
             mine = np.flatnonzero(lost.stamps[lost_idx] == event)
-            before = ImagePoints.of(lost.xy[lost_idx[mine]], points.camera).pixels
-            keep[mine] = self._agree(event, before, points.pixels[rows[mine]], points, alive)
+            keep[mine] = self._agree(event, before[mine], points.pixels[rows[mine]], alive)
         return lost_idx[keep].astype(np.int64), rows[keep].astype(np.int64)
 
-    def _agree(self, event, before, after, points, alive) -> np.ndarray:
-        """(M,) bool: the candidate pairs of one loss event that fit its motion."""
+    def _agree(self, event, before, after, alive) -> np.ndarray:
+        """(M,) bool: the candidate pairs of one loss event ((M, 2) geometry-frame pixels
+        where they were lost and where they are now) that fit its motion."""
         cfg = self.track_cfg
-        ids_then, xy_then = self.snapshots[event]
-        ids_now, xy_now = alive
+        ids_then, pixels_then = self.snapshots[event]
+        ids_now, pixels_now = alive
         common, then_idx, now_idx = np.intersect1d(ids_then, ids_now, return_indices=True)
         if len(common) >= MIN_ANCHORS:
-            anchors_then = ImagePoints.of(xy_then[then_idx], points.camera).pixels
-            anchors_now = ImagePoints.of(xy_now[now_idx], points.camera).pixels
-            H, _ = fit_homography(anchors_then, anchors_now, cfg.max_epipolar_px)
+            H, _ = fit_homography(pixels_then[then_idx], pixels_now[now_idx], cfg.max_epipolar_px)
             if H is None:
                 return np.zeros(len(before), bool)
             return np.linalg.norm(warp_points(H, before) - after, axis=1) <= REID_PARALLAX_PX

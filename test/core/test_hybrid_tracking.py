@@ -205,7 +205,7 @@ def test_the_lost_tracks_remembered_are_the_newest_within_the_window_and_the_cap
             np.ones(3, np.float32),
             stamps,
         )
-        tracker._lose(live, np.zeros(3, bool))
+        tracker._lose(live, np.zeros(3, bool), None)
         tracker._forget(frame * second)
         assert len(tracker.lost) <= 5
     # Frames 3-5 are within 2 s of frame 5; of their 9 tracks the newest 5 stay: all of
