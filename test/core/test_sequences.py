@@ -236,3 +236,54 @@ def test_the_blackout_covers_one_second_of_frames(tmp_path):
     means = [read_image(p).mean() for p in sorted((folder / 'rgb').glob('*.jpg'))]
     black = [i for i, m in enumerate(means) if m < 8]
     assert black == list(range(120, 140))  # 6 s to 7 s at 20 Hz
+
+
+def _load_script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / 'evaluation' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_renders_of_a_scene_are_compared_by_their_medians(tmp_path):
+    def row(sequence, front_end, rpe, ms, reid=None):
+        return {
+            'sequence': sequence,
+            'front_end': front_end,
+            'rpe_rot_deg': rpe,
+            'h_corner_err_px_median': rpe / 10,
+            'track_length_per_observation': 10 * ms,
+            'detection_ratio': 1.0,
+            'wrong_id_per_1000': 0.0,
+            'reid_after_blackout': reid,
+            'latency_ms_median': ms,
+        }
+
+    renders = [
+        [row('fast', 'klt', 0.75, 90), row('fast', 'kp2d_hybrid', 1.2, 230, 0.5)],
+        [row('fast', 'kp2d_hybrid', 1.8, 240, None), row('fast', 'klt', 2.3, 95)],
+        [row('fast', 'klt', 3.1, 100)],  # a render without the hybrid mode
+    ]
+    paths = []
+    for index, rows in enumerate(renders):
+        paths.append(tmp_path / f'r{index}.json')
+        paths[-1].write_text(json.dumps(rows))
+    script = _load_script('compare_renders')
+    lines = script.renders_table([script.read_results(p) for p in paths]).splitlines()
+    assert lines[2] == (
+        '| fast | klt | 0.750 / 2.300 / 3.100 | 2.300 | 0.230 | 950 | 1.00 | 0.0 | — | 95 |'
+    )
+    assert lines[3] == (
+        '| fast | kp2d_hybrid | 1.200 / 1.800 / — | 1.500 | 0.150 | 2350 | 1.00 | 0.0 | 0.50 '
+        '| 235 |'
+    )
+    (tmp_path / 'bad.json').write_text('{"sequence": 1}')
+    with pytest.raises(SystemExit, match='a list of results'):
+        script.read_results(tmp_path / 'bad.json')
+    (tmp_path / 'bad.json').write_text('[{"front_end": "klt"}]')
+    with pytest.raises(SystemExit, match='result 0 has no sequence'):
+        script.read_results(tmp_path / 'bad.json')
+    with pytest.raises(SystemExit, match='missing.json'):
+        script.read_results(tmp_path / 'missing.json')
