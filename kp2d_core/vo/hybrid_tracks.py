@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kp2d_core.geometry.camera import CameraModel
+from kp2d_core.geometry.camera import CameraModel, same_camera
 from kp2d_core.geometry.coordinates import warp_points
 from kp2d_core.geometry.homography import fit_homography, verify_motion
 from kp2d_core.geometry.image_points import ImagePoints
@@ -118,8 +118,10 @@ class HybridTracker:
         """End every track (ids keep increasing: a reset never reuses one), forget lost ones."""
         self.live: TrackSet | None = None
         self.lost: TrackSet | None = None  # its ``stamps`` are loss events (``snapshots``)
-        # event -> ids and geometry-frame pixels of every track live at the loss
-        self.snapshots: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        # event -> ids, raw pixels and geometry-frame pixels (in ``snapshot_camera``'s frame)
+        # of every track live at the loss
+        self.snapshots: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.snapshot_camera: CameraModel | None = None
         self.event_stamps: dict[int, int] = {}
         self.next_event = 0
         self.gray: np.ndarray | None = None
@@ -191,11 +193,25 @@ class HybridTracker:
         later re-identification can be checked against the tracks found again before it."""
         event = self.next_event
         self.next_event += 1
-        self.snapshots[event] = (live.ids.copy(), ImagePoints.of(live.xy, camera).pixels)
+        self._snapshots_for(camera)
+        pixels = ImagePoints.of(live.xy, camera).pixels
+        self.snapshots[event] = (live.ids.copy(), live.xy.copy(), pixels)
         self.event_stamps[event] = int(live.stamps[0]) if len(live) else 0
         gone = live.take(np.flatnonzero(~carried))
         gone.stamps = np.full(len(gone), event, np.int64)  # stamps hold the loss event
         self.lost = _joined(self.lost, gone)
+
+    def _snapshots_for(self, camera: CameraModel | None) -> None:
+        """Keep the snapshots' geometry-frame pixels in ``camera``'s frame: computed once per
+        loss, and again from the raw pixels only when the camera changed (CameraInfo arriving
+        after the first frames), so that a re-identification never mixes two frames."""
+        if same_camera(self.snapshot_camera, camera):
+            return
+        self.snapshots = {
+            event: (ids, xy, ImagePoints.of(xy, camera).pixels)
+            for event, (ids, xy, _) in self.snapshots.items()
+        }
+        self.snapshot_camera = camera
 
     # ---------------------------------------------------------------- frames
     def _carried_frame(self, gray, stamp_ns, camera, moved, carried):
@@ -284,6 +300,7 @@ class HybridTracker:
         )
         lost_idx, rows = found.indices[:, 0], candidates[found.indices[:, 1]]
         keep = np.zeros(len(lost_idx), bool)
+        self._snapshots_for(points.camera)
         before = ImagePoints.of(lost.xy[lost_idx], points.camera).pixels
         for event in np.unique(lost.stamps[lost_idx]).tolist():
             mine = np.flatnonzero(lost.stamps[lost_idx] == event)
@@ -294,7 +311,7 @@ class HybridTracker:
         """(M,) bool: the candidate pairs of one loss event ((M, 2) geometry-frame pixels
         where they were lost and where they are now) that fit its motion."""
         cfg = self.track_cfg
-        ids_then, pixels_then = self.snapshots[event]
+        ids_then, _, pixels_then = self.snapshots[event]
         ids_now, pixels_now = alive
         common, then_idx, now_idx = np.intersect1d(ids_then, ids_now, return_indices=True)
         if len(common) >= MIN_ANCHORS:

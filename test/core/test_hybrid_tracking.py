@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from kp2d_core.data.samples import render_view
+from kp2d_core.geometry.camera import CameraModel
 from kp2d_core.geometry.coordinates import warp_points
 from kp2d_core.geometry.image_points import ImagePoints
 from kp2d_core.images import read_image
@@ -215,3 +216,29 @@ def test_the_lost_tracks_remembered_are_the_newest_within_the_window_and_the_cap
     assert len(tracker.snapshots) == 2
     with pytest.raises(ValueError, match='reid_max_lost'):
         HybridConfig(reid_max_lost=-1)
+
+
+def test_the_snapshots_of_a_loss_follow_a_camera_change() -> None:
+    """The pixels of the tracks live at a loss are computed once, in the camera's geometry
+    frame; when CameraInfo arrives later (or changes) they are computed again from the raw
+    pixels, so re-identification compares positions in one frame."""
+    K = np.array([[300.0, 0, 160], [0, 300.0, 120], [0, 0, 1]])
+    camera = CameraModel.create(K, [-0.3, 0.1, 0, 0, 0], 'plumb_bob', image_hw=HW)
+    tracker = HybridTracker(HybridConfig(mode='hybrid'))
+    xy = np.array([[10.0, 20.0], [300.0, 220.0], [160.0, 120.0]])
+    live = TrackSet(
+        np.arange(3, dtype=np.uint64),
+        np.ones(3, np.int64),
+        xy,
+        np.ones((3, 4)) / 2,
+        np.ones(3, np.float32),
+        np.zeros(3, np.int64),
+    )
+    tracker._lose(live, np.array([True, False, True]), None)
+    assert np.array_equal(tracker.snapshots[0][2], xy)  # no camera: the raw pixels
+    tracker._snapshots_for(camera)
+    expected = ImagePoints.of(xy, camera).pixels
+    assert np.allclose(tracker.snapshots[0][2], expected)
+    assert np.abs(expected - xy).max() > 1.0  # the lens model moved them
+    tracker._lose(live, np.array([False, True, True]), camera)
+    assert np.allclose(tracker.snapshots[1][2], expected)
