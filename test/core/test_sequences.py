@@ -119,6 +119,15 @@ def test_euroc_reader_applies_the_camera_extrinsics(tmp_path):
     assert np.allclose(sequence.poses[stamps[2]], expected)
 
 
+def _load_script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / 'evaluation' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.slow
 def test_tiny_rendered_sequence_through_every_front_end(tmp_path):
     photo = read_image(sample_photo_path())
@@ -171,13 +180,8 @@ def test_tiny_rendered_sequence_through_every_front_end(tmp_path):
 
 def test_the_benchmark_s_ransac_threshold_reaches_every_front_end():
     import argparse
-    import importlib.util
 
-    spec = importlib.util.spec_from_file_location(
-        'evaluate_vo', ROOT / 'evaluation' / 'evaluate_vo.py'
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load_script('evaluate_vo')
     args = argparse.Namespace(top_k=50, checkpoint=None, device='cpu', ransac_threshold=None)
     default = module.make_pipeline('orb', args).tracker.cfg.ransac_threshold_px
     for name in ('orb', 'klt', 'sift_detected'):
@@ -236,15 +240,6 @@ def test_the_blackout_covers_one_second_of_frames(tmp_path):
     means = [read_image(p).mean() for p in sorted((folder / 'rgb').glob('*.jpg'))]
     black = [i for i, m in enumerate(means) if m < 8]
     assert black == list(range(120, 140))  # 6 s to 7 s at 20 Hz
-
-
-def _load_script(name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, ROOT / 'evaluation' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_renders_of_a_scene_are_compared_by_their_medians(tmp_path):
