@@ -36,7 +36,7 @@ def check_start(args: list[str] | None, tool: str) -> None:
     missing ROS libraries, and parameters files that are not YAML or cannot be read (rclpy
     would end with its own 13-line traceback)."""
     from kp2d_ros.dependencies import NODE_LIBRARIES, MissingLibraryError, require_libraries
-    from kp2d_ros.parameters import params_file_values
+    from kp2d_ros.params_file import params_file_values
 
     try:
         require_libraries(tool, NODE_LIBRARIES)

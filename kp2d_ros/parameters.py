@@ -1,7 +1,7 @@
 """The node's parameters, in one place: the table of names, defaults, ranges and
 descriptions; the values checked and turned into :class:`NodeOptions` (the kp2d_core
-pipeline configuration and the node-only settings); ROS 2 params files read without ROS; and
-the declaration on a node.
+pipeline configuration and the node-only settings); and the declaration on a node (ROS 2
+params files are read without ROS by :mod:`kp2d_ros.params_file`).
 
 Defaults of the pipeline come from the kp2d_core dataclasses (:class:`PipelineConfig`);
 node-only settings are defined here. Each parameter has one ROS type (that of its default)
@@ -511,40 +511,6 @@ def _tracks(values: dict[str, Any]) -> TrackConfig:
         max_epipolar_px=values['tracks.max_epipolar_px'],
         min_verified=values['tracks.min_verified'],
     )
-
-
-def params_file_values(path: str) -> tuple[dict[str, Any], list[str]]:
-    """(kp2d parameters, unknown keys) of a ROS 2 parameters file (any node key or ``/**``).
-
-    Raises:
-        ValueError: the file is not YAML or not a parameters file.
-    """
-    import yaml
-
-    try:
-        with open(path) as handle:
-            data = yaml.safe_load(handle) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f'{path} is not valid YAML: {" ".join(str(exc).split())}') from None
-    if not isinstance(data, dict):
-        raise ValueError(f'{path}: expected a mapping of node names to ros__parameters')
-    values: dict[str, Any] = {}
-    for section in data.values():
-        params = section.get('ros__parameters') if isinstance(section, dict) else None
-        if isinstance(params, dict):
-            values.update(_flatten(params))
-    known = {k: v for k, v in values.items() if k in DEFAULTS}
-    return known, sorted(unknown_names(values))
-
-
-def _flatten(params: dict[str, Any], prefix: str = '') -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in params.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f'{prefix}{key}.'))
-        else:
-            flat[f'{prefix}{key}'] = value
-    return flat
 
 
 # ---------------------------------------------------------------- declaration on a node

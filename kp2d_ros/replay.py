@@ -32,7 +32,8 @@ from kp2d_core.vo.feature_tracks import Tracks
 from kp2d_core.vo.frame_pipeline import FramePipeline, FrameResult
 from kp2d_core.vo.keyframe_tracker import TrackResult
 from kp2d_ros.dependencies import REPLAY_LIBRARIES, MissingLibraryError, require_libraries
-from kp2d_ros.parameters import options_from_values, params_file_values
+from kp2d_ros.parameters import options_from_values
+from kp2d_ros.params_file import params_file_values
 from kp2d_ros.refusal_log import RefusalLog
 from kp2d_ros.stamps import NANOSECONDS, StampPolicy, stamp_ns
 

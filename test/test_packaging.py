@@ -76,7 +76,8 @@ def test_launch_and_params_files():
 
     from kp2d_core.vo.frame_pipeline import PipelineConfig
     from kp2d_ros.parameter_docs import yaml_text
-    from kp2d_ros.parameters import DEFAULTS, options_from_values, params_file_values
+    from kp2d_ros.parameters import DEFAULTS, options_from_values
+    from kp2d_ros.params_file import params_file_values
 
     shipped = ROOT / 'config' / 'kp2d.yaml'
     assert shipped.read_text() == yaml_text(), 'regenerate: python -m kp2d_ros.parameter_docs'

@@ -22,7 +22,8 @@ from examples.demo import run_sequence  # noqa: E402
 from kp2d_core.data.samples import synthetic_sequence  # noqa: E402
 from kp2d_core.vo.frame_pipeline import FramePipeline  # noqa: E402
 from kp2d_ros.parameter_docs import yaml_text  # noqa: E402
-from kp2d_ros.parameters import options_from_values, params_file_values  # noqa: E402
+from kp2d_ros.parameters import options_from_values  # noqa: E402
+from kp2d_ros.params_file import params_file_values  # noqa: E402
 from kp2d_ros.replay import parse_args, replay  # noqa: E402
 from kp2d_testing.bags import write_bag  # noqa: E402
 from kp2d_testing.ros import (  # noqa: E402
