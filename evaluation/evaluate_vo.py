@@ -75,6 +75,8 @@ def make_pipeline(name: str, args: argparse.Namespace) -> FramePipeline:
     detected = name.endswith(DETECTED) or name == SUBPIXEL
     base = 'kp2d' if name == SUBPIXEL else name.removesuffix(DETECTED)
     hybrid = HybridConfig(mode='hybrid' if base.endswith('_hybrid') else 'every_frame')
+    if getattr(args, 'recovery_scale', None) is not None:
+        hybrid = dataclasses.replace(hybrid, recovery_scale=args.recovery_scale)
     base = base.removesuffix('_hybrid')
     variant = 'light' if base == 'kp2d_light' else 'default'
     base = 'kp2d' if base == 'kp2d_light' else base
@@ -278,6 +280,12 @@ def main() -> None:
         type=float,
         default=None,
         help="tracker.ransac_threshold_px for every front-end (default: the node's, 3 px)",
+    )
+    parser.add_argument(
+        '--recovery-scale',
+        type=float,
+        default=None,
+        help="tracker.recovery_scale for the hybrid front-ends (default: the node's)",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

@@ -187,6 +187,14 @@ PARAMETERS: tuple[Param, ...] = (
         high=100_000,
     ),
     Param(
+        'tracker.recovery_scale',
+        _HYBRID.recovery_scale,
+        "hybrid: the network's input size, relative to the usual, on frames where "
+        'Lucas-Kanade failed (blur, fast motion, dropped frames); 1 = the usual size',
+        low=0.1,
+        high=1.0,
+    ),
+    Param(
         'tracker.keyframe_inlier_ratio',
         _HYBRID.keyframe_inlier_ratio,
         "hybrid: a new keyframe once its inliers fall below this share of its first frame's "
@@ -500,6 +508,7 @@ def _hybrid(values: dict[str, Any]) -> HybridConfig:
         reid_window_s=values['tracker.reid_window_s'],
         reid_max_lost=values['tracker.reid_max_lost'],
         keyframe_inlier_ratio=values['tracker.keyframe_inlier_ratio'],
+        recovery_scale=values['tracker.recovery_scale'],
     )
 
 

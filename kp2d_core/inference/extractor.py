@@ -162,41 +162,52 @@ class KeypointExtractor:
     def device(self) -> str:
         return self.backend.device
 
-    def network_size(self, height: int, width: int) -> tuple[int, int]:
+    def network_size(self, height: int, width: int, scale: float = 1.0) -> tuple[int, int]:
         """(H, W) the network sees for an input of this size: ``resize``, or the input shrunk
-        (aspect kept) to at most ``max_input_pixels``."""
+        (aspect kept) to at most ``max_input_pixels``; times ``scale`` in (0, 1] (each side at
+        least ``MIN_IMAGE_SIDE``)."""
+        if not 0.0 < scale <= 1.0:
+            raise ValueError(f'scale must be in (0, 1], got {scale}')
         if self.cfg.resize is not None:
-            return self.cfg.resize
-        pixels = height * width
-        if pixels <= self.cfg.max_input_pixels:
-            return height, width
-        factor = (self.cfg.max_input_pixels / pixels) ** 0.5
-        return max(MIN_IMAGE_SIDE, int(height * factor)), max(MIN_IMAGE_SIDE, int(width * factor))
+            size = self.cfg.resize
+        elif height * width <= self.cfg.max_input_pixels:
+            size = (height, width)
+        else:
+            factor = (self.cfg.max_input_pixels / (height * width)) ** 0.5
+            size = (int(height * factor), int(width * factor))
+            size = (max(MIN_IMAGE_SIDE, size[0]), max(MIN_IMAGE_SIDE, size[1]))
+        if scale == 1.0:
+            return size
+        return max(MIN_IMAGE_SIDE, round(size[0] * scale)), max(
+            MIN_IMAGE_SIDE, round(size[1] * scale)
+        )
 
-    def extract(self, image: np.ndarray, keep_dense: bool = False) -> Features:
+    def extract(self, image: np.ndarray, keep_dense: bool = False, scale: float = 1.0) -> Features:
         """Keypoints of one NumPy image (see :func:`image_to_array` for accepted inputs).
 
         An image is resized to the network size before it is converted, so memory stays
         bounded for large frames; keypoints are still in input pixels. ``keep_dense``
         attaches the dense descriptors (``Features.dense``, 20 MB at 640x480) for refining
-        matches (the pipeline asks for them and drops them after tracking).
+        matches (the pipeline asks for them and drops them after tracking). ``scale`` shrinks
+        the network size further (:meth:`network_size`; hybrid tracking's recovery frames).
 
         Raises:
-            ValueError: for images it cannot take (with the reason).
+            ValueError: for images it cannot take (with the reason), or a scale outside (0, 1].
         """
         check_image_size(image)
         size = (int(image.shape[0]), int(image.shape[1]))
-        net_hw = self.network_size(*size)
+        net_hw = self.network_size(*size, scale)
         if net_hw != size and image.dtype in SHRINKABLE:
             image = resize_image(image, net_hw)
         image = image_to_array(image, self.cfg.channel_order)
-        return self.extract_batch(image, size, keep_dense)[0]
+        return self.extract_batch(image, size, keep_dense, net_hw)[0]
 
     def extract_batch(
         self,
         images: np.ndarray | torch.Tensor,
         original_size: tuple[int, int] | None = None,
         keep_dense: bool = False,
+        net_size: tuple[int, int] | None = None,
     ) -> list[Features]:
         """Keypoints of a batch of same-size images.
 
@@ -206,6 +217,7 @@ class KeypointExtractor:
                 from an original of another size (default: the size of ``images``).
             keep_dense: attach each image's dense descriptors (``Features.dense``; they keep
                 the batch's descriptor output alive while any of them is held).
+            net_size: (H, W) the network sees (default: :meth:`network_size` of the images).
 
         Returns:
             One :class:`Features` per image, coordinates in (original) input pixels.
@@ -215,7 +227,7 @@ class KeypointExtractor:
         if images.ndim != 4 or images.shape[1] not in (1, 3):
             raise ValueError(f'expected images (B, 1|3, H, W), got {tuple(images.shape)}')
         size = (int(images.shape[-2]), int(images.shape[-1]))
-        net_size = self.network_size(*size)
+        net_size = net_size or self.network_size(*size)
         net_in = np.asarray(images, np.float32)
         if net_size != size:
             net_in = np.stack(

@@ -5,7 +5,8 @@ In hybrid mode (``HybridConfig.mode``) tracks are carried from frame to frame by
 frame, every ``detect_interval`` frames (new points, fresh descriptors), when fewer than
 ``min_tracks`` tracks are alive, after a gap in the stamps (a dropped frame or second), after an
 illumination jump, when the keyframe tracker needs a new keyframe or lost the homography, and
-when Lucas-Kanade itself fails on a frame (the hybrid tracker then detects on that very frame).
+when Lucas-Kanade itself fails on a frame (the hybrid tracker then detects on that very frame,
+with the network's input shrunk by ``recovery_scale``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,13 @@ class HybridConfig:
     # keyframes give way at the every-frame share, 0.5: renewed more often there, their poses
     # drifted (docs/sequences.md).
     keyframe_inlier_ratio: float = 0.75
+    # The network's input size, relative to its usual one, on frames where Lucas-Kanade failed
+    # (blur, fast motion, dropped frames), for CPUs where the network's time matters most: 0.5
+    # costs a quarter of the network, 0.75 a little over half. Under fast motion (blurred
+    # frames) both models' median RPE rotation fell at 0.5 and 0.75; with frame drops (sharp
+    # frames far apart) homographies and poses grew worse on some renders and better on others
+    # (docs/sequences.md), so the default keeps the usual size.
+    recovery_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.mode not in ('every_frame', 'hybrid'):
@@ -64,6 +72,8 @@ class HybridConfig:
             raise ValueError(f'reid_window_s must be in [0, 3600], got {self.reid_window_s}')
         if not 0 <= self.reid_max_lost <= 100_000:
             raise ValueError(f'reid_max_lost must be in [0, 100000], got {self.reid_max_lost}')
+        if not 0.1 <= self.recovery_scale <= 1.0:
+            raise ValueError(f'recovery_scale must be in [0.1, 1], got {self.recovery_scale}')
         if not 0.0 <= self.keyframe_inlier_ratio <= 1.0:
             raise ValueError(
                 f'keyframe_inlier_ratio must be in [0, 1], got {self.keyframe_inlier_ratio}'

@@ -183,7 +183,7 @@ class FramePipeline:
         where it is needed (:mod:`kp2d_core.vo.hybrid_tracks`)."""
         order = getattr(getattr(self.extractor, 'cfg', None), 'channel_order', 'bgr')
         gray = gray_uint8(image, order)
-        step = self.hybrid.step(image, gray, stamp_ns, camera, self.extractor.extract)
+        step = self.hybrid.step(image, gray, stamp_ns, camera, self._detect)
         ids = np.full(len(step.features), -1, np.int64)  # Lucas-Kanade's tracks: matches
         ids[step.tracks.indices] = step.tracks.ids.astype(np.int64)
         track = self.tracker.update(step.features, step.points, stamp_ns, ids)
@@ -196,6 +196,13 @@ class FramePipeline:
         return FrameResult(
             int(stamp_ns), features, step.points, track, step.tracks, step.detection
         )
+
+    def _detect(self, image: np.ndarray, scale: float) -> Features:
+        """The front-end's keypoints of ``image`` for hybrid tracking: KP2D's network sees it
+        at ``scale`` of its usual input size (the classical front-ends detect at full size)."""
+        if isinstance(self.extractor, KeypointExtractor):
+            return self.extractor.extract(image, scale=scale)
+        return self.extractor.extract(image)
 
     def reset(self) -> None:
         """Forget the keyframe, the tracks and the front-end's state (if it keeps any);

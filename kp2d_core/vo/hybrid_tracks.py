@@ -10,7 +10,8 @@ structure and use the learned detector where Lucas-Kanade fails. Per frame:
   the two frames (:func:`~kp2d_core.geometry.homography.verify_motion`, at least
   ``TrackConfig.min_verified`` of them, as the feature tracker requires).
 * On a frame the :class:`~kp2d_core.vo.detection_policy.DetectionPolicy` picks, or when
-  Lucas-Kanade lost too many tracks, the network runs. Each carried track takes the nearest
+  Lucas-Kanade lost too many tracks, the network runs (on such a recovery frame at
+  ``HybridConfig.recovery_scale`` of its input size). Each carried track takes the nearest
   detection within ``ASSOCIATE_PX`` whose descriptor passes the gate (its descriptor is
   refreshed, its position stays Lucas-Kanade's); a track without one is kept at its carried
   position. Detections left over first re-identify lost tracks: recently lost tracks
@@ -138,7 +139,7 @@ class HybridTracker:
         gray: np.ndarray,
         stamp_ns: int,
         camera: CameraModel | None,
-        detect: Callable[[np.ndarray], Features],
+        detect: Callable[[np.ndarray, float], Features],
     ) -> HybridFrame:
         """Track one frame.
 
@@ -147,7 +148,8 @@ class HybridTracker:
             gray: (H, W) uint8 grey image of the frame.
             stamp_ns: its stamp (ns), increasing.
             camera: the camera model, or None.
-            detect: runs the network on ``image`` (called only when it is needed).
+            detect: runs the network on ``image`` at a scale of its input size (called only
+                when it is needed: at ``recovery_scale`` where Lucas-Kanade failed, else 1).
         """
         level = brightness(gray)
         live = self.live if self.gray is not None and self.gray.shape == gray.shape else None
@@ -162,7 +164,9 @@ class HybridTracker:
         if live is not None and self.cfg.reid_window_s > 0 and not carried.all():
             self._lose(live, carried, camera)
         if reason:
-            frame = self._detection_frame(image, gray, stamp_ns, camera, detect, moved, carried)
+            scale = self.cfg.recovery_scale if reason == 'lk_failed' else 1.0
+            detected = detect(image, scale)
+            frame = self._detection_frame(gray, stamp_ns, camera, detected, moved, carried)
         else:
             frame = self._carried_frame(gray, stamp_ns, camera, moved, carried)
         self.policy.observed(stamp_ns, level, bool(reason))
@@ -228,9 +232,9 @@ class HybridTracker:
         self.gray = gray
         return features, points, tracks, 0
 
-    def _detection_frame(self, image, gray, stamp_ns, camera, detect, moved, carried):
-        """Features, points, tracks and the number resumed of a frame the network ran on."""
-        detected = detect(image)
+    def _detection_frame(self, gray, stamp_ns, camera, detected, moved, carried):
+        """Features, points, tracks and the number resumed of a frame the network ran on
+        (``detected``: its detections)."""
         live = self.live
         keep = np.flatnonzero(carried)
         det_for = self._associate(moved[keep], keep, detected)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from kp2d_core import ExtractorConfig, KeypointExtractor
+from kp2d_core.geometry.coordinates import resize_points
 from kp2d_core.images import image_to_array
 from kp2d_core.inference.extractor import radius_nms
 
@@ -70,6 +72,25 @@ def test_resize_maps_keypoints_back(net):
     f = KeypointExtractor(net, ExtractorConfig(top_k=None, resize=(240, 320))).extract(image)
     assert f.image_size == (480, 640) and len(f) == 1064
     assert f.keypoints[:, 0].max() > 320  # coordinates are in the 640-wide input
+
+
+def test_a_scale_shrinks_the_network_input_and_maps_keypoints_back(net):
+    """extract(scale=0.5) is the network on the image shrunk to half its network size (on a
+    configured resize too), with the keypoints in the input's pixels."""
+    image = _image(480, 640)
+    extractor = KeypointExtractor(net, ExtractorConfig(top_k=None))
+    half = extractor.extract(image, scale=0.5)
+    small = extractor.extract(cv2.resize(image, (320, 240), interpolation=cv2.INTER_AREA))
+    assert half.image_size == (480, 640) and len(half) == len(small) == 1064
+    expected = resize_points(small.keypoints, (240, 320), (480, 640))
+    assert np.allclose(half.keypoints, expected, atol=1e-3)
+    assert np.allclose(half.descriptors, small.descriptors, atol=1e-5)
+    resized = KeypointExtractor(net, ExtractorConfig(top_k=None, resize=(240, 320)))
+    assert resized.network_size(480, 640, 0.5) == (120, 160)
+    assert resized.extract(image, scale=0.5).keypoints[:, 0].max() > 320
+    for scale in (0.0, 1.5):
+        with pytest.raises(ValueError, match='scale must be in'):
+            extractor.extract(image, scale=scale)
 
 
 def test_colour_order_and_formats_agree(net):

@@ -106,6 +106,33 @@ def test_the_network_runs_on_the_frames_the_policy_names(bundled):
     assert set(reasons) <= allowed
 
 
+def test_the_network_runs_smaller_only_where_lucas_kanade_failed(bundled):
+    """A jump of the view (a dropped second) loses Lucas-Kanade's tracks: the network runs on
+    that frame at ``recovery_scale`` of its input size, its keypoints in the frame's pixels;
+    every other detection frame runs it at full size."""
+    photo = read_image(sample_photo_path())
+    positions = [0.1, 0.104, 0.108, 0.112, 0.5, 0.504, 0.508]
+    images = [render_view(photo, HW, position)[0] for position in positions]
+    scales = []
+
+    def detect(image, scale):
+        scales.append(scale)
+        return bundled.extract(image, scale=scale)
+
+    tracker = HybridTracker(HybridConfig(mode='hybrid', recovery_scale=0.5))
+    reasons, widths = [], []
+    for index, image in enumerate(images):
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        frame = tracker.step(image, gray, (index + 1) * FRAME_NS, None, detect)
+        reasons.append(frame.detection)
+        widths.append(frame.features.keypoints[:, 0].max())
+    assert reasons[4] == 'lk_failed', reasons
+    assert scales == [0.5 if reason == 'lk_failed' else 1.0 for reason in reasons if reason]
+    assert widths[4] > 0.8 * HW[1] and len(tracker.live) >= 100  # the frame's pixels
+    with pytest.raises(ValueError, match='recovery_scale'):
+        HybridConfig(recovery_scale=0.05)
+
+
 def test_ids_come_back_after_a_blackout_and_never_land_on_another_point(bundled):
     """15 frames, one second of black frames (the lens covered) while the camera moves on,
     15 frames again: most tracks alive before the blackout resume with their ids, each within

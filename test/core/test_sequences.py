@@ -193,6 +193,19 @@ def test_the_benchmark_s_ransac_threshold_reaches_every_front_end():
         module.make_pipeline('orb', args)
 
 
+def test_the_benchmark_s_recovery_scale_reaches_the_hybrid_front_ends():
+    import argparse
+
+    module = _load_script('evaluate_vo')
+    args = argparse.Namespace(top_k=50, checkpoint=None, device='cpu', ransac_threshold=None)
+    assert module.make_pipeline('orb_hybrid', args).hybrid.cfg.recovery_scale == 1.0
+    args.recovery_scale = 0.5
+    assert module.make_pipeline('klt_hybrid', args).hybrid.cfg.recovery_scale == 0.5
+    args.recovery_scale = 0.0
+    with pytest.raises(ValueError, match='recovery_scale'):
+        module.make_pipeline('orb_hybrid', args)
+
+
 def test_a_reset_pipeline_runs_a_sequence_as_a_fresh_one():
     """The benchmark runs every sequence through one pipeline per front-end: a reset must
     leave nothing of the previous sequence, also in a front-end that tracks between frames
