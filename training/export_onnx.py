@@ -53,6 +53,11 @@ def main() -> None:
     parser.add_argument('--calibration-images', type=int, default=32)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument(
+        '--conv-at-keypoints',
+        action='store_true',
+        help="int8: leave the descriptor head's last convolution to the front-end",
+    )
+    parser.add_argument(
         '--reference-only',
         action='store_true',
         help='only record the reference outputs in the ONNX models beside the weights',
@@ -78,7 +83,13 @@ def main() -> None:
             images = calibration_images(
                 args.calibration, args.calibration_images, args.seed, model.cfg.use_color
             )
-            int8 = quantize_int8(fp32, out_dir / f'{weights.stem}.int8.onnx', images, sha)
+            int8 = quantize_int8(
+                fp32,
+                out_dir / f'{weights.stem}.int8.onnx',
+                images,
+                sha,
+                conv_at_keypoints=args.conv_at_keypoints,
+            )
             print(f'int8: {int8} ({int8.stat().st_size / 2**20:.1f} MiB)')
 
 

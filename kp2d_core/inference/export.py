@@ -22,6 +22,7 @@ import warnings
 import numpy as np
 import torch
 
+from kp2d_core.inference.descriptor_conv import split_descriptor_conv
 from kp2d_core.inference.descriptor_lift import split_descriptor_lift
 from kp2d_core.inference.int8_graph import lean_int8_graph
 from kp2d_core.inference.onnx_graph import producers
@@ -135,6 +136,7 @@ def quantize_int8(
     weights_sha256: str = '',
     reduce_range: bool = True,
     lean: bool = True,
+    conv_at_keypoints: bool = False,
 ) -> Path:
     """Statically quantise an exported model to int8 (ONNX QDQ) for CPU inference.
 
@@ -157,6 +159,13 @@ def quantize_int8(
             16-bit intermediate that saturates on 8-bit weights, moving keypoints; 7-bit
             weights avoid it on every CPU (docs/performance.md).
         lean: rewrite the graph to need less memory (False: as the quantiser wrote it).
+        conv_at_keypoints: leave the descriptor head's last convolution to the front-end,
+            which applies it at its keypoints only
+            (:func:`~kp2d_core.inference.descriptor_conv.split_descriptor_conv`).
+
+    Raises:
+        ValueError: ``conv_at_keypoints`` for a graph whose descriptors are not such a
+            convolution (the light model's).
     """
     import onnx
     from onnxruntime.quantization import (
@@ -200,6 +209,8 @@ def quantize_int8(
     proto = onnx.load(str(tmp))
     if lean:
         lean_int8_graph(proto)
+    if conv_at_keypoints and not split_descriptor_conv(proto):
+        raise ValueError(f'{fp32_path}: its descriptors are not a 3x3 convolution to leave out')
     set_metadata(proto, {WEIGHTS_SHA_KEY: weights_sha256, PRECISION_KEY: 'int8', **carried})
     onnx.save(proto, str(tmp))
     os.replace(tmp, out_path)

@@ -237,10 +237,14 @@ class KeypointExtractor:
         out = self.backend(padded)
         size = original_size or size
         padded_hw = (padded.shape[-2], padded.shape[-1])
-        maps = out.float_descriptors() if keep_dense else None
+        maps = None
+        if keep_dense:  # a convolution left to the front-end is applied where read
+            maps = out.descriptors if out.conv is not None else out.float_descriptors()
         features = []
         for b, (xy, scores, desc) in enumerate(select_keypoints(out, self.cfg, net_size)):
-            dense = DescriptorMap(maps[b], padded_hw, size, net_size) if keep_dense else None
+            dense = None
+            if maps is not None:
+                dense = DescriptorMap(maps[b], padded_hw, size, net_size, out.conv)
             xy = resize_points(xy, net_size, size).astype(np.float32)
             features.append(Features(xy, scores, desc, size, dense))
         return features

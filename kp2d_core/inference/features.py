@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kp2d_core.geometry.coordinates import resize_points
+from kp2d_core.inference.descriptor_conv import DescriptorConv
 
 
 @dataclass(frozen=True)
@@ -15,21 +16,38 @@ class DescriptorMap:
     """The dense descriptors of one image.
 
     Attributes:
-        values: (D, h, w) raw (not normalised) descriptors covering the padded network input.
+        values: (D, h, w) raw (not normalised) descriptors covering the padded network input;
+            with ``conv``, its (h, w, C) uint8 input (the descriptors are computed where read).
         network_hw: (Hp, Wp) the padded network-input size the map covers.
         input_hw: (H, W) of the image the keypoints refer to.
         resized_hw: (Hn, Wn) the network-input size before padding (the input resized).
+        conv: None, or the descriptor head's last convolution
+            (:mod:`kp2d_core.inference.descriptor_conv`).
     """
 
     values: np.ndarray
     network_hw: tuple[int, int]
     input_hw: tuple[int, int]
     resized_hw: tuple[int, int]
+    conv: DescriptorConv | None = None
+
+    @property
+    def grid_hw(self) -> tuple[int, int]:
+        """(h, w) descriptor cells."""
+        shape = self.values.shape[:2] if self.conv is not None else self.values.shape[-2:]
+        return int(shape[0]), int(shape[1])
 
     @property
     def stride(self) -> float:
         """Network-input pixels per descriptor cell."""
-        return self.network_hw[1] / self.values.shape[-1]
+        return self.network_hw[1] / self.grid_hw[1]
+
+    def at_cells(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """(..., D) float32 raw descriptors at integer cells (``rows``, ``cols`` of one
+        shape, within the grid)."""
+        if self.conv is not None:
+            return self.conv.at_cells(self.values, rows, cols)
+        return np.moveaxis(self.values[:, rows, cols], 0, -1).astype(np.float32)
 
     def to_network(self, xy: np.ndarray) -> np.ndarray:
         """(N, 2) input pixels -> network-input pixels."""

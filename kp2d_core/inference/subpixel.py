@@ -61,7 +61,7 @@ def refine_matches(
     grid = np.stack(np.meshgrid(steps, steps), -1).reshape(-1, 2).astype(np.float32)  # (G, 2)
     net = dense.to_network(xy).astype(np.float32)
     cells, weights = _window_weights(net[:, None, :] + grid[None], dense)
-    window = _window_descriptors(dense.values, cells)  # (M, K, D)
+    window = _window_descriptors(dense, cells)  # (M, K, D)
     dots = np.einsum('mkd,md->mk', window, np.asarray(reference, np.float32))
     gram = window @ window.transpose(0, 2, 1)
     numerator = (weights @ dots[:, :, None])[..., 0]
@@ -100,7 +100,7 @@ def _window_weights(points: np.ndarray, dense: DescriptorMap) -> tuple[np.ndarra
     Returns:
         (M, 2) top-left cell (x, y) of each point's window, (M, G, K) weights, K = WINDOW^2.
     """
-    h, w = dense.values.shape[-2:]
+    h, w = dense.grid_hw
     mx, my = map_coordinates(points, (h, w), dense.network_hw)
     corner = np.stack(
         [
@@ -118,10 +118,12 @@ def _window_weights(points: np.ndarray, dense: DescriptorMap) -> tuple[np.ndarra
     return corner, weights
 
 
-def _window_descriptors(values: np.ndarray, corner: np.ndarray) -> np.ndarray:
-    """(D, h, w) map, (M, 2) top-left cells -> (M, K, D) float32 window descriptors."""
+def _window_descriptors(dense: DescriptorMap, corner: np.ndarray) -> np.ndarray:
+    """(M, 2) top-left cells -> (M, K, D) float32 window descriptors."""
     offsets = np.arange(WINDOW)
-    ys = (corner[:, 1:2] + offsets[None, :])[:, :, None]  # (M, W, 1)
-    xs = (corner[:, 0:1] + offsets[None, :])[:, None, :]  # (M, 1, W)
-    window = values[:, ys, xs].reshape(values.shape[0], len(corner), -1)  # (D, M, K)
-    return np.ascontiguousarray(window.transpose(1, 2, 0), np.float32)
+    ys = np.broadcast_to(
+        (corner[:, 1:2] + offsets[None, :])[:, :, None], (len(corner), WINDOW, WINDOW)
+    )
+    xs = np.broadcast_to((corner[:, 0:1] + offsets[None, :])[:, None, :], ys.shape)
+    window = dense.at_cells(ys, xs)  # (M, W, W, D)
+    return np.ascontiguousarray(window.reshape(len(corner), WINDOW * WINDOW, -1))

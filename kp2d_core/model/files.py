@@ -30,6 +30,8 @@ QUANTISATION_KEYS = {
     'descriptors': DESCRIPTOR_QUANTISATION_KEY,
     'descriptors_fine': 'kp2d_descriptor_fine_quantization',
 }
+# The descriptor head's last convolution, where the graph leaves it to the front-end.
+DESCRIPTOR_CONV_KEY = 'kp2d_descriptor_conv'
 REFERENCE_FIELDS = ('top', 'coords', 'descriptors')
 REFERENCE_CELLS = 100  # the best-scored cells whose keypoints are compared
 PROBE_HW = (120, 160)  # the probe image the reference outputs are computed on

@@ -14,8 +14,10 @@ import threading
 import numpy as np
 
 from kp2d_core.inference.backends.base import DenseMaps
+from kp2d_core.inference.descriptor_conv import FEATURES_OUTPUT, decode_conv
 from kp2d_core.inference.descriptor_lift import DESCRIPTOR_OUTPUT, FINE_OUTPUT
 from kp2d_core.model.files import (
+    DESCRIPTOR_CONV_KEY,
     PRECISION_KEY,
     PROBE_HW,
     QUANTISATION_KEYS,
@@ -179,13 +181,18 @@ class OnnxRuntimeBackend:
         self.path = Path(path)
         # uint8 descriptor maps (the int8 model's, kp2d_core.inference.int8_heads) come with
         # their quantisation; they are dequantised where they are sampled. The light model's
-        # lift may come in two parts (kp2d_core.inference.descriptor_lift).
+        # lift may come in two parts (kp2d_core.inference.descriptor_lift), and the bundled
+        # model's last descriptor convolution may be left to the front-end
+        # (kp2d_core.inference.descriptor_conv).
         self.outputs = [output.name for output in self.session.get_outputs()]
         self.quantisation = {
             output.name: descriptor_quantisation(self.metadata, self.path, output.name)
             for output in self.session.get_outputs()
             if output.name in QUANTISATION_KEYS and output.type == 'tensor(uint8)'
         }
+        self.conv = None
+        if FEATURES_OUTPUT in self.outputs:
+            self.conv = decode_conv(self.metadata.get(DESCRIPTOR_CONV_KEY), self.path)
 
     def _release(self) -> None:
         """Give back what another input size took (a larger input's activations, or the
@@ -208,6 +215,9 @@ class OnnxRuntimeBackend:
         return self._dense_maps(dict(zip(self.outputs, outputs)))
 
     def _dense_maps(self, outputs: dict[str, np.ndarray]) -> DenseMaps:
+        if self.conv is not None:
+            features = outputs[FEATURES_OUTPUT]
+            return DenseMaps(outputs['score'], outputs['coords'], features, conv=self.conv)
         coarse = self.quantisation.get(DESCRIPTOR_OUTPUT, (1.0, 0))
         fine = self.quantisation.get(FINE_OUTPUT, (1.0, 0))
         return DenseMaps(
