@@ -159,25 +159,28 @@ def run_setting(extractors, root, size, k, args) -> list[Evaluation]:
 def gate_section(evaluations, backends, args, root) -> list[str]:
     """Judge every backend against eager fp32, time each, write the gate file."""
     (weights,) = weights_files(args).values()
-    summaries, lines = {}, []
+    summaries, pairs, lines = {}, {}, []
     for ev in evaluations:
         if ev.method in backends:
             summaries[label(backends[ev.method])] = ev.summary('all')
+            pairs[label(backends[ev.method])] = ev.pairs
     reference, sha = ':'.join(REFERENCE), file_sha256(weights)
-    content = write_gate(gate_path(weights), reference, summaries, sha, dataset_label(root))
+    content = write_gate(gate_path(weights), reference, summaries, sha, dataset_label(root), pairs)
     lines += [
         '\n## Accuracy gate (240x320, top-300, all pairs) and network speed\n',
-        '| backend | MScore | Cor-3 | Loc (px) | passes | ms / image | speed-up |',
-        '|---|---|---|---|---|---|---|',
+        '| backend | MScore | Cor-3 | Cor-3 pairs up / down (p) | Loc (px) | passes | ms / image '
+        '| speed-up |',
+        '|---|---|---|---|---|---|---|---|',
     ]
     reference_ms = None
     for backend in backends.values():
         result = content['results'][label(backend)]
         ms = 1e3 * time_backend(backend, tuple(SETTING['size']), runs=15)
         reference_ms = reference_ms or ms  # torch:fp32 comes first in --backends
-        m = result['metrics']
+        m, (up, down) = result['metrics'], result['cor3_flips']
         lines.append(
             f'| {label(backend)} | {m["matching_score"]:.3f} | {m["cor3"]:.3f} | '
+            f'{up} / {down} ({result["cor3_p"]:.2f}) | '
             f'{m["localization_error"]:.3f} | {"yes" if result["passed"] else "no"} | '
             f'{ms:.1f} | {reference_ms / ms:.2f}x |'
         )

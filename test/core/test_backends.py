@@ -17,8 +17,10 @@ from kp2d_core.images import image_to_array, normalize_image, read_image
 from kp2d_core.inference.backends import EXPORT_FORMAT, create_backend, label, select_backend
 from kp2d_core.inference.backends.gate import (
     TOLERANCES,
+    cor3_flips,
     gate_path,
     judge,
+    paired_p_value,
     passing_choices,
     write_gate,
 )
@@ -110,16 +112,48 @@ def test_gate_judgement_and_file(weights, tmp_path):
     worse = {**reference, 'localization_error': 0.9 + TOLERANCES['localization_error'] + 1e-3}
     assert not judge(reference, worse)['passed']
     assert not judge(reference, {**reference, 'cor3': float('nan')})['passed']
+    assert not judge(reference, {**reference, 'cor3': float('nan')}, (0, 0))['passed']
     sha = file_sha256(weights)
     summaries = {'torch:fp32': reference, 'torch:bf16': reference, 'onnxruntime:int8': worse}
-    write_gate(gate_path(weights), 'torch:fp32', summaries, sha, 'test')
+    outcomes = [{'scene': 's', 'index': i, 'cor3': float(i % 2)} for i in range(6)]
+    pairs = dict.fromkeys(summaries, outcomes)
+    write_gate(gate_path(weights), 'torch:fp32', summaries, sha, 'test', pairs)
     try:
         assert passing_choices(weights, sha) == {'torch:fp32', 'torch:bf16'}
+        content = json.loads(gate_path(weights).read_text())
+        assert content['results']['torch:bf16']['cor3_flips'] == [0, 0]
         assert passing_choices(weights, 'other') == set()  # the file is for other weights
         gate_path(weights).write_text('{broken')
         assert passing_choices(weights, sha) == set()
     finally:
         gate_path(weights).unlink()
+
+
+def test_cor3_beyond_its_tolerance_fails_only_when_the_flips_are_one_sided():
+    reference = {'matching_score': 0.6, 'cor3': 0.8, 'localization_error': 0.9}
+    higher = {**reference, 'cor3': 0.8 + TOLERANCES['cor3'] + 0.004}
+    assert not judge(reference, higher)['passed']  # no per-pair results: the tolerance alone
+    balanced = judge(reference, higher, (11, 4))
+    assert balanced['passed'] and balanced['cor3_flips'] == [11, 4]
+    assert 0.1 < balanced['cor3_p'] < 0.13  # 2 * P(X <= 4), X ~ B(15, 1/2) = 0.118
+    assert not judge(reference, higher, (12, 0))['passed']  # p = 2 / 4096
+    lower = {**reference, 'cor3': 0.8 - TOLERANCES['cor3'] - 0.004}
+    assert not judge(reference, lower, (1, 12))['passed']
+    worse = {**reference, 'matching_score': 0.6 - TOLERANCES['matching_score'] - 1e-3}
+    assert not judge(reference, worse, (0, 0))['passed']  # other metrics keep their rule
+    assert paired_p_value(0, 0) == 1.0 and paired_p_value(3, 3) == 1.0
+    assert abs(paired_p_value(5, 0) - 2 / 32) < 1e-12
+
+
+def test_cor3_flips_are_counted_per_pair():
+    def pairs(outcomes):
+        return [{'scene': s, 'index': i, 'cor3': c} for (s, i), c in outcomes.items()]
+
+    reference = {('a', 1): 1.0, ('a', 2): 0.0, ('b', 1): 1.0, ('b', 2): 0.0}
+    candidate = {('b', 2): 1.0, ('b', 1): 0.0, ('a', 2): 1.0, ('a', 1): 1.0}  # another order
+    assert cor3_flips(pairs(reference), pairs(candidate)) == (2, 1)
+    with pytest.raises(ValueError, match='different pairs'):
+        cor3_flips(pairs(reference), pairs({('a', 1): 1.0}))
 
 
 def test_automatic_choice_only_offers_gated_precisions(weights, caplog):
