@@ -21,6 +21,11 @@ rewritten are removed at the end). Every file is written atomically.
 
 from __future__ import annotations
 
+from kp2d_core.blas_threads import one_blas_thread
+
+if __name__ == '__main__':  # as the node runs: every front-end's time per frame is the node's
+    one_blas_thread()  # read when NumPy loads: before the imports below
+
 import argparse
 import dataclasses
 import json

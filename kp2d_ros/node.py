@@ -10,16 +10,11 @@ without a traceback.
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from typing import Any
 
-# NumPy's BLAS starts a thread per core that keeps spinning after each product (descriptor
-# matching), taking the cores from the network's threads: resized to 240x320 the node gave
-# 54 % of extract()'s frame rate with it and 76 % with one thread (docs/memory.md).
-# Read when NumPy is first imported; a value set by the user wins.
-BLAS_THREADS = {'OPENBLAS_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1'}
+from kp2d_core.blas_threads import one_blas_thread
 
 
 def _quiet_exit(signum: int, frame: Any) -> None:
@@ -53,8 +48,7 @@ def run(args: list[str] | None, lifecycle: bool) -> None:
     check_start(args, 'kp2d_lifecycle_node' if lifecycle else 'kp2d_node')
     signal.signal(signal.SIGINT, _quiet_exit)
     signal.signal(signal.SIGTERM, _quiet_exit)
-    for name, value in BLAS_THREADS.items():
-        os.environ.setdefault(name, value)
+    one_blas_thread()  # before NumPy loads (kp2d_core.blas_threads)
     from kp2d_ros.process_memory import configure_allocator
 
     configure_allocator()  # before any thread exists (docs/memory.md)
