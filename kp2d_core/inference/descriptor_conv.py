@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from kp2d_core.geometry.coordinates import map_coordinates
+from kp2d_core.inference.descriptor_lift import DESCRIPTOR_OUTPUT
 from kp2d_core.inference.onnx_graph import (
     attributes,
     consumers,
@@ -35,7 +36,6 @@ from kp2d_core.inference.onnx_graph import (
 )
 from kp2d_core.model.files import DESCRIPTOR_CONV_KEY
 
-DESCRIPTOR_OUTPUT = 'descriptors'
 FEATURES_OUTPUT = 'descriptor_features'
 KERNEL = 3
 POINT_CHUNK = 128  # keypoints whose windows are interpolated at once (2 MiB at 256 channels)
