@@ -38,3 +38,19 @@ def net() -> KeypointNet:
 @pytest.fixture(scope='session')
 def extractor(net: KeypointNet) -> KeypointExtractor:
     return KeypointExtractor(net, ExtractorConfig(top_k=None))
+
+
+@pytest.fixture(scope='session')
+def bundled_int8(tmp_path_factory):
+    """(fp32 ONNX export at 64x96, three seeded calibration images, the int8 model as the
+    quantiser wrote it: no rewrites) of the bundled network, for the int8 rewrites' tests."""
+    from kp2d_core.inference.export import export_onnx, quantize_int8
+    from kp2d_core.model.checkpoint import load_model
+    from kp2d_core.model.files import default_weights_path
+
+    out = tmp_path_factory.mktemp('bundled_int8')
+    fp32 = export_onnx(load_model(default_weights_path()), out / 'm.fp32.onnx', 'sha', (64, 96))
+    rng = torch.Generator().manual_seed(2)
+    images = [(torch.rand(1, 3, 64, 96, generator=rng) - 0.5).numpy() for _ in range(3)]
+    plain = quantize_int8(fp32, out / 'plain.int8.onnx', images, 'sha', lean=False)
+    return fp32, images, plain

@@ -25,7 +25,6 @@ from kp2d_core.model.descriptors import unit_rows
 from kp2d_core.model.files import (
     DESCRIPTOR_CONV_KEY,
     bundled_weights_path,
-    default_weights_path,
 )
 
 ort = pytest.importorskip('onnxruntime', reason='pip install .[onnx]')
@@ -93,17 +92,13 @@ def test_bad_convolutions_and_inputs_are_refused() -> None:
 
 
 @pytest.fixture(scope='module')
-def models(tmp_path_factory):
+def models(bundled_int8, tmp_path_factory):
     """(reference, lean) int8 models of the bundled network, quantised alike: the reference
     computes the last convolution in the graph, in float (its output not quantised: the
     quantisation clips what exceeds the calibration's range), after the lean model's other
     rewrites that change values."""
+    fp32, images, plain = bundled_int8
     out = tmp_path_factory.mktemp('conv')
-    model = load_model(default_weights_path())
-    fp32 = export_onnx(model, out / 'm.fp32.onnx', 'sha', (64, 96))
-    generator = torch.Generator().manual_seed(5)
-    images = [(torch.rand(1, 3, 64, 96, generator=generator) - 0.5).numpy() for _ in range(3)]
-    plain = quantize_int8(fp32, out / 'plain.int8.onnx', images, 'sha', lean=False)
     lean = quantize_int8(fp32, out / 'lean.int8.onnx', images, 'sha', conv_at_keypoints=True)
     reference = onnx.load(str(plain))
     assert int8_upsampling(reference) and pad_output_channels(reference)

@@ -23,9 +23,8 @@ from kp2d_core.inference.int8_heads import (
     quantise_before_fanout,
 )
 from kp2d_core.inference.int8_stage import band_input_stage, pad_input_channels, shapes_from_input
-from kp2d_core.model.checkpoint import load_model
 from kp2d_core.model.descriptors import unit_rows
-from kp2d_core.model.files import DESCRIPTOR_QUANTISATION_KEY, default_weights_path
+from kp2d_core.model.files import DESCRIPTOR_QUANTISATION_KEY
 
 ort = pytest.importorskip('onnxruntime', reason='pip install .[onnx]')
 onnx = pytest.importorskip('onnx')
@@ -34,15 +33,10 @@ SIZES = [(64, 96), (8, 8), (72, 40), (120, 200), (16, 24)]  # heights not divisi
 
 
 @pytest.fixture(scope='module')
-def models(tmp_path_factory):
+def models(bundled_int8, tmp_path_factory):
     """(plain, lean) int8 models of the bundled network, quantised alike."""
-    out = tmp_path_factory.mktemp('int8')
-    model = load_model(default_weights_path())
-    fp32 = export_onnx(model, out / 'm.fp32.onnx', 'sha', (64, 96))
-    generator = torch.Generator().manual_seed(2)
-    images = [(torch.rand(1, 3, 64, 96, generator=generator) - 0.5).numpy() for _ in range(3)]
-    plain = quantize_int8(fp32, out / 'plain.int8.onnx', images, 'sha', lean=False)
-    lean = quantize_int8(fp32, out / 'lean.int8.onnx', images, 'sha')
+    fp32, images, plain = bundled_int8
+    lean = quantize_int8(fp32, tmp_path_factory.mktemp('int8') / 'lean.int8.onnx', images, 'sha')
     return plain, lean
 
 
