@@ -46,7 +46,7 @@ setup(
         'console_scripts': [
             'kp2d_node = kp2d_ros.node:main',
             'kp2d_lifecycle_node = kp2d_ros.node:lifecycle_main',
-            'kp2d_replay = kp2d_ros.replay:main',
+            'kp2d_replay = kp2d_ros.node:replay_main',
         ],
     },
 )

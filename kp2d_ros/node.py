@@ -3,7 +3,8 @@ debug image out.
 
 ``kp2d_node`` starts working at once; ``kp2d_lifecycle_node`` is a managed node that loads
 the model on *configure* and subscribes on *activate* (the classes are in
-:mod:`kp2d_ros.nodes`). Heavy imports (rclpy, NumPy, the inference runtime) happen inside
+:mod:`kp2d_ros.nodes`); ``kp2d_replay`` runs the node's pipeline over a recording
+(:mod:`kp2d_ros.replay`). Heavy imports (rclpy, NumPy, the inference runtime) happen inside
 ``main``, after a quiet SIGINT handler is installed, so Ctrl-C at any moment ends the process
 without a traceback.
 """
@@ -93,6 +94,15 @@ def main(args: list[str] | None = None) -> None:
 def lifecycle_main(args: list[str] | None = None) -> None:
     """Entry point of ``ros2 run kp2d_ros kp2d_lifecycle_node``."""
     run(args if args is not None else sys.argv, lifecycle=True)
+
+
+def replay_main(argv: list[str] | None = None) -> None:
+    """Entry point of ``kp2d_replay`` (:mod:`kp2d_ros.replay`): the node's pipeline over a
+    recording, with BLAS on one thread as in the node."""
+    one_blas_thread()  # before NumPy loads (kp2d_core.blas_threads)
+    from kp2d_ros.replay import main as replay
+
+    replay(argv)
 
 
 if __name__ == '__main__':

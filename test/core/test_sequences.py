@@ -4,7 +4,6 @@ tiny rendered sequence end to end through every front-end."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from kp2d_core.evaluation.vo import ate_rmse, rpe, umeyama
 from kp2d_core.geometry.poses import make_pose
 from kp2d_core.images import read_image
 from kp2d_core.inference.probe import sample_photo_path
+from kp2d_testing.blas_spy import blas_threads_seen
 
 ROOT = Path(__file__).resolve().parents[2]
 SECOND = 1_000_000_000
@@ -298,26 +298,6 @@ def test_renders_of_a_scene_are_compared_by_their_medians(tmp_path):
         script.read_results(tmp_path / 'missing.json')
 
 
-BLAS_SPY = """
-import importlib.abc, os, runpy, sys
-seen = []
-
-
-class Spy(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name == 'numpy' and not seen:
-            seen.append(os.environ.get('OPENBLAS_NUM_THREADS', 'unset'))
-
-
-sys.meta_path.insert(0, Spy())
-try:
-    runpy.run_path(sys.argv[1], run_name=sys.argv[2])  # no arguments: it stops at the usage
-except SystemExit:
-    pass
-print(seen[0])
-"""
-
-
 @pytest.mark.parametrize(
     ('given', 'run_name', 'expected'),
     [(None, '__main__', '1'), ('3', '__main__', '3'), (None, 'evaluate_vo', 'unset')],
@@ -325,15 +305,6 @@ print(seen[0])
 def test_the_benchmark_runs_blas_as_the_node_does(given, run_name, expected) -> None:
     """Run as a program it asks for one BLAS thread before NumPy loads (a value the user set
     wins); imported (as the tests do), it leaves the environment alone."""
-    env = {k: v for k, v in os.environ.items() if k != 'OPENBLAS_NUM_THREADS'}
-    if given is not None:
-        env['OPENBLAS_NUM_THREADS'] = given
-    script = str(ROOT / 'evaluation' / 'evaluate_vo.py')
-    out = subprocess.run(
-        [sys.executable, '-c', BLAS_SPY, script, run_name],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == expected  # as NumPy saw it when it loaded
+    script = ROOT / 'evaluation' / 'evaluate_vo.py'
+    program = f'import runpy; runpy.run_path({str(script)!r}, run_name={run_name!r})'
+    assert blas_threads_seen(program, given) == expected  # no arguments: it stops at the usage

@@ -20,6 +20,7 @@ rosbags = pytest.importorskip('rosbags', reason='pip install rosbags')
 from rosbags.rosbag2 import StoragePlugin  # noqa: E402
 
 from kp2d_testing.bags import write_bag  # noqa: E402
+from kp2d_testing.blas_spy import blas_threads_seen  # noqa: E402
 
 HW = (120, 160)
 K = np.array([[150.0, 0, 79.5], [0, 150.0, 59.5], [0, 0, 1]])
@@ -144,3 +145,12 @@ def test_a_replay_never_destroys_earlier_results(tmp_path, checkpoint):
     write_bag(tmp_path / 'bag2', StoragePlugin.MCAP, frames)
     main([str(tmp_path / 'bag2'), *common, '--overwrite'])  # no PNGs this time
     assert (out / 'trajectory.csv').is_file() and not list(out.glob('frame_*.png'))
+
+
+@pytest.mark.parametrize(('given', 'expected'), [(None, '1'), ('3', '3')])
+def test_the_replay_runs_blas_as_the_node_does(given, expected) -> None:
+    """The ``kp2d_replay`` entry point asks for one BLAS thread before NumPy loads, as the node
+    does (a value the user set wins)."""
+    program = "import sys; sys.argv = ['kp2d_replay']\nfrom kp2d_ros.node import replay_main\n"
+    program += 'replay_main()'  # no arguments: it stops at the usage
+    assert blas_threads_seen(program, given) == expected
