@@ -26,7 +26,7 @@ class HybridConfig:
 
     # hybrid: on the 12 benchmark sequences, against every frame (bundled model), tracks
     # 1.6-5.3x longer, RPE rotation lower or equal on 10, a fifth of the time per frame on 10
-    # (docs/sequences.md). every_frame: the network on every frame.
+    # (docs/hybrid_tracking.md). every_frame: the network on every frame.
     mode: Literal['every_frame', 'hybrid'] = 'hybrid'
     detect_interval: int = 5  # the network runs at least every this many frames
     min_tracks: int = 100  # fewer live tracks: the network runs
@@ -43,14 +43,14 @@ class HybridConfig:
     # keyframe far longer than descriptor matches do, and a keyframe's homographies grow less
     # accurate with its age. In a scene with depth (two keyframes in a row made with depth)
     # keyframes give way at the every-frame share, 0.5: renewed more often there, their poses
-    # drifted (docs/sequences.md).
+    # drifted (docs/hybrid_tracking.md).
     keyframe_inlier_ratio: float = 0.75
     # The network's input size, relative to its usual one, on frames where Lucas-Kanade failed
     # (blur, fast motion, dropped frames), for CPUs where the network's time matters most: 0.5
     # costs a quarter of the network, 0.75 a little over half. Under fast motion (blurred
     # frames) both models' median RPE rotation fell at 0.5 and 0.75; with frame drops (sharp
     # frames far apart) homographies and poses grew worse on some renders and better on others
-    # (docs/sequences.md), so the default keeps the usual size.
+    # (docs/hybrid_tracking.md), so the default keeps the usual size.
     recovery_scale: float = 1.0
 
     def __post_init__(self) -> None:

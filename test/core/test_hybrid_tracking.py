@@ -193,7 +193,7 @@ def test_hybrid_keyframes_are_renewed_once_a_quarter_of_their_inliers_is_lost(bu
 
 def test_keyframes_in_a_scene_with_depth_give_way_at_the_every_frame_share() -> None:
     # Renewed at 0.75 in a corridor (two keyframes in a row made from an essential matrix),
-    # the hybrid mode's rotation drifted 2.5x more than at 0.5 (docs/sequences.md); one such
+    # the hybrid mode's rotation drifted 2.5x more than at 0.5 (docs/hybrid_tracking.md); one such
     # keyframe among planar ones (fast motion, frame drops) does not count.
     cfg = TrackerConfig(planar_keyframe_inlier_ratio=0.75)
     assert _renewal_ratio(cfg, deep=False) == 0.75
