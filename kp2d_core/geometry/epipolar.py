@@ -29,7 +29,12 @@ def fundamental_matrix(R: np.ndarray, t: np.ndarray, K: np.ndarray) -> np.ndarra
 
 
 def prefers_homography(
-    H: np.ndarray, essential: RelativePose, K: np.ndarray, pts_ref: np.ndarray, pts_cur: np.ndarray
+    H: np.ndarray,
+    essential: RelativePose,
+    K: np.ndarray,
+    pts_ref: np.ndarray,
+    pts_cur: np.ndarray,
+    min_sigma_px: float = MIN_GRIC_SIGMA_PX,
 ) -> bool:
     """Whether the homography models the matches better than the essential matrix (GRIC).
 
@@ -38,7 +43,8 @@ def prefers_homography(
     for the dimension of its manifold and its parameters. A plane or a rotation favours the
     homography (it explains the points with fewer degrees of freedom); parallax of more than
     about the noise level favours the essential matrix, whose rotation a homography fitted
-    to a scene with depth would bend. The noise is estimated from the epipolar residuals.
+    to a scene with depth would bend. The noise is estimated from the epipolar residuals,
+    never below ``min_sigma_px``.
 
     Args:
         H: (3, 3) homography from reference to current pixels.
@@ -54,7 +60,7 @@ def prefers_homography(
         return True
     F = fundamental_matrix(essential.T_cur_ref[:3, :3], essential.T_cur_ref[:3, 3], K)
     epipolar = sampson_squared(F, ref, cur)
-    sigma = max(MIN_GRIC_SIGMA_PX, float(np.sqrt(np.median(epipolar) / CHI2_1_MEDIAN)))
+    sigma = max(min_sigma_px, float(np.sqrt(np.median(epipolar) / CHI2_1_MEDIAN)))
     transfer = 0.25 * (
         np.sum((warp_points(H, ref) - cur) ** 2, axis=1)
         + np.sum((warp_points(np.linalg.inv(H), cur) - ref) ** 2, axis=1)

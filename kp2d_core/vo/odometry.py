@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kp2d_core.geometry.epipolar import prefers_homography
+from kp2d_core.geometry.epipolar import MIN_GRIC_SIGMA_PX, prefers_homography
 from kp2d_core.geometry.essential_motion import pose_from_essential
 from kp2d_core.geometry.homography_motion import pose_from_homography
 from kp2d_core.geometry.poses import make_pose
@@ -42,6 +42,12 @@ from kp2d_core.geometry.structure import (
 
 ESSENTIAL_SUPPORT = 0.9  # an E with fewer points in front than this share of H's inliers
 POINTS_MARGIN = 0.1  # share of the firm points PnP must reproject beyond the alternative
+# Until a keyframe has seen depth, GRIC takes the noise to be at least this (px): an essential
+# matrix absorbs every error along its epipolar lines (motion blur and Lucas-Kanade's drift
+# along the motion, which on a plane look like parallax) and its own residuals then put the
+# noise too low. Seen depth, GRIC estimates it from them alone (a corridor's frames just
+# after a keyframe, whose parallax is below a pixel). docs/hybrid_tracking.md has the figures.
+PLANAR_GRIC_SIGMA_PX = 0.75
 
 
 @dataclass
@@ -127,7 +133,9 @@ def relative_motion(
     essential = pose = pose_from_essential(m.key, m.cur, K, threshold_px, m.noise)
     if pose is not None and (
         pose.support < ESSENTIAL_SUPPORT * m.inliers.sum()  # degenerate: points behind
-        or prefers_homography(H if consensus is None else consensus, pose, K, m.key, m.cur)
+        or prefers_homography(
+            H if consensus is None else consensus, pose, K, m.key, m.cur, _gric_floor(scene)
+        )
     ):
         pose = None
     if pose is None:  # a homography bent by depth may have no valid decomposition
@@ -152,6 +160,11 @@ def relative_motion(
         distance = measured or distance  # measured by the known depths
     T[:3, 3] *= distance  # plane-distance units -> world units
     return Relative(T, pose.method, pose.normal, distance)
+
+
+def _gric_floor(scene: Scene) -> float:
+    """The lowest noise (px) GRIC may estimate against the keyframe of ``scene``."""
+    return MIN_GRIC_SIGMA_PX if scene.deep else PLANAR_GRIC_SIGMA_PX
 
 
 def _with_depths(R, method, m: Matched, K, known, firm, scene, threshold_px) -> Relative | None:

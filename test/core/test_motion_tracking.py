@@ -466,6 +466,40 @@ def test_a_corridor_step_takes_the_essential_matrix_rotation(seed):
         assert np.degrees(np.linalg.norm(cv2.Rodrigues(R_cur @ R.T)[0])) < 0.5
 
 
+def _plane_with_errors_along_the_motion(rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pts_ref, pts_cur, R) of a camera moving 0.12 sideways and turning 2 deg before a
+    plane at depth 4: 0.3 px noise on both views, and on the current one an error along each
+    point's image motion of 1 px (motion blur, Lucas-Kanade drifting along the motion)."""
+    n = 300
+    points = np.column_stack([rng.uniform([-2.5, -1.8], [2.5, 1.8], (n, 2)), np.full(n, 4.0)])
+    R = cv2.Rodrigues(np.array([0.01, 0.03, 0.02]))[0]
+    ref_true, cur_true = _project(points), _project(points @ R.T + [0.12, 0.03, 0.0])
+    flow = cur_true - ref_true
+    along = flow / np.linalg.norm(flow, axis=1, keepdims=True) * rng.normal(0, 1.0, (n, 1))
+    ref = ref_true + rng.normal(0, 0.3, (n, 2))
+    cur = cur_true + rng.normal(0, 0.3, (n, 2)) + along
+    inside = np.all((ref > 0) & (ref < [640, 480]) & (cur > 0) & (cur < [640, 480]), axis=1)
+    return ref[inside], cur[inside], R
+
+
+@pytest.mark.parametrize('seed', [0, 1, 5, 6])
+def test_errors_along_the_motion_on_a_plane_keep_the_homography(seed):
+    """An essential matrix absorbs every error along its epipolar lines; on a plane seen
+    under motion blur its residuals put the noise too low, and GRIC took it (rotation
+    0.23-0.32 deg off for these seeds; the homography's 0.03-0.05). Until the keyframe has
+    seen depth the noise is taken to be at least PLANAR_GRIC_SIGMA_PX; the corridor step
+    above still takes the essential matrix."""
+    pts_ref, pts_cur, R = _plane_with_errors_along_the_motion(np.random.default_rng(seed))
+    desc = torch.randn(len(pts_ref), 64, generator=torch.Generator().manual_seed(0))
+    desc = torch.nn.functional.normalize(desc, dim=1)
+    tracker = HomographyTracker(TrackerConfig(min_keyframe_inliers=20))
+    _update(tracker, _features(pts_ref, desc), 0)
+    result = _update(tracker, _features(pts_cur, desc), 100 * MS)
+    assert result.pose_method == 'homography'
+    R_cur = invert_pose(result.T_world_cur)[:3, :3]
+    assert np.degrees(np.linalg.norm(cv2.Rodrigues(R_cur @ R.T)[0])) < 0.15
+
+
 def test_twist_of_consecutive_poses():
     from kp2d_core.geometry.poses import make_pose, twist
 
