@@ -428,6 +428,27 @@ def test_a_decided_plane_is_the_prior_of_the_keyframe_s_next_frames(monkeypatch)
     assert np.allclose(priors[-1], turn @ wall)
 
 
+def _in_view(points: np.ndarray) -> np.ndarray:
+    """(N,) bool: the (N, 2) pixels inside a 640x480 image."""
+    return np.all((points > 0) & (points < [640, 480]), axis=1)
+
+
+def _tracked_step(pts_ref: np.ndarray, pts_cur: np.ndarray):
+    """The TrackResult of ``pts_cur`` tracked against ``pts_ref`` as its keyframe (random
+    descriptors, the same for both frames: every point matches its partner)."""
+    desc = torch.randn(len(pts_ref), 64, generator=torch.Generator().manual_seed(0))
+    desc = torch.nn.functional.normalize(desc, dim=1)
+    tracker = HomographyTracker(TrackerConfig(min_keyframe_inliers=20))
+    _update(tracker, _features(pts_ref, desc), 0)
+    return _update(tracker, _features(pts_cur, desc), 100 * MS)
+
+
+def _rotation_error_deg(result, R: np.ndarray) -> float:
+    """Angle (deg) between the camera rotation ``result`` tracked and the true ``R``."""
+    R_cur = invert_pose(result.T_world_cur)[:3, :3]
+    return float(np.degrees(np.linalg.norm(cv2.Rodrigues(R_cur @ R.T)[0])))
+
+
 def _corridor(rng, planar: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(pts_ref, pts_cur, R) of a camera stepping 0.15 forward and turning 0.9 deg inside a
     box corridor (walls at x = +-1, floor and ceiling at y = +-0.8, depths 2-7), or before
@@ -440,7 +461,7 @@ def _corridor(rng, planar: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     R = cv2.Rodrigues(np.array([0.0, 0.015, 0.0]))[0]
     ref = _project(points) + rng.normal(0, 0.3, (n, 2))
     cur = _project(points @ R.T + [0.0, 0.0, -0.15]) + rng.normal(0, 0.3, (n, 2))
-    inside = np.all((ref > 0) & (ref < [640, 480]) & (cur > 0) & (cur < [640, 480]), axis=1)
+    inside = _in_view(ref) & _in_view(cur)
     return ref[inside], cur[inside], R
 
 
@@ -454,16 +475,10 @@ def test_a_corridor_step_takes_the_essential_matrix_rotation(seed):
     11, 21 and 45 that refined homography would have tipped GRIC to itself."""
     for planar in (False, True):
         pts_ref, pts_cur, R = _corridor(np.random.default_rng(seed), planar)
-        generator = torch.Generator().manual_seed(0)
-        desc = torch.randn(len(pts_ref), 64, generator=generator)
-        desc = torch.nn.functional.normalize(desc, dim=1)
-        tracker = HomographyTracker(TrackerConfig(min_keyframe_inliers=20))
-        _update(tracker, _features(pts_ref, desc), 0)
-        result = _update(tracker, _features(pts_cur, desc), 100 * MS)
+        result = _tracked_step(pts_ref, pts_cur)
         assert result.inliers.mean() > 0.8
         assert result.pose_method == ('homography' if planar else 'essential')
-        R_cur = invert_pose(result.T_world_cur)[:3, :3]
-        assert np.degrees(np.linalg.norm(cv2.Rodrigues(R_cur @ R.T)[0])) < 0.5
+        assert _rotation_error_deg(result, R) < 0.5
 
 
 def _plane_with_errors_along_the_motion(rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -478,7 +493,7 @@ def _plane_with_errors_along_the_motion(rng) -> tuple[np.ndarray, np.ndarray, np
     along = flow / np.linalg.norm(flow, axis=1, keepdims=True) * rng.normal(0, 1.0, (n, 1))
     ref = ref_true + rng.normal(0, 0.3, (n, 2))
     cur = cur_true + rng.normal(0, 0.3, (n, 2)) + along
-    inside = np.all((ref > 0) & (ref < [640, 480]) & (cur > 0) & (cur < [640, 480]), axis=1)
+    inside = _in_view(ref) & _in_view(cur)
     return ref[inside], cur[inside], R
 
 
@@ -490,14 +505,9 @@ def test_errors_along_the_motion_on_a_plane_keep_the_homography(seed):
     seen depth the noise is taken to be at least PLANAR_GRIC_SIGMA_PX; the corridor step
     above still takes the essential matrix."""
     pts_ref, pts_cur, R = _plane_with_errors_along_the_motion(np.random.default_rng(seed))
-    desc = torch.randn(len(pts_ref), 64, generator=torch.Generator().manual_seed(0))
-    desc = torch.nn.functional.normalize(desc, dim=1)
-    tracker = HomographyTracker(TrackerConfig(min_keyframe_inliers=20))
-    _update(tracker, _features(pts_ref, desc), 0)
-    result = _update(tracker, _features(pts_cur, desc), 100 * MS)
+    result = _tracked_step(pts_ref, pts_cur)
     assert result.pose_method == 'homography'
-    R_cur = invert_pose(result.T_world_cur)[:3, :3]
-    assert np.degrees(np.linalg.norm(cv2.Rodrigues(R_cur @ R.T)[0])) < 0.15
+    assert _rotation_error_deg(result, R) < 0.15
 
 
 def test_twist_of_consecutive_poses():
