@@ -203,6 +203,13 @@ PARAMETERS: tuple[Param, ...] = (
         high=1.0,
     ),
     Param(
+        'tracker.keyframe_shift_px',
+        _HYBRID.keyframe_shift_px,
+        'hybrid: a new keyframe once its inliers moved further than this from it (median, px)',
+        low=0.001,
+        high=10_000.0,
+    ),
+    Param(
         'tracks.max_count',
         _TRACKS.max_tracks,
         'live feature tracks at most; 0 = no tracking',
@@ -508,6 +515,7 @@ def _hybrid(values: dict[str, Any]) -> HybridConfig:
         reid_window_s=values['tracker.reid_window_s'],
         reid_max_lost=values['tracker.reid_max_lost'],
         keyframe_inlier_ratio=values['tracker.keyframe_inlier_ratio'],
+        keyframe_shift_px=values['tracker.keyframe_shift_px'],
         recovery_scale=values['tracker.recovery_scale'],
     )
 

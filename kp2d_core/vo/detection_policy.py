@@ -45,6 +45,11 @@ class HybridConfig:
     # keyframes give way at the every-frame share, 0.5: renewed more often there, their poses
     # drifted (docs/hybrid_tracking.md).
     keyframe_inlier_ratio: float = 0.75
+    # And once its inliers moved further than this from it (median, px; the keyframe
+    # tracker's max_keyframe_shift_px): Lucas-Kanade guided by the frame's motion keeps
+    # tracks through views far from the keyframe, whose alignment grows less accurate with
+    # the distance (docs/hybrid_tracking.md).
+    keyframe_shift_px: float = 20.0
     # The network's input size, relative to its usual one, on frames where Lucas-Kanade failed
     # (blur, fast motion, dropped frames), for CPUs where the network's time matters most: 0.5
     # costs a quarter of the network, 0.75 a little over half. Under fast motion (blurred
@@ -74,6 +79,10 @@ class HybridConfig:
             raise ValueError(f'reid_max_lost must be in [0, 100000], got {self.reid_max_lost}')
         if not 0.1 <= self.recovery_scale <= 1.0:
             raise ValueError(f'recovery_scale must be in [0.1, 1], got {self.recovery_scale}')
+        if not 0.0 < self.keyframe_shift_px <= 10_000.0:
+            raise ValueError(
+                f'keyframe_shift_px must be in (0, 10000], got {self.keyframe_shift_px}'
+            )
         if not 0.0 <= self.keyframe_inlier_ratio <= 1.0:
             raise ValueError(
                 f'keyframe_inlier_ratio must be in [0, 1], got {self.keyframe_inlier_ratio}'

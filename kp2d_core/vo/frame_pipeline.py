@@ -82,10 +82,15 @@ class FrameResult:
 
 def _keyframe_settings(tracker: TrackerConfig, hybrid: HybridConfig) -> TrackerConfig:
     """The keyframe tracker's settings in ``hybrid``'s mode: in hybrid mode its keyframes
-    are renewed at ``hybrid.keyframe_inlier_ratio`` in a scene without depth."""
+    are renewed at ``hybrid.keyframe_inlier_ratio`` in a scene without depth, and once the
+    view moved ``hybrid.keyframe_shift_px`` from them."""
     if hybrid.mode != 'hybrid':
         return tracker
-    return replace(tracker, planar_keyframe_inlier_ratio=hybrid.keyframe_inlier_ratio)
+    return replace(
+        tracker,
+        planar_keyframe_inlier_ratio=hybrid.keyframe_inlier_ratio,
+        max_keyframe_shift_px=hybrid.keyframe_shift_px,
+    )
 
 
 class FramePipeline:
@@ -190,7 +195,8 @@ class FramePipeline:
         found = track.H_key_to_cur is not None
         low = found and track.num_inliers < KEYFRAME_MARGIN * self.tracker.cfg.min_keyframe_inliers
         lost = not found and track.reason != 'first_frame'
-        if lost or low or (track.new_keyframe and not step.detection):
+        renewed = track.new_keyframe and not track.far  # for want of points: new ones
+        if lost or low or (renewed and not step.detection):
             self.hybrid.request_detection('keyframe')
         features = replace(step.features, dense=None, gray=None)
         return FrameResult(

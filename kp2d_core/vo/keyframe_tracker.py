@@ -3,7 +3,8 @@
 Every frame is matched against the current *keyframe*, not the previous frame, so a still
 camera does not drift. The keyframe is replaced by the current frame when the homography
 inliers fall below ``min_keyframe_inliers`` (or ``keyframe_inlier_ratio`` of the first
-frame's) or the camera calibration changes. A frame that cannot be measured against the
+frame's), in a scene without depth when they moved further than ``max_keyframe_shift_px``
+from it, or when the camera calibration changes. A frame that cannot be measured against the
 keyframe (no homography of ``MIN_TRACK_INLIERS``, a pose that is not a rigid transform) has
 no pose and leaves the keyframe in place: the frames after a blackout, a covered lens or a
 burst of blur are measured against it again, and the trajectory goes on where it was. Each
@@ -71,6 +72,11 @@ class TrackerConfig:
     # fewer than IN_DEPTH_KEYFRAMES keyframes in a row made with depth, see
     # odometry.Scene.deep); None: keyframe_inlier_ratio.
     planar_keyframe_inlier_ratio: float | None = None
+    # Or, in a scene without depth, once its inliers moved further than this from it (median,
+    # geometry pixels): where tracks outlive the view (hybrid mode), a keyframe would
+    # otherwise be aligned against views ever further from it; None: no limit. (With depth,
+    # renewals drift the poses: keyframes give way for lost inliers only.)
+    max_keyframe_shift_px: float | None = None
     subpixel: bool = False  # refine matched points on the dense descriptors (where given)
     align: bool = True  # align matched points photometrically (kp2d_core.vo.photometric_alignment)
 
@@ -93,6 +99,9 @@ class TrackerConfig:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f'{name} must be in [0, 1], got {value}')
+        shift = self.max_keyframe_shift_px
+        if shift is not None and not 0.0 < shift <= 10_000.0:
+            raise ValueError(f'max_keyframe_shift_px must be in (0, 10000], got {shift}')
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,8 @@ class TrackResult:
         rectified: the homography is between rectified images.
         relative_covariance: (6, 6) covariance of the pose relative to the keyframe (this
             frame's own measurement, not accumulated); None without a pose.
+        far: the keyframe gave way only because its inliers moved ``max_keyframe_shift_px``
+            from it (they were still plenty).
     """
 
     H_key_to_cur: np.ndarray | None
@@ -133,6 +144,7 @@ class TrackResult:
     covariance: np.ndarray | None = None
     rectified: bool = False
     relative_covariance: np.ndarray | None = None
+    far: bool = False
 
 
 @dataclass
@@ -148,6 +160,7 @@ class _Keyframe:
     image: KeyImage | None = None  # for alignment, made from features.gray when first needed
     ids: np.ndarray | None = None  # (N,) int64 track id of each keypoint, -1 for none
     in_depth: int = 0  # keyframes in a row, this one included, made in a scene with depth
+    depth_seen: bool = False  # a frame measured against it had a motion with depth
 
     def __post_init__(self) -> None:  # its matches refine the other frame's points
         self.features = replace(self.features, dense=None)
@@ -361,11 +374,8 @@ class HomographyTracker:
             key.latest = (T_world_cur, covariance, relative)
         if key.reference_inliers is None and result.ok:
             key.reference_inliers = result.num_inliers  # the first frame tracked against it
-        ratio = _renewal_ratio(cfg, key.in_depth >= IN_DEPTH_KEYFRAMES)
-        renew = result.ok and (
-            result.num_inliers < cfg.min_keyframe_inliers
-            or result.num_inliers < ratio * (key.reference_inliers or 0)
-        )
+        key.depth_seen = key.depth_seen or (relative is not None and relative.deep)
+        renew, far = _gives_way(cfg, key, m) if result.ok else (False, False)
         if renew:
             depths = None, None
             if relative is not None:  # this frame's own motion: its points' depths
@@ -391,6 +401,7 @@ class HomographyTracker:
             covariance,
             points.rectified,
             relative_covariance,
+            far,
         )
 
     def _successor(
@@ -412,6 +423,22 @@ class HomographyTracker:
         return _Keyframe(
             kept, points, stamp_ns, T_world_cur, variance, scene, ids=ids, in_depth=in_depth
         )
+
+
+def _gives_way(cfg: TrackerConfig, key: _Keyframe, m: Matched) -> tuple[bool, bool]:
+    """(whether the keyframe gives way after a frame with a homography and these matches,
+    whether only because its inliers moved ``max_keyframe_shift_px`` from it: median over the
+    inliers, geometry pixels; never where depth was seen, whose poses such renewals drift)."""
+    inliers = int(m.inliers.sum())
+    ratio = _renewal_ratio(cfg, key.in_depth >= IN_DEPTH_KEYFRAMES)
+    if inliers < max(cfg.min_keyframe_inliers, ratio * (key.reference_inliers or 0)):
+        return True, False
+    planar = key.in_depth < IN_DEPTH_KEYFRAMES and not key.depth_seen
+    if cfg.max_keyframe_shift_px is None or not planar or not inliers:
+        return False, False
+    shift = np.median(np.linalg.norm(m.cur[m.inliers] - m.key[m.inliers], axis=1))
+    far = bool(shift > cfg.max_keyframe_shift_px)
+    return far, far
 
 
 def _renewal_ratio(cfg: TrackerConfig, deep: bool) -> float:

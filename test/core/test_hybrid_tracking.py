@@ -21,11 +21,12 @@ from kp2d_core.vo.keyframe_tracker import (
     IN_DEPTH_KEYFRAMES,
     HomographyTracker,
     TrackerConfig,
+    _gives_way,
     _Keyframe,
     _renewal_ratio,
 )
 from kp2d_core.vo.lk_propagation import propagate
-from kp2d_core.vo.odometry import Relative
+from kp2d_core.vo.odometry import Matched, Relative
 
 HW = (240, 320)
 FRAME_NS = 66_666_667  # 15 Hz
@@ -55,6 +56,28 @@ def test_lk_follows_a_known_homography_and_drops_what_it_loses():
     assert np.median(np.linalg.norm(moved[visible & ok] - truth[visible & ok], axis=1)) < 0.1
     assert ok[hidden].mean() < 0.2  # the forward-backward check drops the occluded points
     assert np.array_equal(moved[~ok], corners[~ok])  # a lost point keeps its old position
+
+
+def test_lk_guided_by_the_frame_motion_stays_on_points_of_a_rotating_view():
+    """A view that turns by 10 degrees and grows by 5 % between two frames: Lucas-Kanade's
+    window (a translation) alone lands about a pixel off; guided by the frame's motion it
+    keeps more of the points, within a tenth of a pixel."""
+    photo = read_image(sample_photo_path())
+    gray0 = cv2.cvtColor(render_view(photo, HW, 0.1)[0], cv2.COLOR_BGR2GRAY)
+    H = np.vstack([cv2.getRotationMatrix2D((HW[1] / 2, HW[0] / 2), 10.0, 1.05), [0, 0, 1]])
+    H[:2, 2] += (12.0, -8.0)
+    gray1 = cv2.warpPerspective(gray0, H, HW[::-1], flags=cv2.INTER_LINEAR)
+    corners = cv2.goodFeaturesToTrack(gray0, 300, 0.01, 8).reshape(-1, 2).astype(np.float64)
+    truth = warp_points(H, corners)
+    inside = (truth > 12).all(axis=1) & (truth < [HW[1] - 12, HW[0] - 12]).all(axis=1)
+    errors = {}
+    for guided in (False, True):
+        moved, ok = propagate(gray0, gray1, corners, guided=guided)
+        kept = ok & inside
+        errors[guided] = np.median(np.linalg.norm(moved[kept] - truth[kept], axis=1))
+        if guided:
+            assert ok[inside].mean() > 0.75
+    assert errors[False] > 0.5 and errors[True] < 0.1, errors
 
 
 def test_the_policy_runs_the_network_only_when_needed():
@@ -107,12 +130,14 @@ def test_the_network_runs_on_the_frames_the_policy_names(bundled):
 
 
 def test_the_network_runs_smaller_only_where_lucas_kanade_failed(bundled):
-    """A jump of the view (a dropped second) loses Lucas-Kanade's tracks: the network runs on
-    that frame at ``recovery_scale`` of its input size, its keypoints in the frame's pixels;
-    every other detection frame runs it at full size."""
+    """A jump of the view Lucas-Kanade cannot follow (the camera turned half a circle in a
+    dropped second) loses its tracks: the network runs on that frame at ``recovery_scale`` of
+    its input size, its keypoints in the frame's pixels; every other detection frame runs it
+    at full size."""
     photo = read_image(sample_photo_path())
     positions = [0.1, 0.104, 0.108, 0.112, 0.5, 0.504, 0.508]
     images = [render_view(photo, HW, position)[0] for position in positions]
+    images[4:] = [cv2.rotate(image, cv2.ROTATE_180) for image in images[4:]]
     scales = []
 
     def detect(image, scale):
@@ -165,30 +190,81 @@ def test_ids_come_back_after_a_blackout_and_never_land_on_another_point(bundled)
     assert wrong == 0
 
 
-def test_hybrid_keyframes_are_renewed_once_a_quarter_of_their_inliers_is_lost(bundled):
-    """Lucas-Kanade keeps tracks matched to the keyframe long after descriptor matches would
-    have gone: in hybrid mode a keyframe gives way at 75 % of its first frame's inliers."""
-    ratio = HybridConfig().keyframe_inlier_ratio
-    pipeline = FramePipeline(bundled, hybrid=HybridConfig(mode='hybrid'))
-    assert ratio == 0.75 and pipeline.tracker.cfg.planar_keyframe_inlier_ratio == ratio
-    pipeline.configure(pipeline.config)
-    assert pipeline.tracker.cfg.planar_keyframe_inlier_ratio == ratio
-    assert pipeline.tracker.cfg.keyframe_inlier_ratio == 0.5  # in a scene with depth
-    images, _ = _views(40, speed=0.015)  # tracks leave the view: the inliers fall
+def _renewals(pipeline: FramePipeline, images) -> dict[str, int]:
+    """Run ``images``; check that a keyframe gives way exactly when its inliers fell below
+    the hybrid share of its first frame's (or the minimum) or moved further than the hybrid
+    shift from it, and count the renewals by reason."""
+    cfg = pipeline.tracker.cfg
+    ratio, shift_px = cfg.planar_keyframe_inlier_ratio, cfg.max_keyframe_shift_px
     first: dict[int, int] = {}
-    renewed = 0
+    renewed = {'inliers': 0, 'shift': 0}
     for index, image in enumerate(images):
         track = pipeline.process(image, (index + 1) * FRAME_NS).track
         if track.H_key_to_cur is None:
             continue
         reference = first.setdefault(track.key_stamp_ns, track.num_inliers)
-        below = track.num_inliers < ratio * reference
-        assert track.new_keyframe or not below, (index, track.num_inliers, reference)
-        renewed += int(track.new_keyframe and below)
-    assert renewed >= 1
+        below = track.num_inliers < max(ratio * reference, cfg.min_keyframe_inliers)
+        moved = track.pts_cur[track.inliers] - track.pts_key[track.inliers]
+        far = np.median(np.linalg.norm(moved, axis=1)) > shift_px
+        assert track.new_keyframe == (below or far), (index, track.num_inliers, reference)
+        renewed['inliers'] += int(track.new_keyframe and below)
+        renewed['shift'] += int(track.new_keyframe and far and not below)
+    return renewed
+
+
+def test_hybrid_keyframes_give_way_once_a_quarter_of_their_inliers_is_lost_or_far(bundled):
+    """Lucas-Kanade keeps tracks matched to the keyframe long after descriptor matches would
+    have gone: in hybrid mode a keyframe gives way at 75 % of its first frame's inliers, and
+    once its inliers moved ``keyframe_shift_px`` (median) from it."""
+    hybrid = HybridConfig(mode='hybrid')
+    ratio = hybrid.keyframe_inlier_ratio
+    pipeline = FramePipeline(bundled, hybrid=hybrid)
+    assert ratio == 0.75 and pipeline.tracker.cfg.planar_keyframe_inlier_ratio == ratio
+    assert pipeline.tracker.cfg.max_keyframe_shift_px == hybrid.keyframe_shift_px == 20.0
+    pipeline.configure(pipeline.config)
+    assert pipeline.tracker.cfg.planar_keyframe_inlier_ratio == ratio
+    assert pipeline.tracker.cfg.keyframe_inlier_ratio == 0.5  # in a scene with depth
+    images, _ = _views(40, speed=0.015)  # tracks leave the view: the inliers fall
+    assert _renewals(pipeline, images)['shift'] >= 1
+    unlimited = HybridConfig(mode='hybrid', keyframe_shift_px=10_000.0)
+    assert _renewals(FramePipeline(bundled, hybrid=unlimited), images)['inliers'] >= 1
     every_frame = FramePipeline(bundled, hybrid=EVERY_FRAME)
     assert every_frame.tracker.cfg.keyframe_inlier_ratio == 0.5
     assert every_frame.tracker.cfg.planar_keyframe_inlier_ratio is None
+    assert every_frame.tracker.cfg.max_keyframe_shift_px is None
+    with pytest.raises(ValueError, match='keyframe_shift_px'):
+        HybridConfig(keyframe_shift_px=0.0)
+    with pytest.raises(ValueError, match='max_keyframe_shift_px'):
+        TrackerConfig(max_keyframe_shift_px=-1.0)
+
+
+def test_a_keyframe_gives_way_for_its_distance_only_where_no_depth_was_seen() -> None:
+    """Renewed for distance in a corridor, keyframes too young to show the depth kept the
+    homography's poses, degrees off (docs/hybrid_tracking.md): only a keyframe of a scene
+    without depth gives way once its inliers moved ``max_keyframe_shift_px`` from it."""
+    cfg = TrackerConfig(planar_keyframe_inlier_ratio=0.75, max_keyframe_shift_px=20.0)
+    rng = np.random.default_rng(0)
+    key_xy = rng.uniform(0, 600, (100, 2))
+    features = Features(np.zeros((0, 2)), np.zeros(0), np.zeros((0, 8)), (480, 640))
+    points = ImagePoints.of(np.zeros((0, 2)), None)
+
+    def gives_way(shift_px, inliers=100, **state):
+        key = _Keyframe(features, points, 0, np.eye(4), np.zeros(6), reference_inliers=100)
+        for name, value in state.items():
+            setattr(key, name, value)
+        kept = np.arange(100) < inliers
+        m = Matched(key_xy, key_xy + (shift_px, 0.0), np.arange(100), np.arange(100), kept)
+        return _gives_way(cfg, key, m)
+
+    assert gives_way(25.0) == (True, True)
+    assert gives_way(15.0) == (False, False)
+    assert gives_way(15.0, inliers=70) == (True, False)  # below 75 % of the first frame's
+    assert gives_way(25.0, depth_seen=True) == (False, False)
+    assert gives_way(25.0, in_depth=IN_DEPTH_KEYFRAMES) == (False, False)
+    assert gives_way(25.0, in_depth=IN_DEPTH_KEYFRAMES, inliers=70) == (False, False)  # 0.5
+    assert gives_way(25.0, in_depth=IN_DEPTH_KEYFRAMES, inliers=40) == (True, False)
+    cfg = TrackerConfig(planar_keyframe_inlier_ratio=0.75)
+    assert gives_way(200.0) == (False, False)  # no distance limit outside hybrid mode
 
 
 def test_keyframes_in_a_scene_with_depth_give_way_at_the_every_frame_share() -> None:
