@@ -13,6 +13,11 @@ and CameraInfo paired through message_filters, exactly as in the node; reading u
 
 from __future__ import annotations
 
+from kp2d_core.blas_threads import one_blas_thread
+
+if __name__ == '__main__':  # python -m kp2d_ros.replay: as kp2d_replay and the node,
+    one_blas_thread()  # read when NumPy loads: before the imports below
+
 import argparse
 from collections import Counter
 import csv

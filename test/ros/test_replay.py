@@ -148,9 +148,14 @@ def test_a_replay_never_destroys_earlier_results(tmp_path, checkpoint):
 
 
 @pytest.mark.parametrize(('given', 'expected'), [(None, '1'), ('3', '3')])
-def test_the_replay_runs_blas_as_the_node_does(given, expected) -> None:
-    """The ``kp2d_replay`` entry point asks for one BLAS thread before NumPy loads, as the node
-    does (a value the user set wins)."""
-    program = "import sys; sys.argv = ['kp2d_replay']\nfrom kp2d_ros.node import replay_main\n"
-    program += 'replay_main()'  # no arguments: it stops at the usage
+@pytest.mark.parametrize('how', ['entry_point', 'module'])
+def test_the_replay_runs_blas_as_the_node_does(given, expected, how) -> None:
+    """The ``kp2d_replay`` entry point and ``python -m kp2d_ros.replay`` ask for one BLAS
+    thread before NumPy loads, as the node does (a value the user set wins)."""
+    if how == 'entry_point':
+        program = "import sys; sys.argv = ['kp2d_replay']\nfrom kp2d_ros.node import replay_main\n"
+        program += 'replay_main()'  # no arguments: it stops at the usage
+    else:
+        program = "import runpy, sys; sys.argv = ['replay']\n"
+        program += "runpy.run_module('kp2d_ros.replay', run_name='__main__')"
     assert blas_threads_seen(program, given) == expected
