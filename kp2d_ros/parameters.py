@@ -205,7 +205,8 @@ PARAMETERS: tuple[Param, ...] = (
     Param(
         'tracker.keyframe_shift_px',
         _HYBRID.keyframe_shift_px,
-        'hybrid: a new keyframe once its inliers moved further than this from it (median, px)',
+        'hybrid, in a scene without depth: a new keyframe once its inliers moved further than '
+        'this from it (median, px)',
         low=0.001,
         high=10_000.0,
     ),
