@@ -430,11 +430,11 @@ def _gives_way(cfg: TrackerConfig, key: _Keyframe, m: Matched) -> tuple[bool, bo
     whether only because its inliers moved ``max_keyframe_shift_px`` from it: median over the
     inliers, geometry pixels; never where depth was seen, whose poses such renewals drift)."""
     inliers = int(m.inliers.sum())
-    ratio = _renewal_ratio(cfg, key.in_depth >= IN_DEPTH_KEYFRAMES)
+    deep = key.in_depth >= IN_DEPTH_KEYFRAMES
+    ratio = _renewal_ratio(cfg, deep)
     if inliers < max(cfg.min_keyframe_inliers, ratio * (key.reference_inliers or 0)):
         return True, False
-    planar = key.in_depth < IN_DEPTH_KEYFRAMES and not key.depth_seen
-    if cfg.max_keyframe_shift_px is None or not planar or not inliers:
+    if cfg.max_keyframe_shift_px is None or deep or key.depth_seen or not inliers:
         return False, False
     shift = np.median(np.linalg.norm(m.cur[m.inliers] - m.key[m.inliers], axis=1))
     far = bool(shift > cfg.max_keyframe_shift_px)

@@ -15,12 +15,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from kp2d_core.geometry.coordinates import warp_points
+from kp2d_core.geometry.coordinates import in_image, warp_points
 
 WINDOW = (21, 21)
 LEVELS = 3
 FORWARD_BACKWARD_PX = 1.0  # tracked back, a point must land this close to where it started
 CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01)
+PYRAMID = dict(winSize=WINDOW, maxLevel=LEVELS, criteria=CRITERIA)  # every call's settings
 GUIDE_POINTS = 100  # at most this many of the points (spread over the list) give the motion
 GUIDE_MIN_INLIERS = 12  # fewer of them agree on one homography: Lucas-Kanade is not guided
 GUIDE_MIN_SHARE = 0.3  # nor where fewer than this share of them agree
@@ -72,8 +73,7 @@ def frame_motion(previous: np.ndarray, current: np.ndarray, xy: np.ndarray) -> n
     subset = np.ascontiguousarray(xy[::step][:GUIDE_POINTS], np.float32).reshape(-1, 1, 2)
     if len(subset) < GUIDE_MIN_INLIERS:
         return None
-    params = dict(winSize=WINDOW, maxLevel=LEVELS, criteria=CRITERIA)
-    ahead, ok, _ = cv2.calcOpticalFlowPyrLK(previous, current, subset, None, **params)
+    ahead, ok, _ = cv2.calcOpticalFlowPyrLK(previous, current, subset, None, **PYRAMID)
     ok = (ok.ravel() == 1) & np.isfinite(ahead.reshape(-1, 2)).all(axis=1)
     if ok.sum() < GUIDE_MIN_INLIERS:
         return None
@@ -92,18 +92,16 @@ def _track(
     previous: np.ndarray, current: np.ndarray, xy: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Plain Lucas-Kanade with the forward-backward check: ((N, 2) positions, (N,) bool)."""
-    params = dict(winSize=WINDOW, maxLevel=LEVELS, criteria=CRITERIA)
     start = np.ascontiguousarray(xy, np.float32).reshape(-1, 1, 2)
-    ahead, ok, _ = cv2.calcOpticalFlowPyrLK(previous, current, start, None, **params)
-    back, ok_back, _ = cv2.calcOpticalFlowPyrLK(current, previous, ahead, None, **params)
+    ahead, ok, _ = cv2.calcOpticalFlowPyrLK(previous, current, start, None, **PYRAMID)
+    back, ok_back, _ = cv2.calcOpticalFlowPyrLK(current, previous, ahead, None, **PYRAMID)
     moved = ahead.reshape(-1, 2).astype(np.float64)
     height, width = current.shape[:2]
     good = (ok.ravel() == 1) & (ok_back.ravel() == 1) & np.isfinite(moved).all(axis=1)
     good &= np.linalg.norm(back.reshape(-1, 2) - start.reshape(-1, 2), axis=1) < (
         FORWARD_BACKWARD_PX
     )
-    good &= (moved[:, 0] >= 0) & (moved[:, 0] <= width - 1)
-    good &= (moved[:, 1] >= 0) & (moved[:, 1] <= height - 1)
+    good &= in_image(moved, height, width)
     return moved, good
 
 
