@@ -27,10 +27,18 @@ from kp2d_core.inference.features import Features
 from kp2d_core.vo.detection_policy import EVERY_FRAME, HybridConfig
 from kp2d_core.vo.feature_tracks import FeatureTracker, TrackConfig, Tracks
 from kp2d_core.vo.hybrid_tracks import HybridTracker
-from kp2d_core.vo.keyframe_tracker import HomographyTracker, TrackerConfig, TrackResult
+from kp2d_core.vo.keyframe_tracker import (
+    FrameKind,
+    HomographyTracker,
+    TrackerConfig,
+    TrackResult,
+)
 
 KEYFRAME_MARGIN = 1.5  # hybrid: detect once the keyframe's inliers fall below this many times
 # the keyframe threshold, so that the keyframe is renewed on a frame with detections
+# Hybrid: the network ran on a frame for these reasons so that it becomes the keyframe (the
+# keyframe tracker asked for one, or Lucas-Kanade lost the tracks the keyframe holds).
+KEYFRAME_DETECTIONS = ('keyframe', 'lk_failed')
 
 
 class FeatureExtractor(Protocol):
@@ -91,6 +99,14 @@ def _keyframe_settings(tracker: TrackerConfig, hybrid: HybridConfig) -> TrackerC
         planar_keyframe_inlier_ratio=hybrid.keyframe_inlier_ratio,
         max_keyframe_shift_px=hybrid.keyframe_shift_px,
     )
+
+
+def _frame_kind(detection: str) -> FrameKind:
+    """What a hybrid frame holds for the keyframe tracker, from why the network ran on it
+    ('' where it did not)."""
+    if not detection:
+        return 'carried'
+    return 'for_keyframe' if detection in KEYFRAME_DETECTIONS else 'detected'
 
 
 class FramePipeline:
@@ -191,12 +207,13 @@ class FramePipeline:
         step = self.hybrid.step(image, gray, stamp_ns, camera, self._detect)
         ids = np.full(len(step.features), -1, np.int64)  # Lucas-Kanade's tracks: matches
         ids[step.tracks.indices] = step.tracks.ids.astype(np.int64)
-        track = self.tracker.update(step.features, step.points, stamp_ns, ids)
+        kind = _frame_kind(step.detection)
+        track = self.tracker.update(step.features, step.points, stamp_ns, ids, kind)
         found = track.H_key_to_cur is not None
         low = found and track.num_inliers < KEYFRAME_MARGIN * self.tracker.cfg.min_keyframe_inliers
         lost = not found and track.reason != 'first_frame'
         renewed = track.new_keyframe and not track.far  # for want of points: new ones
-        if lost or low or (renewed and not step.detection):
+        if lost or low or (renewed and not step.detection) or track.waits:
             self.hybrid.request_detection('keyframe')
         features = replace(step.features, dense=None, gray=None)
         return FrameResult(

@@ -4,7 +4,12 @@ Every frame is matched against the current *keyframe*, not the previous frame, s
 camera does not drift. The keyframe is replaced by the current frame when the homography
 inliers fall below ``min_keyframe_inliers`` (or ``keyframe_inlier_ratio`` of the first
 frame's), in a scene without depth when they moved further than ``max_keyframe_shift_px``
-from it, or when the camera calibration changes. A frame that cannot be measured against the
+from it, or when the camera calibration changes. In hybrid mode (the caller says what kind of
+frame it passes, :data:`FrameKind`) a keyframe of a scene without depth is made only from a
+frame the network ran on: one that Lucas-Kanade carried alone holds just the tracks it kept,
+so the frames after it, where those tracks were lost, had little to match but stale
+descriptors. Such a keyframe waits for the next frame instead (``TrackResult.waits``), which
+runs the network and becomes the keyframe. A frame that cannot be measured against the
 keyframe (no homography of ``MIN_TRACK_INLIERS``, a pose that is not a rigid transform) has
 no pose and leaves the keyframe in place: the frames after a blackout, a covered lens or a
 burst of blur are measured against it again, and the trajectory goes on where it was. Each
@@ -25,6 +30,7 @@ scenes, an essential matrix) gives the camera motion, chained through keyframes 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -55,6 +61,15 @@ ORIGIN_VARIANCE = 1e-9  # the first keyframe is the world origin: known, but nev
 IN_DEPTH_KEYFRAMES = 2  # keyframes in a row made in depth: a scene with depth
 MIN_TRACK_INLIERS = 20  # fewer homography inliers: no homography, no pose (KP2D's matches
 # between frames of sensor noise, a covered lens, fitted chance homographies of 5-11 inliers)
+
+# What a frame passed to the tracker holds: 'detected', the network's keypoints (every frame
+# in every-frame mode); in hybrid mode 'carried', only the tracks Lucas-Kanade carried, and
+# 'for_keyframe', the network's keypoints of a frame it ran on because the keyframe asked
+# for a successor or Lucas-Kanade failed.
+FrameKind = Literal['detected', 'carried', 'for_keyframe']
+FRAME_KINDS = get_args(FrameKind)
+# What a keyframe does after a frame with a homography (see ``_renewal``).
+Renewal = Literal['stays', 'inliers', 'far', 'for_keyframe', 'waits']
 
 
 @dataclass(frozen=True)
@@ -127,6 +142,9 @@ class TrackResult:
             frame's own measurement, not accumulated); None without a pose.
         far: the keyframe gave way only because its inliers moved ``max_keyframe_shift_px``
             from it (they were still plenty).
+        waits: the keyframe would have given way for want of inliers, but this frame held
+            only Lucas-Kanade's tracks ('carried'): the next frame should run the network
+            ('for_keyframe'), and it becomes the keyframe.
     """
 
     H_key_to_cur: np.ndarray | None
@@ -145,6 +163,7 @@ class TrackResult:
     rectified: bool = False
     relative_covariance: np.ndarray | None = None
     far: bool = False
+    waits: bool = False
 
 
 @dataclass
@@ -226,6 +245,7 @@ class HomographyTracker:
         points: ImagePoints,
         stamp_ns: int,
         ids: np.ndarray | None = None,
+        kind: FrameKind = 'detected',
     ) -> TrackResult:
         """Track one frame.
 
@@ -237,7 +257,11 @@ class HomographyTracker:
                 the points from frame to frame (hybrid mode: Lucas-Kanade). A keypoint of
                 the keyframe's track is its match, whatever the descriptors say (repetitive
                 texture); the other keypoints are matched by their descriptors.
+            kind: what the frame holds (:data:`FrameKind`; hybrid mode: 'carried' or
+                'for_keyframe' where it applies).
         """
+        if kind not in FRAME_KINDS:
+            raise ValueError(f'kind must be one of {FRAME_KINDS}, got {kind!r}')
         stamp_ns = int(stamp_ns)
         key = self.key
         if key is None or not same_camera(key.points.camera, points.camera):
@@ -263,7 +287,7 @@ class HomographyTracker:
                 covariance=covariance,
                 rectified=points.rectified,
             )
-        return self._track(key, features, points, stamp_ns, ids)
+        return self._track(key, features, points, stamp_ns, ids, kind)
 
     def _track(
         self,
@@ -272,6 +296,7 @@ class HomographyTracker:
         points: ImagePoints,
         stamp_ns: int,
         ids: np.ndarray | None,
+        kind: FrameKind,
     ) -> TrackResult:
         """Measure the frame against the keyframe; where that fails, against the candidate
         (the last frame lost against the keyframe), which then becomes the keyframe."""
@@ -286,7 +311,7 @@ class HomographyTracker:
             self.candidate = self._successor(key, features, points, stamp_ns, *no_pose, ids)
         else:
             self.candidate = None
-        return self._result(key, features, points, stamp_ns, measured, ids)
+        return self._result(key, features, points, stamp_ns, measured, ids, kind)
 
     def _measure(
         self, key: _Keyframe, features: Features, points: ImagePoints, ids: np.ndarray | None
@@ -363,8 +388,9 @@ class HomographyTracker:
         stamp_ns: int,
         measured: _Measured,
         ids: np.ndarray | None,
+        kind: FrameKind,
     ) -> TrackResult:
-        """The frame's TrackResult; the keyframe is renewed where it has too few inliers."""
+        """The frame's TrackResult; the keyframe is renewed where ``_renewal`` says so."""
         cfg, result, m, relative = self.cfg, measured.result, measured.matched, measured.relative
         T_world_cur, covariance, relative_covariance = measured.T_world_cur, None, None
         K = points.intrinsics
@@ -375,7 +401,8 @@ class HomographyTracker:
         if key.reference_inliers is None and result.ok:
             key.reference_inliers = result.num_inliers  # the first frame tracked against it
         key.depth_seen = key.depth_seen or (relative is not None and relative.deep)
-        renew, far = _gives_way(cfg, key, m) if result.ok else (False, False)
+        renewal = _renewal(cfg, key, m, kind) if result.ok else 'stays'
+        renew = renewal in ('inliers', 'far', 'for_keyframe')
         if renew:
             depths = None, None
             if relative is not None:  # this frame's own motion: its points' depths
@@ -401,7 +428,8 @@ class HomographyTracker:
             covariance,
             points.rectified,
             relative_covariance,
-            far,
+            renewal == 'far',
+            renewal == 'waits',
         )
 
     def _successor(
@@ -425,20 +453,29 @@ class HomographyTracker:
         )
 
 
-def _gives_way(cfg: TrackerConfig, key: _Keyframe, m: Matched) -> tuple[bool, bool]:
-    """(whether the keyframe gives way after a frame with a homography and these matches,
-    whether only because its inliers moved ``max_keyframe_shift_px`` from it: median over the
-    inliers, geometry pixels; never where depth was seen, whose poses such renewals drift)."""
+def _renewal(cfg: TrackerConfig, key: _Keyframe, m: Matched, kind: FrameKind) -> Renewal:
+    """What the keyframe does after a frame of ``kind`` with a homography and these matches.
+
+    'inliers': it gives way, its inliers fell below its share of its first frame's (or the
+    minimum). 'far': it gives way, its inliers moved ``max_keyframe_shift_px`` from it
+    (median, geometry pixels), never where depth was seen (such renewals drifted the poses).
+    Where no depth was seen, a 'for_keyframe' frame always takes its place ('for_keyframe'),
+    and a 'carried' frame with too few inliers but at least the minimum leaves it in place
+    one frame more ('waits'): the next frame runs the network. Otherwise 'stays'.
+    """
     inliers = int(m.inliers.sum())
     deep = key.in_depth >= IN_DEPTH_KEYFRAMES
+    flat = not (key.scene.deep or key.depth_seen)  # made and measured without depth
+    if kind == 'for_keyframe' and flat:
+        return 'for_keyframe'
     ratio = _renewal_ratio(cfg, deep)
     if inliers < max(cfg.min_keyframe_inliers, ratio * (key.reference_inliers or 0)):
-        return True, False
+        waits = kind == 'carried' and flat and inliers >= cfg.min_keyframe_inliers
+        return 'waits' if waits else 'inliers'
     if cfg.max_keyframe_shift_px is None or deep or key.depth_seen or not inliers:
-        return False, False
+        return 'stays'
     shift = np.median(np.linalg.norm(m.cur[m.inliers] - m.key[m.inliers], axis=1))
-    far = bool(shift > cfg.max_keyframe_shift_px)
-    return far, far
+    return 'far' if shift > cfg.max_keyframe_shift_px else 'stays'
 
 
 def _renewal_ratio(cfg: TrackerConfig, deep: bool) -> float:

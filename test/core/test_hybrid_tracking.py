@@ -15,18 +15,18 @@ from kp2d_core.images import read_image
 from kp2d_core.inference.features import Features
 from kp2d_core.inference.probe import sample_photo_path
 from kp2d_core.vo.detection_policy import EVERY_FRAME, DetectionPolicy, HybridConfig
-from kp2d_core.vo.frame_pipeline import FramePipeline
+from kp2d_core.vo.frame_pipeline import FramePipeline, _frame_kind
 from kp2d_core.vo.hybrid_tracks import HybridTracker, TrackSet
 from kp2d_core.vo.keyframe_tracker import (
     IN_DEPTH_KEYFRAMES,
     HomographyTracker,
     TrackerConfig,
-    _gives_way,
     _Keyframe,
+    _renewal,
     _renewal_ratio,
 )
 from kp2d_core.vo.lk_propagation import propagate
-from kp2d_core.vo.odometry import Matched, Relative
+from kp2d_core.vo.odometry import Matched, Relative, Scene
 
 HW = (240, 320)
 FRAME_NS = 66_666_667  # 15 Hz
@@ -191,31 +191,45 @@ def test_ids_come_back_after_a_blackout_and_never_land_on_another_point(bundled)
 
 
 def _renewals(pipeline: FramePipeline, images) -> dict[str, int]:
-    """Run ``images``; check that a keyframe gives way exactly when its inliers fell below
-    the hybrid share of its first frame's (or the minimum) or moved further than the hybrid
-    shift from it, and count the renewals by reason."""
+    """Run ``images`` (a plane, no camera: no depth) in hybrid mode; check that a keyframe
+    gives way exactly when the network ran on the frame for a keyframe, when its inliers fell
+    below the hybrid share of its first frame's (or the minimum) on a frame the network ran
+    on, or when they moved further than the hybrid shift from it; that on a frame Lucas-Kanade
+    carried alone it waits instead (with at least the minimum of inliers) and the next frame
+    runs the network; and count the renewals by reason."""
     cfg = pipeline.tracker.cfg
     ratio, shift_px = cfg.planar_keyframe_inlier_ratio, cfg.max_keyframe_shift_px
     first: dict[int, int] = {}
-    renewed = {'inliers': 0, 'shift': 0}
+    renewed = {'inliers': 0, 'shift': 0, 'waits': 0, 'for_keyframe': 0}
+    waited = False
     for index, image in enumerate(images):
-        track = pipeline.process(image, (index + 1) * FRAME_NS).track
+        frame = pipeline.process(image, (index + 1) * FRAME_NS)
+        track, kind = frame.track, _frame_kind(frame.detection)
+        assert not waited or frame.detection, index  # the frame after a wait runs the network
+        waited = track.waits
         if track.H_key_to_cur is None:
             continue
         reference = first.setdefault(track.key_stamp_ns, track.num_inliers)
         below = track.num_inliers < max(ratio * reference, cfg.min_keyframe_inliers)
         moved = track.pts_cur[track.inliers] - track.pts_key[track.inliers]
         far = np.median(np.linalg.norm(moved, axis=1)) > shift_px
-        assert track.new_keyframe == (below or far), (index, track.num_inliers, reference)
-        renewed['inliers'] += int(track.new_keyframe and below)
-        renewed['shift'] += int(track.new_keyframe and far and not below)
+        waits = below and kind == 'carried' and track.num_inliers >= cfg.min_keyframe_inliers
+        assert track.waits == (waits and kind != 'for_keyframe'), (index, track.num_inliers)
+        expected = kind == 'for_keyframe' or (below and not waits) or far
+        assert track.new_keyframe == expected, (index, kind, track.num_inliers, reference)
+        renewed['for_keyframe'] += int(kind == 'for_keyframe')
+        renewed['waits'] += int(track.waits)
+        renewed['inliers'] += int(track.new_keyframe and below and kind == 'detected')
+        renewed['shift'] += int(track.new_keyframe and far and not below and kind == 'carried')
     return renewed
 
 
 def test_hybrid_keyframes_give_way_once_a_quarter_of_their_inliers_is_lost_or_far(bundled):
     """Lucas-Kanade keeps tracks matched to the keyframe long after descriptor matches would
     have gone: in hybrid mode a keyframe gives way at 75 % of its first frame's inliers, and
-    once its inliers moved ``keyframe_shift_px`` (median) from it."""
+    once its inliers moved ``keyframe_shift_px`` (median) from it. For want of inliers it
+    gives way only to a frame the network ran on: on a frame Lucas-Kanade carried alone it
+    waits, and the next frame runs the network and becomes the keyframe."""
     hybrid = HybridConfig(mode='hybrid')
     ratio = hybrid.keyframe_inlier_ratio
     pipeline = FramePipeline(bundled, hybrid=hybrid)
@@ -227,7 +241,8 @@ def test_hybrid_keyframes_give_way_once_a_quarter_of_their_inliers_is_lost_or_fa
     images, _ = _views(40, speed=0.015)  # tracks leave the view: the inliers fall
     assert _renewals(pipeline, images)['shift'] >= 1
     unlimited = HybridConfig(mode='hybrid', keyframe_shift_px=10_000.0)
-    assert _renewals(FramePipeline(bundled, hybrid=unlimited), images)['inliers'] >= 1
+    counts = _renewals(FramePipeline(bundled, hybrid=unlimited), images)
+    assert counts['waits'] >= 1 and counts['for_keyframe'] >= counts['waits'], counts
     every_frame = FramePipeline(bundled, hybrid=EVERY_FRAME)
     assert every_frame.tracker.cfg.keyframe_inlier_ratio == 0.5
     assert every_frame.tracker.cfg.planar_keyframe_inlier_ratio is None
@@ -238,33 +253,61 @@ def test_hybrid_keyframes_give_way_once_a_quarter_of_their_inliers_is_lost_or_fa
         TrackerConfig(max_keyframe_shift_px=-1.0)
 
 
+def _renewal_after(cfg, shift_px=0.0, inliers=100, kind='detected', **state):
+    """What a keyframe (100 inliers on its first frame) does after a frame whose first
+    ``inliers`` of 100 matches are inliers, moved ``shift_px`` from it."""
+    key_xy = np.random.default_rng(0).uniform(0, 600, (100, 2))
+    features = Features(np.zeros((0, 2)), np.zeros(0), np.zeros((0, 8)), (480, 640))
+    points = ImagePoints.of(np.zeros((0, 2)), None)
+    key = _Keyframe(features, points, 0, np.eye(4), np.zeros(6), reference_inliers=100)
+    for name, value in state.items():
+        setattr(key, name, value)
+    kept = np.arange(100) < inliers
+    m = Matched(key_xy, key_xy + (shift_px, 0.0), np.arange(100), np.arange(100), kept)
+    return _renewal(cfg, key, m, kind)
+
+
 def test_a_keyframe_gives_way_for_its_distance_only_where_no_depth_was_seen() -> None:
     """Renewed for distance in a corridor, keyframes too young to show the depth kept the
     homography's poses, degrees off (docs/hybrid_tracking.md): only a keyframe of a scene
     without depth gives way once its inliers moved ``max_keyframe_shift_px`` from it."""
     cfg = TrackerConfig(planar_keyframe_inlier_ratio=0.75, max_keyframe_shift_px=20.0)
-    rng = np.random.default_rng(0)
-    key_xy = rng.uniform(0, 600, (100, 2))
-    features = Features(np.zeros((0, 2)), np.zeros(0), np.zeros((0, 8)), (480, 640))
-    points = ImagePoints.of(np.zeros((0, 2)), None)
-
-    def gives_way(shift_px, inliers=100, **state):
-        key = _Keyframe(features, points, 0, np.eye(4), np.zeros(6), reference_inliers=100)
-        for name, value in state.items():
-            setattr(key, name, value)
-        kept = np.arange(100) < inliers
-        m = Matched(key_xy, key_xy + (shift_px, 0.0), np.arange(100), np.arange(100), kept)
-        return _gives_way(cfg, key, m)
-
-    assert gives_way(25.0) == (True, True)
-    assert gives_way(15.0) == (False, False)
-    assert gives_way(15.0, inliers=70) == (True, False)  # below 75 % of the first frame's
-    assert gives_way(25.0, depth_seen=True) == (False, False)
-    assert gives_way(25.0, in_depth=IN_DEPTH_KEYFRAMES) == (False, False)
-    assert gives_way(25.0, in_depth=IN_DEPTH_KEYFRAMES, inliers=70) == (False, False)  # 0.5
-    assert gives_way(25.0, in_depth=IN_DEPTH_KEYFRAMES, inliers=40) == (True, False)
+    deep = dict(in_depth=IN_DEPTH_KEYFRAMES)
+    assert _renewal_after(cfg, 25.0) == 'far'
+    assert _renewal_after(cfg, 15.0) == 'stays'
+    assert _renewal_after(cfg, 15.0, inliers=70) == 'inliers'  # below 75 % of the first's
+    assert _renewal_after(cfg, 25.0, depth_seen=True) == 'stays'
+    assert _renewal_after(cfg, 25.0, **deep) == 'stays'
+    assert _renewal_after(cfg, 25.0, inliers=70, **deep) == 'stays'  # 0.5 in depth
+    assert _renewal_after(cfg, 25.0, inliers=40, **deep) == 'inliers'
     cfg = TrackerConfig(planar_keyframe_inlier_ratio=0.75)
-    assert gives_way(200.0) == (False, False)  # no distance limit outside hybrid mode
+    assert _renewal_after(cfg, 200.0) == 'stays'  # no distance limit outside hybrid mode
+
+
+def test_a_keyframe_without_depth_is_made_only_from_a_frame_the_network_ran_on() -> None:
+    """A keyframe made from a frame Lucas-Kanade carried alone holds only the tracks it kept:
+    where the next frames lost them (fast motion, blur), they had a few tracks and stale
+    descriptors to match, and one pose 4 deg off (docs/hybrid_tracking.md). Where no depth
+    was seen, such a frame leaves the keyframe in place ('waits', down to the minimum of
+    inliers), and a frame the network ran on for a keyframe takes its place."""
+    cfg = TrackerConfig(planar_keyframe_inlier_ratio=0.75, min_keyframe_inliers=40)
+    assert _renewal_after(cfg, inliers=70, kind='carried') == 'waits'
+    assert _renewal_after(cfg, inliers=39, kind='carried') == 'inliers'  # below the minimum
+    assert _renewal_after(cfg, inliers=70, kind='detected') == 'inliers'
+    assert _renewal_after(cfg, inliers=90, kind='carried') == 'stays'
+    assert _renewal_after(cfg, inliers=90, kind='for_keyframe') == 'for_keyframe'
+    for depth in (dict(depth_seen=True), dict(scene=Scene(deep=True))):
+        assert _renewal_after(cfg, inliers=70, kind='carried', **depth) == 'inliers'
+        assert _renewal_after(cfg, inliers=90, kind='for_keyframe', **depth) == 'stays'
+    assert _frame_kind('') == 'carried' and _frame_kind('interval') == 'detected'
+    assert _frame_kind('keyframe') == _frame_kind('lk_failed') == 'for_keyframe'
+    with pytest.raises(ValueError, match='kind'):
+        HomographyTracker(cfg).update(*_empty_frame(), 0, kind='network')
+
+
+def _empty_frame() -> tuple[Features, ImagePoints]:
+    features = Features(np.zeros((0, 2)), np.zeros(0), np.zeros((0, 8)), (48, 64))
+    return features, ImagePoints.of(np.zeros((0, 2)), None)
 
 
 def test_keyframes_in_a_scene_with_depth_give_way_at_the_every_frame_share() -> None:
