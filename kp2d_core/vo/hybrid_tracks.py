@@ -8,7 +8,13 @@ structure and use the learned detector where Lucas-Kanade fails. Per frame:
   forward-backward check (:func:`~kp2d_core.vo.lk_propagation.propagate`), then verified
   geometrically through the lens model: the carried points must agree with one motion between
   the two frames (:func:`~kp2d_core.geometry.homography.verify_motion`, at least
-  ``TrackConfig.min_verified`` of them, as the feature tracker requires).
+  ``TrackConfig.min_verified`` of them, as the feature tracker requires). On a frame where
+  Lucas-Kanade failed (it lost more than ``HybridConfig.max_lost_share`` of the tracks or
+  kept fewer than ``min_tracks``: blur, a gain swing, a jump) the points it kept are doubtful,
+  and a fundamental matrix admits a wrong one anywhere along its epipolar line: there they
+  must also fit the frame's homography within ``TrackConfig.max_epipolar_px``, as a
+  re-identified point must. A track with parallax may end there and come back by
+  re-identification.
 * On a frame the :class:`~kp2d_core.vo.detection_policy.DetectionPolicy` picks, or when
   Lucas-Kanade lost too many tracks, the network runs (on such a recovery frame at
   ``HybridConfig.recovery_scale`` of its input size). Each carried track takes the nearest
@@ -155,10 +161,8 @@ class HybridTracker:
         live = self.live if self.gray is not None and self.gray.shape == gray.shape else None
         reason = self.policy.decide(stamp_ns, level, 0 if live is None else len(live))
         moved, carried = self._carry(live, gray, camera)
-        if not reason and live is not None:
-            kept = int(carried.sum())
-            if kept < self.cfg.min_tracks or kept < (1 - self.cfg.max_lost_share) * len(live):
-                reason = 'lk_failed'
+        if not reason and live is not None and self._failed(int(carried.sum()), len(live)):
+            reason = 'lk_failed'
         if not reason and live is None:
             reason = 'first_frame'
         if live is not None and self.cfg.reid_window_s > 0 and not carried.all():
@@ -177,7 +181,8 @@ class HybridTracker:
         self, live: TrackSet | None, gray: np.ndarray, camera: CameraModel | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """((N, 2) positions of the live tracks in this frame, (N,) bool carried: followed by
-        Lucas-Kanade and part of the one motion the carried points agree on)."""
+        Lucas-Kanade and part of the one motion the carried points agree on, and on its
+        homography where Lucas-Kanade failed)."""
         if live is None or not len(live):
             return np.zeros((0, 2)), np.zeros(0, bool)
         moved, ok = propagate(self.gray, gray, live.xy)
@@ -187,10 +192,18 @@ class HybridTracker:
         if len(index) >= cfg.min_verified:
             before = ImagePoints.of(live.xy[index], camera).pixels
             after = ImagePoints.of(moved[index], camera).pixels
-            inliers, _ = verify_motion(before, after, cfg.max_epipolar_px, cfg.max_parallax_px)
+            inliers, H = verify_motion(before, after, cfg.max_epipolar_px, cfg.max_parallax_px)
             if inliers.sum() >= max(cfg.min_verified, MIN_VERIFIED_SHARE * len(index)):
+                if H is not None and self._failed(int(inliers.sum()), len(live)):
+                    off = np.linalg.norm(warp_points(H, before) - after, axis=1)
+                    inliers &= off <= cfg.max_epipolar_px
                 carried[index[inliers]] = True
         return moved, carried
+
+    def _failed(self, kept: int, live: int) -> bool:
+        """Lucas-Kanade failed on a frame where it kept ``kept`` of ``live`` tracks."""
+        cfg = self.cfg
+        return kept < cfg.min_tracks or kept < (1 - cfg.max_lost_share) * live
 
     def _lose(self, live: TrackSet, carried: np.ndarray, camera: CameraModel | None) -> None:
         """Remember the tracks lost on this frame with where every live track was, so that a

@@ -14,6 +14,7 @@ from kp2d_core.geometry.image_points import ImagePoints
 from kp2d_core.images import read_image
 from kp2d_core.inference.features import Features
 from kp2d_core.inference.probe import sample_photo_path
+from kp2d_core.vo import hybrid_tracks
 from kp2d_core.vo.detection_policy import EVERY_FRAME, DetectionPolicy, HybridConfig
 from kp2d_core.vo.frame_pipeline import FramePipeline, _frame_kind
 from kp2d_core.vo.hybrid_tracks import HybridTracker, TrackSet
@@ -333,6 +334,51 @@ def test_keyframes_in_a_scene_with_depth_give_way_at_the_every_frame_share() -> 
     assert IN_DEPTH_KEYFRAMES == 2  # so a single keyframe made with depth keeps 0.75
     with pytest.raises(ValueError, match='planar_keyframe_inlier_ratio'):
         TrackerConfig(planar_keyframe_inlier_ratio=1.5)
+
+
+def _carried(monkeypatch, lost: int) -> tuple[np.ndarray, np.ndarray]:
+    """Carry 300 tracks through a camera moving sideways past two planes (200 points move 4 px,
+    the nearer plane's 100 move 10 px, along the same epipolar lines), of which Lucas-Kanade
+    loses ``lost``, half on each plane; 20 of the far plane's points it moves 5 px off, along
+    their epipolar line. (carried (300,) bool, plane (300,) int: 0 far, 1 near, 2 off)."""
+    rng = np.random.default_rng(3)
+    xy = rng.uniform([10, 10], [310, 230], (300, 2))
+    plane = np.repeat([0, 1], [200, 100])
+    moved = xy + np.where(plane[:, None] == 1, [10.0, 0.0], [4.0, 0.0])
+    moved[180:200, 0] += 5.0  # wrong, yet on their epipolar lines
+    plane[180:200] = 2
+    ok = np.ones(300, bool)
+    ok[: lost // 2] = ok[200 : 200 + lost // 2] = False  # half of each plane's losses
+
+    def propagate(previous, current, points):
+        assert np.array_equal(points, xy)
+        return moved, ok
+
+    monkeypatch.setattr(hybrid_tracks, 'propagate', propagate)
+    tracker = HybridTracker(HybridConfig(mode='hybrid'))
+    tracker.gray = np.zeros(HW, np.uint8)
+    live = TrackSet(
+        np.arange(300, dtype=np.uint64),
+        np.ones(300, np.int64),
+        xy,
+        np.ones((300, 4)) / 2,
+        np.ones(300, np.float32),
+        np.zeros(300, np.int64),
+    )
+    _, carried = tracker._carry(live, np.zeros(HW, np.uint8), None)
+    return carried, plane
+
+
+def test_where_lucas_kanade_failed_its_points_must_fit_the_frame_homography(monkeypatch):
+    """A fundamental matrix admits a point anywhere along its epipolar line. On an ordinary
+    frame the tracks of both planes are carried (parallax within ``max_parallax_px``); on a
+    frame where Lucas-Kanade lost more than ``max_lost_share`` of the tracks (a gain swing
+    under moving shadows: 47 of the 95 wrong ids of ``poster_shadows`` were such points,
+    docs/hybrid_tracking.md), only the points that fit the frame's homography."""
+    carried, plane = _carried(monkeypatch, lost=40)  # 13 %: an ordinary frame
+    assert carried.sum() == 260  # both planes and the wrong points on their epipolar lines
+    carried, plane = _carried(monkeypatch, lost=100)  # 33 %: Lucas-Kanade failed
+    assert carried.sum() == 130 and (plane[carried] == 0).all()  # the far plane's right ones
 
 
 def test_the_lost_tracks_remembered_are_the_newest_within_the_window_and_the_cap() -> None:
