@@ -5,16 +5,16 @@ between frames and detect only to top up; learned front-ends that do better keep
 structure and use the learned detector where Lucas-Kanade fails. Per frame:
 
 * Live tracks are carried from the previous frame by pyramidal Lucas-Kanade with a
-  forward-backward check (:func:`~kp2d_core.vo.lk_propagation.propagate`), then verified
+  forward-backward check (:func:`~kp2d_core.vo.lk_propagation.propagate`, guided by the frame's
+  motion, or by the last frame's where plain Lucas-Kanade cannot estimate it), then verified
   geometrically through the lens model: the carried points must agree with one motion between
   the two frames (:func:`~kp2d_core.geometry.homography.verify_motion`, at least
   ``TrackConfig.min_verified`` of them, as the feature tracker requires). On a frame where
-  Lucas-Kanade failed (it lost more than ``HybridConfig.max_lost_share`` of the tracks or
-  kept fewer than ``min_tracks``: blur, a gain swing, a jump) the points it kept are doubtful,
-  and a fundamental matrix admits a wrong one anywhere along its epipolar line: there they
-  must also fit the frame's homography within ``TrackConfig.max_epipolar_px``, as a
-  re-identified point must. A track with parallax may end there and come back by
-  re-identification.
+  Lucas-Kanade failed (it lost more than ``HybridConfig.max_lost_share`` of the tracks or kept
+  fewer than ``min_tracks``: blur, a gain swing, a jump) the points it kept are doubtful, and a
+  fundamental matrix admits a wrong one anywhere along its epipolar line: there they must also
+  fit the frame's homography within ``TrackConfig.max_epipolar_px``, as a re-identified point
+  must. A track with parallax may end there and come back by re-identification.
 * On a frame the :class:`~kp2d_core.vo.detection_policy.DetectionPolicy` picks, or when
   Lucas-Kanade lost too many tracks, the network runs (on such a recovery frame at
   ``HybridConfig.recovery_scale`` of its input size). Each carried track takes the nearest
@@ -133,6 +133,7 @@ class HybridTracker:
         self.next_event = 0
         self.gray: np.ndarray | None = None
         self.normalized: np.ndarray | None = None
+        self.motion: np.ndarray | None = None  # (3, 3) the last frame's, raw pixels
         self.policy.reset()
 
     def request_detection(self, reason: str) -> None:
@@ -161,6 +162,7 @@ class HybridTracker:
         live = self.live if self.gray is not None and self.gray.shape == gray.shape else None
         reason = self.policy.decide(stamp_ns, level, 0 if live is None else len(live))
         moved, carried = self._carry(live, gray, camera)
+        self.motion = self._motion(live, moved, carried)
         if not reason and live is not None and self._failed(int(carried.sum()), len(live)):
             reason = 'lk_failed'
         if not reason and live is None:
@@ -185,7 +187,7 @@ class HybridTracker:
         homography where Lucas-Kanade failed)."""
         if live is None or not len(live):
             return np.zeros((0, 2)), np.zeros(0, bool)
-        moved, ok = propagate(self.gray, gray, live.xy)
+        moved, ok = propagate(self.gray, gray, live.xy, predicted=self.motion)
         index = np.flatnonzero(ok)
         carried = np.zeros(len(ok), bool)
         cfg = self.track_cfg
@@ -199,6 +201,16 @@ class HybridTracker:
                     inliers &= off <= cfg.max_epipolar_px
                 carried[index[inliers]] = True
         return moved, carried
+
+    def _motion(
+        self, live: TrackSet | None, moved: np.ndarray, carried: np.ndarray
+    ) -> np.ndarray | None:
+        """(3, 3) homography of the carried tracks from the previous frame to this one (raw
+        pixels), Lucas-Kanade's prediction for the next frame; None with too few of them."""
+        if live is None or carried.sum() < self.track_cfg.min_verified:
+            return None
+        H, _ = fit_homography(live.xy[carried], moved[carried], self.track_cfg.max_epipolar_px)
+        return H
 
     def _failed(self, kept: int, live: int) -> bool:
         """Lucas-Kanade failed on a frame where it kept ``kept`` of ``live`` tracks."""

@@ -7,7 +7,10 @@ hand-held benchmark sequences a median 0.17 px per frame, 1.5 px with frame drop
 frame's motion is estimated first, from a spread subset of the points (one homography,
 RANSAC), the previous frame is warped by it, and the points are tracked from their predicted
 positions in the warped frame: what is left is a small translation, which the window models
-(0.04 px; docs/hybrid_tracking.md, "Lucas-Kanade guided by the frame's motion").
+(0.04 px; docs/hybrid_tracking.md, "Lucas-Kanade guided by the frame's motion"). Where the
+motion is too large for plain Lucas-Kanade to estimate it (frame drops: the view turns by
+~17 deg between frames), it is estimated the same way in the previous frame warped by a
+predicted motion (the last frame's), if the caller has one.
 """
 
 from __future__ import annotations
@@ -29,7 +32,11 @@ GUIDE_RANSAC_PX = 2.0
 
 
 def propagate(
-    previous: np.ndarray, current: np.ndarray, xy: np.ndarray, guided: bool = True
+    previous: np.ndarray,
+    current: np.ndarray,
+    xy: np.ndarray,
+    guided: bool = True,
+    predicted: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Where the (N, 2) raw pixels ``xy`` of the ``previous`` (H, W) uint8 image went in the
     ``current`` one.
@@ -37,6 +44,9 @@ def propagate(
     Args:
         guided: track in the previous frame warped by the frame's motion (see the module
             docstring); without enough agreeing points, or False, plain Lucas-Kanade.
+        predicted: (3, 3) homography, raw pixels, the motion expected from ``previous`` to
+            ``current``: where plain Lucas-Kanade cannot estimate the frame's motion, it is
+            estimated from the previous frame warped by this one (guided only).
 
     Returns:
         (N, 2) float64 positions and (N,) bool: converged both ways, back within
@@ -47,22 +57,38 @@ def propagate(
     if len(xy) == 0 or previous.shape != current.shape:
         return xy.copy(), np.zeros(len(xy), bool)
     motion = frame_motion(previous, current, xy) if guided else None
+    if motion is None and guided and predicted is not None:
+        motion = _motion_after(predicted, previous, current, xy)
     if motion is None:
         moved, good = _track(previous, current, xy)
     else:
-        height, width = current.shape[:2]
-        warped = cv2.warpPerspective(
-            previous,
-            motion,
-            (width, height),
-            flags=cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_REPLICATE,
-        )
         start = warp_points(motion, xy)
         finite = np.isfinite(start).all(axis=1)
+        warped = _warped(previous, motion)
         moved, good = _track(warped, current, np.where(finite[:, None], start, xy))
         good &= finite
     return np.where(good[:, None], moved, xy), good
+
+
+def _warped(image: np.ndarray, H: np.ndarray) -> np.ndarray:
+    """``image`` warped by the homography ``H`` (its borders repeated)."""
+    height, width = image.shape[:2]
+    return cv2.warpPerspective(
+        image, H, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+
+
+def _motion_after(
+    predicted: np.ndarray, previous: np.ndarray, current: np.ndarray, xy: np.ndarray
+) -> np.ndarray | None:
+    """The frame's motion estimated from ``previous`` warped by ``predicted`` (the points at
+    their predicted positions): (3, 3), or None where too few agree there either."""
+    if not np.isfinite(predicted).all():
+        return None
+    start = warp_points(predicted, xy)
+    inside = np.isfinite(start).all(axis=1) & in_image(start, *current.shape[:2])
+    rest = frame_motion(_warped(previous, predicted), current, start[inside])
+    return None if rest is None else rest @ predicted
 
 
 def frame_motion(previous: np.ndarray, current: np.ndarray, xy: np.ndarray) -> np.ndarray | None:

@@ -26,7 +26,7 @@ from kp2d_core.vo.keyframe_tracker import (
     _renewal,
     _renewal_ratio,
 )
-from kp2d_core.vo.lk_propagation import propagate
+from kp2d_core.vo.lk_propagation import frame_motion, propagate
 from kp2d_core.vo.odometry import Matched, Relative, Scene
 
 HW = (240, 320)
@@ -79,6 +79,33 @@ def test_lk_guided_by_the_frame_motion_stays_on_points_of_a_rotating_view():
         if guided:
             assert ok[inside].mean() > 0.75
     assert errors[False] > 0.5 and errors[True] < 0.1, errors
+
+
+def test_lk_guided_by_a_predicted_motion_follows_a_turn_it_cannot_estimate():
+    """Frame drops: the view turns by 25 degrees between two frames. Plain Lucas-Kanade
+    cannot estimate that motion (the guide fails) and keeps hardly a point right; given the
+    last frame's motion (a turn of 21 degrees) as the prediction, the motion is estimated in
+    the previous frame warped by it, and most points are kept within a tenth of a pixel."""
+    photo = read_image(sample_photo_path())
+    gray0 = cv2.cvtColor(render_view(photo, HW, 0.1)[0], cv2.COLOR_BGR2GRAY)
+
+    def turn(degrees):
+        centre = (HW[1] / 2, HW[0] / 2)
+        return np.vstack([cv2.getRotationMatrix2D(centre, degrees, 1.0), [0, 0, 1]])
+
+    H = turn(25.0)
+    gray1 = cv2.warpPerspective(gray0, H, HW[::-1], borderMode=cv2.BORDER_REFLECT)
+    corners = cv2.goodFeaturesToTrack(gray0, 300, 0.01, 8).reshape(-1, 2).astype(np.float64)
+    truth = warp_points(H, corners)
+    inside = (truth > 12).all(axis=1) & (truth < [HW[1] - 12, HW[0] - 12]).all(axis=1)
+    assert inside.sum() > 100 and frame_motion(gray0, gray1, corners[inside]) is None
+    moved, ok = propagate(gray0, gray1, corners)
+    assert (ok & (np.linalg.norm(moved - truth, axis=1) < 0.5))[inside].mean() < 0.1
+    moved, ok = propagate(gray0, gray1, corners, predicted=turn(21.0))
+    assert ok[inside].mean() > 0.9
+    assert np.median(np.linalg.norm(moved[ok & inside] - truth[ok & inside], axis=1)) < 0.1
+    unguided, _ = propagate(gray0, gray1, corners, guided=False, predicted=turn(21.0))
+    assert np.array_equal(unguided, propagate(gray0, gray1, corners, guided=False)[0])
 
 
 def test_the_policy_runs_the_network_only_when_needed():
@@ -350,7 +377,7 @@ def _carried(monkeypatch, lost: int) -> tuple[np.ndarray, np.ndarray]:
     ok = np.ones(300, bool)
     ok[: lost // 2] = ok[200 : 200 + lost // 2] = False  # half of each plane's losses
 
-    def propagate(previous, current, points):
+    def propagate(previous, current, points, predicted=None):
         assert np.array_equal(points, xy)
         return moved, ok
 
