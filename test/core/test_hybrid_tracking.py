@@ -38,6 +38,26 @@ def _views(count: int, start: float = 0.1, speed: float = 0.004):
     return zip(*(render_view(photo, HW, start + speed * i) for i in range(count)))
 
 
+def _empty_frame(hw: tuple[int, int] = (48, 64)) -> tuple[Features, ImagePoints]:
+    """A frame of the size ``hw`` without keypoints: (features, points without a camera)."""
+    features = Features(np.zeros((0, 2)), np.zeros(0), np.zeros((0, 8)), hw)
+    return features, ImagePoints.of(np.zeros((0, 2)), None)
+
+
+def _track_set(xy: np.ndarray, ids: np.ndarray | None = None, stamps=None) -> TrackSet:
+    """Tracks at the (N, 2) pixels ``xy``: ids 0..N-1 unless given, one frame old, all the
+    same descriptor and score, seen at stamp 0 unless given."""
+    count = len(xy)
+    return TrackSet(
+        np.arange(count, dtype=np.uint64) if ids is None else ids,
+        np.ones(count, np.int64),
+        np.asarray(xy, np.float64),
+        np.ones((count, 4)) / 2,
+        np.ones(count, np.float32),
+        np.zeros(count, np.int64) if stamps is None else stamps,
+    )
+
+
 def test_lk_follows_a_known_homography_and_drops_what_it_loses():
     photo = read_image(sample_photo_path())
     (image0, H0), (image1, H1) = render_view(photo, HW, 0.1), render_view(photo, HW, 0.105)
@@ -285,8 +305,7 @@ def _renewal_after(cfg, shift_px=0.0, inliers=100, kind='detected', **state):
     """What a keyframe (100 inliers on its first frame) does after a frame whose first
     ``inliers`` of 100 matches are inliers, moved ``shift_px`` from it."""
     key_xy = np.random.default_rng(0).uniform(0, 600, (100, 2))
-    features = Features(np.zeros((0, 2)), np.zeros(0), np.zeros((0, 8)), (480, 640))
-    points = ImagePoints.of(np.zeros((0, 2)), None)
+    features, points = _empty_frame((480, 640))
     key = _Keyframe(features, points, 0, np.eye(4), np.zeros(6), reference_inliers=100)
     for name, value in state.items():
         setattr(key, name, value)
@@ -333,11 +352,6 @@ def test_a_keyframe_without_depth_is_made_only_from_a_frame_the_network_ran_on()
         HomographyTracker(cfg).update(*_empty_frame(), 0, kind='network')
 
 
-def _empty_frame() -> tuple[Features, ImagePoints]:
-    features = Features(np.zeros((0, 2)), np.zeros(0), np.zeros((0, 8)), (48, 64))
-    return features, ImagePoints.of(np.zeros((0, 2)), None)
-
-
 def test_keyframes_in_a_scene_with_depth_give_way_at_the_every_frame_share() -> None:
     # Renewed at 0.75 in a corridor (two keyframes in a row made from an essential matrix),
     # the hybrid mode's rotation drifted 2.5x more than at 0.5 (docs/hybrid_tracking.md); one such
@@ -347,8 +361,7 @@ def test_keyframes_in_a_scene_with_depth_give_way_at_the_every_frame_share() -> 
     assert _renewal_ratio(cfg, deep=True) == cfg.keyframe_inlier_ratio == 0.5
     assert _renewal_ratio(TrackerConfig(), deep=False) == 0.5
     tracker = HomographyTracker(cfg)
-    features = Features(np.zeros((0, 2)), np.zeros(0), np.zeros((0, 8)), (48, 64))
-    points = ImagePoints.of(np.zeros((0, 2)), None)
+    features, points = _empty_frame()
     key = _Keyframe(features, points, 0, np.eye(4), np.zeros(6))
     runs = []
     for stamp, method in enumerate(['essential', 'homography', 'essential', 'pnp', 'essential']):
@@ -384,15 +397,7 @@ def _carried(monkeypatch, lost: int) -> tuple[np.ndarray, np.ndarray]:
     monkeypatch.setattr(hybrid_tracks, 'propagate', propagate)
     tracker = HybridTracker(HybridConfig(mode='hybrid'))
     tracker.gray = np.zeros(HW, np.uint8)
-    live = TrackSet(
-        np.arange(300, dtype=np.uint64),
-        np.ones(300, np.int64),
-        xy,
-        np.ones((300, 4)) / 2,
-        np.ones(300, np.float32),
-        np.zeros(300, np.int64),
-    )
-    _, carried = tracker._carry(live, np.zeros(HW, np.uint8), None)
+    _, carried = tracker._carry(_track_set(xy), np.zeros(HW, np.uint8), None)
     return carried, plane
 
 
@@ -417,14 +422,7 @@ def test_the_lost_tracks_remembered_are_the_newest_within_the_window_and_the_cap
     for frame in range(6):  # three tracks lost on every frame, one frame a second
         ids = np.arange(3 * frame, 3 * frame + 3, dtype=np.uint64)
         stamps = np.full(3, frame * second, np.int64)
-        live = TrackSet(
-            ids,
-            np.ones(3, np.int64),
-            np.ones((3, 2)),
-            np.ones((3, 4)) / 2,
-            np.ones(3, np.float32),
-            stamps,
-        )
+        live = _track_set(np.ones((3, 2)), ids, stamps)
         tracker._lose(live, np.zeros(3, bool), None)
         tracker._forget(frame * second)
         assert len(tracker.lost) <= 5
@@ -445,14 +443,7 @@ def test_the_snapshots_of_a_loss_follow_a_camera_change() -> None:
     camera = CameraModel.create(K, [-0.3, 0.1, 0, 0, 0], 'plumb_bob', image_hw=HW)
     tracker = HybridTracker(HybridConfig(mode='hybrid'))
     xy = np.array([[10.0, 20.0], [300.0, 220.0], [160.0, 120.0]])
-    live = TrackSet(
-        np.arange(3, dtype=np.uint64),
-        np.ones(3, np.int64),
-        xy,
-        np.ones((3, 4)) / 2,
-        np.ones(3, np.float32),
-        np.zeros(3, np.int64),
-    )
+    live = _track_set(xy)
     tracker._lose(live, np.array([True, False, True]), None)
     assert np.array_equal(tracker.snapshots[0][2], xy)  # no camera: the raw pixels
     tracker._snapshots_for(camera)
