@@ -2,7 +2,7 @@
 """Node throughput: 640x480 frames at 30 Hz into the kp2d node in another process.
 
     python -m benchmarks.node [--seconds 20] [--rate 30] [--variant light] [--mode every_frame]
-        [--checkpoint PATH] [--reliable]
+        [--recovery-model same] [--checkpoint PATH] [--reliable]
 
 For the native 640x480 input and for ``detector.resize`` 240x320 it prints the node's output
 rate (processed frames per second, from its /diagnostics), the frames replaced before
@@ -40,7 +40,7 @@ from kp2d_core.data.samples import synthetic_sequence
 from kp2d_core.evaluation.cpu import cpu_description
 from kp2d_core.inference.backends import label
 from kp2d_core.model.files import bundled_weights_path
-from kp2d_core.vo.detection_policy import HybridConfig
+from kp2d_core.vo.detection_policy import RECOVERY_MODELS, HybridConfig
 from kp2d_ros.process_memory import rss_breakdown, rss_mib
 from kp2d_testing.ros import (
     Probe,
@@ -169,6 +169,7 @@ def run_setting(args, weights: str, backend: str, precision: str, resize: list[i
         'detector.top_k': args.top_k,
         'detector.resize': resize,
         'tracker.mode': args.mode,
+        'tracker.recovery_model': args.recovery_model,
         'diagnostics_period_s': 1.0,
         'diagnostics.window_s': 5.0,
     }
@@ -260,6 +261,9 @@ def main() -> None:
     parser.add_argument('--checkpoint', default='', help='default: the bundled --variant')
     parser.add_argument('--variant', default='default', choices=('default', 'light'))
     parser.add_argument('--mode', default=HybridConfig().mode, choices=('every_frame', 'hybrid'))
+    parser.add_argument(
+        '--recovery-model', default=HybridConfig().recovery_model, choices=RECOVERY_MODELS
+    )
     parser.add_argument('--backend', default='auto')
     parser.add_argument('--precision', default='auto')
     parser.add_argument(

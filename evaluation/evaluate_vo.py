@@ -46,7 +46,7 @@ from kp2d_core.output_files import (
     describe_os_error,
     prepare_output_folder,
 )
-from kp2d_core.vo.detection_policy import HybridConfig
+from kp2d_core.vo.detection_policy import RECOVERY_MODELS, HybridConfig
 from kp2d_core.vo.feature_tracks import TrackConfig
 from kp2d_core.vo.frame_pipeline import FramePipeline, PipelineConfig
 from kp2d_core.vo.keyframe_tracker import TrackerConfig
@@ -82,6 +82,8 @@ def make_pipeline(name: str, args: argparse.Namespace) -> FramePipeline:
     hybrid = HybridConfig(mode='hybrid' if base.endswith('_hybrid') else 'every_frame')
     if getattr(args, 'recovery_scale', None) is not None:
         hybrid = dataclasses.replace(hybrid, recovery_scale=args.recovery_scale)
+    if getattr(args, 'recovery_model', None) is not None:
+        hybrid = dataclasses.replace(hybrid, recovery_model=args.recovery_model)
     base = base.removesuffix('_hybrid')
     variant = 'light' if base == 'kp2d_light' else 'default'
     base = 'kp2d' if base == 'kp2d_light' else base
@@ -101,6 +103,8 @@ def make_pipeline(name: str, args: argparse.Namespace) -> FramePipeline:
             variant,
         )
         print(f'{name}: backend {label(pipeline.extractor.backend)}')
+        if pipeline.recovery is not None:
+            print(f'{name}: where Lucas-Kanade fails, {pipeline.recovery.weights.name}')
         return pipeline
     if base == 'klt':  # descriptors identify KLT's own tracks: gate out everything else
         tracker = dataclasses.replace(tracker, max_distance=KLT_MAX_DISTANCE)
@@ -291,6 +295,12 @@ def main() -> None:
         type=float,
         default=None,
         help="tracker.recovery_scale for the hybrid front-ends (default: the node's)",
+    )
+    parser.add_argument(
+        '--recovery-model',
+        choices=RECOVERY_MODELS,
+        default=None,
+        help="tracker.recovery_model for KP2D's hybrid front-ends (default: the node's)",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

@@ -27,9 +27,10 @@ from kp2d_core.config import (
     MIN_NETWORK_PIXELS,
     ExtractorConfig,
 )
+from kp2d_core.model.files import bundled_weights_path
 from kp2d_core.vo.detection_policy import HybridConfig
 from kp2d_core.vo.feature_tracks import TrackConfig
-from kp2d_core.vo.frame_pipeline import PipelineConfig
+from kp2d_core.vo.frame_pipeline import PipelineConfig, recovery_weights
 from kp2d_core.vo.keyframe_tracker import TrackerConfig
 from kp2d_ros.frame_health import HealthThresholds
 
@@ -193,6 +194,15 @@ PARAMETERS: tuple[Param, ...] = (
         'Lucas-Kanade failed (blur, fast motion, dropped frames); 1 = the usual size',
         low=0.1,
         high=1.0,
+    ),
+    Param(
+        'tracker.recovery_model',
+        _HYBRID.recovery_model,
+        'hybrid: the network on frames where Lucas-Kanade failed: same (the tracking one), '
+        'light (the bundled light model; with the bundled default model only, whose '
+        'descriptors it matches), auto (light beside the bundled default model, else same)',
+        True,
+        choices=('auto', 'same', 'light'),
     ),
     Param(
         'tracker.keyframe_inlier_ratio',
@@ -424,6 +434,18 @@ class NodeOptions:
     device: str
 
 
+def _check_recovery_model(values: dict[str, Any]) -> None:
+    """The light model recovers beside the bundled default model only (its descriptors match
+    that model's; :func:`~kp2d_core.vo.frame_pipeline.recovery_weights`)."""
+    if values['tracker.mode'] != 'hybrid' or values['tracker.recovery_model'] != 'light':
+        return
+    weights = values['model.weights'] or bundled_weights_path(values['model.variant'])
+    try:
+        recovery_weights('light', weights)
+    except ValueError as exc:
+        raise ValueError(f'tracker.recovery_model: {exc}') from exc
+
+
 def options_from_values(values: dict[str, Any]) -> NodeOptions:
     """Validate parameter values (missing ones take their defaults) and build the options.
 
@@ -449,6 +471,7 @@ def options_from_values(values: dict[str, Any]) -> NodeOptions:
         )
     except (TypeError, ValueError) as exc:
         raise ValueError(f'invalid parameter: {exc}') from exc
+    _check_recovery_model(values)
     publish = {k.split('.', 1)[1]: v for k, v in values.items() if k.startswith('publish.')}
     health = HealthThresholds(
         values['diagnostics.warn_output_ratio'],
@@ -518,6 +541,7 @@ def _hybrid(values: dict[str, Any]) -> HybridConfig:
         keyframe_inlier_ratio=values['tracker.keyframe_inlier_ratio'],
         keyframe_shift_px=values['tracker.keyframe_shift_px'],
         recovery_scale=values['tracker.recovery_scale'],
+        recovery_model=values['tracker.recovery_model'],
     )
 
 

@@ -103,16 +103,18 @@ class Kp2dRuntime:
             self.options_value('model.variant')
         )
         self.log.info(f'loading {weights} on {self.options.device}')
-        extractor = KeypointExtractor.from_checkpoint(
-            weights, self.options.device, self.options.pipeline.extractor
+        self.pipeline = FramePipeline.from_config(
+            self.options.pipeline, weights, self.options.device
         )
-        config = self.options.pipeline
-        self.pipeline = FramePipeline(extractor, config.tracker, config.tracks, config.hybrid)
+        extractor = self.pipeline.extractor
         self.outputs = Outputs(self.node, self.options, self.lifecycle)
         self.stats = FrameStats(float(self.options_value('diagnostics.window_s')))
         self.worker = LatestSlotWorker(self._process)
         self.timer = self.node.create_timer(self.options.diagnostics_period_s, self._report)
         self.log.info(f'kp2d ready: {running(extractor, weights)}; {self.outputs.describe()}')
+        if self.pipeline.recovery is not None:
+            recovery = self.pipeline.recovery
+            self.log.info(f'where Lucas-Kanade fails: {running(recovery, recovery.weights)}')
 
     def options_value(self, name: str) -> Any:
         return self.node.get_parameter(name).value

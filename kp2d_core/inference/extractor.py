@@ -123,6 +123,7 @@ class KeypointExtractor:
             precision = 'fp32' if self.cfg.precision == 'auto' else self.cfg.precision
             model = TorchBackend(model, precision)
         self.backend: Backend = model
+        self.weights: Path | None = None  # the checkpoint it was loaded from, if any
 
     @classmethod
     def from_checkpoint(
@@ -147,12 +148,19 @@ class KeypointExtractor:
                 load_model(weights)  # the checkpoint's own error for a missing file
             chosen = onnx_without_torch(weights, cfg.backend, cfg.precision)
             if chosen is not None:
-                return cls(chosen, cfg)
+                return cls._loaded(chosen, cfg, weights)
         from kp2d_core.inference.backends import select_backend
         from kp2d_core.model.checkpoint import load_model, resolve_device
 
         model = load_model(weights, resolve_device(device))
-        return cls(select_backend(model, weights, cfg.backend, cfg.precision), cfg)
+        backend = select_backend(model, weights, cfg.backend, cfg.precision)
+        return cls._loaded(backend, cfg, weights)
+
+    @classmethod
+    def _loaded(cls, backend: Backend, cfg: ExtractorConfig, weights: Path) -> KeypointExtractor:
+        extractor = cls(backend, cfg)
+        extractor.weights = weights
+        return extractor
 
     def configure(self, cfg: ExtractorConfig) -> None:
         """Use new selection settings from the next image on (the backend stays)."""

@@ -6,7 +6,7 @@ frame, every ``detect_interval`` frames (new points, fresh descriptors), when fe
 ``min_tracks`` tracks are alive, after a gap in the stamps (a dropped frame or second), after an
 illumination jump, when the keyframe tracker needs a new keyframe or lost the homography, and
 when Lucas-Kanade itself fails on a frame (the hybrid tracker then detects on that very frame,
-with the network's input shrunk by ``recovery_scale``).
+with ``recovery_model``'s network, its input shrunk by ``recovery_scale``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 
 GAP_HISTORY = 15  # frame intervals the usual interval is the median of
+RECOVERY_MODELS = ('auto', 'same', 'light')
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,14 @@ class HybridConfig:
     # frames far apart) homographies and poses grew worse on some renders and better on others
     # (docs/hybrid_tracking.md), so the default keeps the usual size.
     recovery_scale: float = 1.0
+    # The network that runs on those frames: 'same' (the tracking network), 'light' (the
+    # bundled light model, whose descriptors are distilled from the bundled default model's
+    # and match them: only beside that model), 'auto' (light beside the bundled default
+    # model, else the same). With frame drops the bundled hybrid runs a network on 40-80 % of
+    # the frames; with the light one on the recovery frames its median time per frame fell
+    # from 2.0-2.8x KLT's to 1.1-1.6x on four of five renders and its RPE rotation fell on all
+    # five; under fast motion RPE rose on three of five (docs/hybrid_tracking.md).
+    recovery_model: Literal['auto', 'same', 'light'] = 'auto'
 
     def __post_init__(self) -> None:
         if self.mode not in ('every_frame', 'hybrid'):
@@ -79,6 +88,10 @@ class HybridConfig:
             raise ValueError(f'reid_max_lost must be in [0, 100000], got {self.reid_max_lost}')
         if not 0.1 <= self.recovery_scale <= 1.0:
             raise ValueError(f'recovery_scale must be in [0.1, 1], got {self.recovery_scale}')
+        if self.recovery_model not in RECOVERY_MODELS:
+            raise ValueError(
+                f'recovery_model must be one of {RECOVERY_MODELS}, got {self.recovery_model!r}'
+            )
         if not 0.0 < self.keyframe_shift_px <= 10_000.0:
             raise ValueError(
                 f'keyframe_shift_px must be in (0, 10000], got {self.keyframe_shift_px}'

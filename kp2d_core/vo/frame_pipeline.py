@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 import os
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -24,6 +25,7 @@ from kp2d_core.geometry.image_points import ImagePoints
 from kp2d_core.images import gray_uint8
 from kp2d_core.inference.extractor import KeypointExtractor
 from kp2d_core.inference.features import Features
+from kp2d_core.model.files import CheckpointNotFoundError, bundled_weights_path
 from kp2d_core.vo.detection_policy import EVERY_FRAME, HybridConfig
 from kp2d_core.vo.feature_tracks import FeatureTracker, TrackConfig, Tracks
 from kp2d_core.vo.hybrid_tracks import HybridTracker
@@ -109,8 +111,45 @@ def _frame_kind(detection: str) -> FrameKind:
     return 'for_keyframe' if detection in KEYFRAME_DETECTIONS else 'detected'
 
 
+def recovery_weights(choice: str, weights: str | os.PathLike) -> Path | None:
+    """The weights of the network that runs where Lucas-Kanade failed
+    (``HybridConfig.recovery_model``: 'auto', 'same' or 'light') beside the tracking
+    network's ``weights``, or None where it is the tracking network itself.
+
+    The bundled light model's descriptors are distilled from the bundled default model's and
+    match them, so it may recover for that model only; 'auto' takes it there.
+
+    Raises:
+        ValueError: 'light' beside weights other than the bundled default or light model.
+        CheckpointNotFoundError: 'light' where the package was installed without it.
+    """
+    if choice == 'same':
+        return None
+    tracking = Path(weights).resolve()
+    try:
+        light = bundled_weights_path('light')
+    except CheckpointNotFoundError:
+        if choice == 'light':
+            raise
+        return None
+    if tracking == light.resolve():
+        return None
+    if tracking == bundled_weights_path('default').resolve():
+        return light
+    if choice == 'light':
+        raise ValueError(
+            f"recovery_model 'light' needs the bundled default model, not {weights}: the "
+            "light model's descriptors match the bundled default model's only"
+        )
+    return None
+
+
 class FramePipeline:
-    """Extract keypoints, track them against the keyframe, and estimate the camera motion."""
+    """Extract keypoints, track them against the keyframe, and estimate the camera motion.
+
+    In hybrid mode a second front-end, ``recovery``, may run on the frames where
+    Lucas-Kanade failed (:func:`recovery_weights`); None: ``extractor`` runs on them too.
+    """
 
     def __init__(
         self,
@@ -118,8 +157,10 @@ class FramePipeline:
         tracker: TrackerConfig | None = None,
         tracks: TrackConfig | None = None,
         hybrid: HybridConfig | None = None,
+        recovery: FeatureExtractor | None = None,
     ) -> None:
         self.extractor = extractor
+        self.recovery = recovery
         hybrid = hybrid or HybridConfig()
         self.tracker = HomographyTracker(_keyframe_settings(tracker or TrackerConfig(), hybrid))
         self.feature_tracker = FeatureTracker(tracks)
@@ -134,10 +175,17 @@ class FramePipeline:
         variant: str = 'default',
     ) -> FramePipeline:
         """Load ``weights`` (None: the bundled weights of ``variant``) on ``device`` with the
-        given settings."""
+        given settings, and in hybrid mode the network of ``cfg.hybrid.recovery_model``
+        (:func:`recovery_weights`)."""
         cfg = cfg or PipelineConfig()
-        extractor = KeypointExtractor.from_checkpoint(weights, device, cfg.extractor, variant)
-        return cls(extractor, cfg.tracker, cfg.tracks, cfg.hybrid)
+        path = bundled_weights_path(variant) if weights is None else Path(weights)
+        extractor = KeypointExtractor.from_checkpoint(path, device, cfg.extractor)
+        recovery = None
+        if cfg.hybrid.mode == 'hybrid':
+            other = recovery_weights(cfg.hybrid.recovery_model, path)
+            if other is not None:
+                recovery = KeypointExtractor.from_checkpoint(other, device, cfg.extractor)
+        return cls(extractor, cfg.tracker, cfg.tracks, cfg.hybrid, recovery)
 
     @property
     def config(self) -> PipelineConfig:
@@ -148,8 +196,9 @@ class FramePipeline:
     def configure(self, cfg: PipelineConfig) -> None:
         """Apply new settings from the next frame on (the keyframe is kept; the tracking mode
         is fixed at construction)."""
-        if isinstance(self.extractor, KeypointExtractor):
-            self.extractor.configure(cfg.extractor)
+        for extractor in (self.extractor, self.recovery):
+            if isinstance(extractor, KeypointExtractor):
+                extractor.configure(cfg.extractor)
         self.feature_tracker.cfg = cfg.tracks
         if self.hybrid is None:
             self.tracker.cfg = cfg.tracker
@@ -220,12 +269,15 @@ class FramePipeline:
             int(stamp_ns), features, step.points, track, step.tracks, step.detection
         )
 
-    def _detect(self, image: np.ndarray, scale: float) -> Features:
-        """The front-end's keypoints of ``image`` for hybrid tracking: KP2D's network sees it
-        at ``scale`` of its usual input size (the classical front-ends detect at full size)."""
-        if isinstance(self.extractor, KeypointExtractor):
-            return self.extractor.extract(image, scale=scale)
-        return self.extractor.extract(image)
+    def _detect(self, image: np.ndarray, recovery: bool) -> Features:
+        """The front-end's keypoints of ``image`` for hybrid tracking; where Lucas-Kanade
+        failed (``recovery``) the recovery network's, at ``recovery_scale`` of its usual
+        input size (the classical front-ends detect at full size)."""
+        extractor = self.recovery if recovery and self.recovery is not None else self.extractor
+        if isinstance(extractor, KeypointExtractor):
+            scale = self.hybrid.cfg.recovery_scale if recovery else 1.0
+            return extractor.extract(image, scale=scale)
+        return extractor.extract(image)
 
     def reset(self) -> None:
         """Forget the keyframe, the tracks and the front-end's state (if it keeps any);

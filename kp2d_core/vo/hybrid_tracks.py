@@ -16,15 +16,16 @@ structure and use the learned detector where Lucas-Kanade fails. Per frame:
   fit the frame's homography within ``TrackConfig.max_epipolar_px``, as a re-identified point
   must. A track with parallax may end there and come back by re-identification.
 * On a frame the :class:`~kp2d_core.vo.detection_policy.DetectionPolicy` picks, or when
-  Lucas-Kanade lost too many tracks, the network runs (on such a recovery frame at
-  ``HybridConfig.recovery_scale`` of its input size). Each carried track takes the nearest
-  detection within ``ASSOCIATE_PX`` whose descriptor passes the gate (its descriptor is
-  refreshed, its position stays Lucas-Kanade's); a track without one is kept at its carried
-  position. Detections left over first re-identify lost tracks: recently lost tracks
-  (``HybridConfig.reid_window_s``, the newest ``reid_max_lost``) whose descriptors match
-  (mutual nearest neighbours, the descriptor gate) at positions that agree with one motion
-  from where they were lost, with the same support as any continuation, take their id back
-  (an occlusion, a dropped second).
+  Lucas-Kanade lost too many tracks, the network runs (on such a recovery frame
+  ``HybridConfig.recovery_model``'s network, at ``HybridConfig.recovery_scale`` of its input
+  size). Each carried track takes the nearest detection within ``ASSOCIATE_PX`` whose
+  descriptor passes the gate (its descriptor is refreshed, its position stays
+  Lucas-Kanade's); a track without one is kept at its carried position. Detections left
+  over first re-identify lost tracks: recently lost tracks (``HybridConfig.reid_window_s``,
+  the newest ``reid_max_lost``) whose descriptors match (mutual nearest neighbours, the
+  descriptor gate) at positions that agree with one motion from where they were lost, with
+  the same support as any continuation, take their id back (an occlusion, a dropped
+  second).
   The rest start new tracks (best score first, textured, spread, up to ``max_tracks``).
 * On other frames the frame's features are the carried tracks themselves, with the
   descriptors of their last detection. The frame pipeline hands the keyframe tracker the
@@ -146,7 +147,7 @@ class HybridTracker:
         gray: np.ndarray,
         stamp_ns: int,
         camera: CameraModel | None,
-        detect: Callable[[np.ndarray, float], Features],
+        detect: Callable[[np.ndarray, bool], Features],
     ) -> HybridFrame:
         """Track one frame.
 
@@ -155,8 +156,9 @@ class HybridTracker:
             gray: (H, W) uint8 grey image of the frame.
             stamp_ns: its stamp (ns), increasing.
             camera: the camera model, or None.
-            detect: runs the network on ``image`` at a scale of its input size (called only
-                when it is needed: at ``recovery_scale`` where Lucas-Kanade failed, else 1).
+            detect: runs the network on ``image`` (called only when it is needed), its second
+                argument True on a frame where Lucas-Kanade failed (the caller's recovery
+                network and ``recovery_scale``).
         """
         level = brightness(gray)
         live = self.live if self.gray is not None and self.gray.shape == gray.shape else None
@@ -170,8 +172,7 @@ class HybridTracker:
         if live is not None and self.cfg.reid_window_s > 0 and not carried.all():
             self._lose(live, carried, camera)
         if reason:
-            scale = self.cfg.recovery_scale if reason == 'lk_failed' else 1.0
-            detected = detect(image, scale)
+            detected = detect(image, reason == 'lk_failed')
             frame = self._detection_frame(gray, stamp_ns, camera, detected, moved, carried)
         else:
             frame = self._carried_frame(gray, stamp_ns, camera, moved, carried)

@@ -12,11 +12,18 @@ from kp2d_core.geometry.camera import CameraModel
 from kp2d_core.geometry.coordinates import warp_points
 from kp2d_core.geometry.image_points import ImagePoints
 from kp2d_core.images import read_image
+from kp2d_core.inference.extractor import KeypointExtractor
 from kp2d_core.inference.features import Features
 from kp2d_core.inference.probe import sample_photo_path
+from kp2d_core.model.files import bundled_weights_path
 from kp2d_core.vo import hybrid_tracks
 from kp2d_core.vo.detection_policy import EVERY_FRAME, DetectionPolicy, HybridConfig
-from kp2d_core.vo.frame_pipeline import FramePipeline, _frame_kind
+from kp2d_core.vo.frame_pipeline import (
+    FramePipeline,
+    PipelineConfig,
+    _frame_kind,
+    recovery_weights,
+)
 from kp2d_core.vo.hybrid_tracks import HybridTracker, TrackSet
 from kp2d_core.vo.keyframe_tracker import (
     IN_DEPTH_KEYFRAMES,
@@ -177,33 +184,64 @@ def test_the_network_runs_on_the_frames_the_policy_names(bundled):
     assert set(reasons) <= allowed
 
 
-def test_the_network_runs_smaller_only_where_lucas_kanade_failed(bundled):
+def test_where_lucas_kanade_failed_the_recovery_network_runs_smaller(bundled, monkeypatch):
     """A jump of the view Lucas-Kanade cannot follow (the camera turned half a circle in a
-    dropped second) loses its tracks: the network runs on that frame at ``recovery_scale`` of
-    its input size, its keypoints in the frame's pixels; every other detection frame runs it
-    at full size."""
+    dropped second) loses its tracks: the recovery network runs on that frame at
+    ``recovery_scale`` of its input size, its keypoints in the frame's pixels; every other
+    detection frame runs the tracking network at full size."""
     photo = read_image(sample_photo_path())
     positions = [0.1, 0.104, 0.108, 0.112, 0.5, 0.504, 0.508]
     images = [render_view(photo, HW, position)[0] for position in positions]
     images[4:] = [cv2.rotate(image, cv2.ROTATE_180) for image in images[4:]]
-    scales = []
+    calls = []
 
-    def detect(image, scale):
-        scales.append(scale)
-        return bundled.extract(image, scale=scale)
+    def recording(name: str) -> KeypointExtractor:
+        extractor = KeypointExtractor(bundled.backend, bundled.cfg)
+        run = extractor.extract
 
-    tracker = HybridTracker(HybridConfig(mode='hybrid', recovery_scale=0.5))
+        def extract(image, keep_dense=False, scale=1.0):
+            calls.append((name, scale))
+            return run(image, keep_dense, scale)
+
+        monkeypatch.setattr(extractor, 'extract', extract)
+        return extractor
+
+    hybrid = HybridConfig(mode='hybrid', recovery_scale=0.5)
+    pipeline = FramePipeline(recording('tracking'), hybrid=hybrid, recovery=recording('light'))
     reasons, widths = [], []
     for index, image in enumerate(images):
-        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-        frame = tracker.step(image, gray, (index + 1) * FRAME_NS, None, detect)
+        frame = pipeline.process(image, (index + 1) * FRAME_NS)
         reasons.append(frame.detection)
         widths.append(frame.features.keypoints[:, 0].max())
     assert reasons[4] == 'lk_failed', reasons
-    assert scales == [0.5 if reason == 'lk_failed' else 1.0 for reason in reasons if reason]
-    assert widths[4] > 0.8 * HW[1] and len(tracker.live) >= 100  # the frame's pixels
+    expected = [('light', 0.5) if r == 'lk_failed' else ('tracking', 1.0) for r in reasons if r]
+    assert calls == expected
+    assert widths[4] > 0.8 * HW[1] and len(pipeline.hybrid.live) >= 100  # the frame's pixels
     with pytest.raises(ValueError, match='recovery_scale'):
         HybridConfig(recovery_scale=0.05)
+    with pytest.raises(ValueError, match='recovery_model'):
+        HybridConfig(recovery_model='tiny')
+
+
+def test_the_light_model_recovers_only_beside_the_bundled_default_model(tmp_path):
+    """'auto' pairs the bundled default model with the light one, whose descriptors match
+    its; any other tracking network recovers by itself, and asking for 'light' beside one is
+    an error that names the reason."""
+    default, light = bundled_weights_path('default'), bundled_weights_path('light')
+    assert recovery_weights('auto', default) == recovery_weights('light', default) == light
+    assert recovery_weights('same', default) is None
+    assert recovery_weights('auto', light) is None and recovery_weights('light', light) is None
+    own = tmp_path / 'retrained.pt'
+    assert recovery_weights('auto', own) is None and recovery_weights('same', own) is None
+    with pytest.raises(ValueError, match='bundled default model'):
+        recovery_weights('light', own)
+    pipeline = FramePipeline.from_config()
+    assert pipeline.recovery is not None and pipeline.recovery.weights == light
+    assert FramePipeline.from_config(variant='light').recovery is None
+    every_frame = PipelineConfig(hybrid=EVERY_FRAME)
+    assert FramePipeline.from_config(every_frame).recovery is None
+    same = PipelineConfig(hybrid=HybridConfig(recovery_model='same'))
+    assert FramePipeline.from_config(same).recovery is None
 
 
 def test_ids_come_back_after_a_blackout_and_never_land_on_another_point(bundled):

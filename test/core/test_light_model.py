@@ -17,6 +17,7 @@ from kp2d_core.model.variants import DEFAULT, LIGHT
 from kp2d_core.training.module import KP2DTrainModule, Teacher
 
 SIZES = [(240, 320), (480, 640), (120, 160), (24, 24), (64, 88)]
+LIGHT_PAIR = ('default', 'light')  # the bundled variants
 
 
 @pytest.mark.parametrize('hw', SIZES)
@@ -143,3 +144,31 @@ def test_int8_keeps_depthwise_convolutions_and_the_location_output_in_float(
     # The location head's output, plus the light heads' depthwise convolutions.
     assert len(floats) == 1 + len(depthwise), [n.name for n in floats]
     assert len(convs) > len(floats)
+
+
+def test_the_bundled_light_descriptors_match_the_bundled_default_ones() -> None:
+    """Hybrid tracking may detect with the light model where Lucas-Kanade failed and match
+    against the default model's keyframes: its distilled descriptors must match the default
+    model's across a change of view about as well as the default model's own."""
+    from kp2d_core.data.samples import render_view
+    from kp2d_core.geometry.coordinates import warp_points
+    from kp2d_core.images import read_image
+    from kp2d_core.inference.extractor import KeypointExtractor
+    from kp2d_core.inference.matching import match_descriptors
+    from kp2d_core.inference.probe import sample_photo_path
+
+    photo = read_image(sample_photo_path())
+    (image0, H0), (image1, H1) = (render_view(photo, (240, 320), t) for t in (0.1, 0.16))
+    to_1 = H1 @ np.linalg.inv(H0)
+    models = {v: KeypointExtractor.from_checkpoint(None, 'cpu', None, v) for v in LIGHT_PAIR}
+    correct = {}
+    for first, second in [('default', 'default'), ('default', 'light'), ('light', 'default')]:
+        f0, f1 = models[first].extract(image0), models[second].extract(image1)
+        pairs = match_descriptors(f0.descriptors, f1.descriptors).indices
+        moved = warp_points(to_1, f0.keypoints[pairs[:, 0]].astype(np.float64))
+        right = np.linalg.norm(moved - f1.keypoints[pairs[:, 1]], axis=1) < 3.0
+        correct[first, second] = (int(right.sum()), float(right.mean()))
+    same, precision = correct['default', 'default']
+    assert same >= 100 and precision > 0.8, correct
+    for pair in [('default', 'light'), ('light', 'default')]:
+        assert correct[pair][0] >= 0.5 * same and correct[pair][1] >= 0.8 * precision, correct

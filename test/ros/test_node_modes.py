@@ -180,8 +180,9 @@ def test_lifecycle_node_works_only_when_active(ros, weights, tmp_path):
 @pytest.mark.parametrize('variant', ['default', 'light'])
 def test_default_node_on_a_cpu_runs_without_pytorch(ros, tmp_path, variant):
     """With the defaults on a machine without CUDA (bundled weights of either variant,
-    automatic backend), the node runs the ONNX Runtime int8 model and never maps PyTorch's
-    libraries (about 200 MiB of its memory, README Node memory)."""
+    automatic backend), the node runs the ONNX Runtime int8 model (and beside the default
+    model the light one) and never maps PyTorch's libraries (about 200 MiB of its memory,
+    README Node memory)."""
     log = tmp_path / 'node.log'
     proc = start_node({'model.variant': variant}, {'image': '/np/image'}, log)
     probe = Probe('/np')
@@ -197,6 +198,10 @@ def test_default_node_on_a_cpu_runs_without_pytorch(ros, tmp_path, variant):
     assert 'onnxruntime:int8 on cpu, running ' in ready and f'kp2d_{variant}.int8.onnx' in ready
     assert 'checked against ' in ready and f'kp2d_{variant}.pt' in ready
     assert 'onnxruntime' in maps and 'libtorch' not in maps
+    # Beside the default model, the light one runs where Lucas-Kanade fails (recovery_model).
+    recovery = [line for line in log.read_text().splitlines() if 'Lucas-Kanade fails' in line]
+    assert len(recovery) == (variant == 'default'), recovery
+    assert all('kp2d_light.int8.onnx' in line for line in recovery)
 
 
 def test_the_default_node_runs_the_network_on_some_frames_only(ros, tmp_path):

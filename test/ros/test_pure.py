@@ -75,6 +75,17 @@ def test_invalid_values_are_named(name, value, message):
         options_from_values({**DEFAULTS, name: value})
 
 
+def test_the_light_recovery_model_needs_the_bundled_default_model(tmp_path):
+    light = {**DEFAULTS, 'tracker.recovery_model': 'light'}
+    options = options_from_values(light)
+    assert options.pipeline.hybrid.recovery_model == 'light'
+    retrained = {**light, 'model.weights': str(tmp_path / 'retrained.pt')}
+    with pytest.raises(ValueError, match='tracker.recovery_model: .*bundled default model'):
+        options_from_values(retrained)
+    options_from_values({**retrained, 'tracker.recovery_model': 'auto'})
+    options_from_values({**retrained, 'tracker.mode': 'every_frame'})
+
+
 def test_resize_pair():
     options = options_from_values({**DEFAULTS, 'detector.resize': [240, 320]})
     assert options.pipeline.extractor.resize == (240, 320)
