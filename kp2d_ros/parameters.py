@@ -28,7 +28,7 @@ from kp2d_core.config import (
     ExtractorConfig,
 )
 from kp2d_core.model.files import bundled_weights_path
-from kp2d_core.vo.detection_policy import HybridConfig
+from kp2d_core.vo.detection_policy import RECOVERY_MODELS, HybridConfig
 from kp2d_core.vo.feature_tracks import TrackConfig
 from kp2d_core.vo.frame_pipeline import PipelineConfig, recovery_weights
 from kp2d_core.vo.keyframe_tracker import TrackerConfig
@@ -202,7 +202,7 @@ PARAMETERS: tuple[Param, ...] = (
         'light (the bundled light model; with the bundled default model only, whose '
         'descriptors it matches), auto (light beside the bundled default model, else same)',
         True,
-        choices=('auto', 'same', 'light'),
+        choices=RECOVERY_MODELS,
     ),
     Param(
         'tracker.keyframe_inlier_ratio',
