@@ -458,7 +458,8 @@ def _renewal(cfg: TrackerConfig, key: _Keyframe, m: Matched, kind: FrameKind) ->
 
     'inliers': it gives way, its inliers fell below its share of its first frame's (or the
     minimum). 'far': it gives way, its inliers moved ``max_keyframe_shift_px`` from it
-    (median, geometry pixels), never where depth was seen (such renewals drifted the poses).
+    (median, geometry pixels), never where it was made or measured in depth (such renewals
+    drifted the poses).
     Where no depth was seen, a 'for_keyframe' frame always takes its place ('for_keyframe'),
     and a 'carried' frame with too few inliers but at least the minimum leaves it in place
     one frame more ('waits'): the next frame runs the network. Otherwise 'stays'.
@@ -472,7 +473,7 @@ def _renewal(cfg: TrackerConfig, key: _Keyframe, m: Matched, kind: FrameKind) ->
     if inliers < max(cfg.min_keyframe_inliers, ratio * (key.reference_inliers or 0)):
         waits = kind == 'carried' and flat and inliers >= cfg.min_keyframe_inliers
         return 'waits' if waits else 'inliers'
-    if cfg.max_keyframe_shift_px is None or deep or key.depth_seen or not inliers:
+    if cfg.max_keyframe_shift_px is None or not flat or not inliers:
         return 'stays'
     shift = np.median(np.linalg.norm(m.cur[m.inliers] - m.key[m.inliers], axis=1))
     return 'far' if shift > cfg.max_keyframe_shift_px else 'stays'

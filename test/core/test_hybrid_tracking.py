@@ -357,11 +357,12 @@ def test_a_keyframe_gives_way_for_its_distance_only_where_no_depth_was_seen() ->
     homography's poses, degrees off (docs/hybrid_tracking.md): only a keyframe of a scene
     without depth gives way once its inliers moved ``max_keyframe_shift_px`` from it."""
     cfg = TrackerConfig(planar_keyframe_inlier_ratio=0.75, max_keyframe_shift_px=20.0)
-    deep = dict(in_depth=IN_DEPTH_KEYFRAMES)
+    deep = dict(in_depth=IN_DEPTH_KEYFRAMES, scene=Scene(deep=True))
     assert _renewal_after(cfg, 25.0) == 'far'
     assert _renewal_after(cfg, 15.0) == 'stays'
     assert _renewal_after(cfg, 15.0, inliers=70) == 'inliers'  # below 75 % of the first's
     assert _renewal_after(cfg, 25.0, depth_seen=True) == 'stays'
+    assert _renewal_after(cfg, 25.0, in_depth=1, scene=Scene(deep=True)) == 'stays'
     assert _renewal_after(cfg, 25.0, **deep) == 'stays'
     assert _renewal_after(cfg, 25.0, inliers=70, **deep) == 'stays'  # 0.5 in depth
     assert _renewal_after(cfg, 25.0, inliers=40, **deep) == 'inliers'
