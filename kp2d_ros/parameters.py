@@ -1,7 +1,8 @@
 """The node's parameters, in one place: the table of names, defaults, ranges and
-descriptions; the values checked and turned into :class:`NodeOptions` (the kp2d_core
-pipeline configuration and the node-only settings); and the declaration on a node (ROS 2
-params files are read without ROS by :mod:`kp2d_ros.params_file`).
+descriptions, and the values checked and turned into :class:`NodeOptions` (the kp2d_core
+pipeline configuration and the node-only settings). Their declaration on a node is
+:mod:`kp2d_ros.parameter_declaration`; ROS 2 params files are read without ROS by
+:mod:`kp2d_ros.params_file`.
 
 Defaults of the pipeline come from the kp2d_core dataclasses (:class:`PipelineConfig`);
 node-only settings are defined here. Each parameter has one ROS type (that of its default)
@@ -10,8 +11,7 @@ refuses values outside it); the rules between parameters (a resize within the pi
 two different frame names, a known device) are checked in :func:`options_from_values`.
 ``config/kp2d.yaml`` is generated from the table (:mod:`kp2d_ros.parameter_docs`; a test
 checks it) and the replay tool reads the same table, so node, file and replay cannot
-disagree. Importing this module needs no ROS: declaring the parameters on a
-node imports rclpy's types when it runs.
+disagree. Importing this module needs no ROS.
 """
 
 from __future__ import annotations
@@ -553,55 +553,3 @@ def _tracks(values: dict[str, Any]) -> TrackConfig:
         max_epipolar_px=values['tracks.max_epipolar_px'],
         min_verified=values['tracks.min_verified'],
     )
-
-
-# ---------------------------------------------------------------- declaration on a node
-def descriptor(param: Param) -> Any:
-    """The ROS descriptor (rcl_interfaces/ParameterDescriptor) of a table entry (``ros2 param
-    describe`` shows its range)."""
-    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-
-    out = ParameterDescriptor(description=param.description, read_only=param.read_only)
-    if param.choices:
-        out.additional_constraints = f'one of: {", ".join(param.choices)}'
-    elif param.low is not None and param.type_name == 'integer':
-        out.integer_range = [IntegerRange(from_value=param.low, to_value=param.high, step=0)]
-    elif param.low is not None:
-        out.floating_point_range = [
-            FloatingPointRange(from_value=float(param.low), to_value=float(param.high), step=0.0)
-        ]
-    return out
-
-
-def declare_parameters(node: Any) -> None:
-    """Declare every parameter; a value of the wrong type or range raises one ValueError."""
-    from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
-
-    for param in PARAMETERS:
-        try:
-            node.declare_parameter(param.name, param.default, descriptor(param))
-        except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
-            override = _override(node, param.name)
-            if override is not None:
-                check_value(param, override)  # raises with the parameter's own words
-            raise ValueError(f'{param.name}: {_first_line(exc)}') from None
-
-
-def _override(node: Any, name: str) -> Any:
-    overrides = getattr(node, '_parameter_overrides', {})
-    return overrides[name].value if name in overrides else None
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0][:200]
-
-
-def warn_unknown_overrides(node: Any) -> list[str]:
-    """Warn once about parameters given to the node (params file, ``-p``) that it does not
-    have, e.g. a misspelled key; returns their names."""
-    names = unknown_names(getattr(node, '_parameter_overrides', {}))
-    if names:
-        node.get_logger().warning(
-            f'ignoring unknown parameters (misspelled?): {", ".join(names[:20])}'
-        )
-    return names

@@ -31,13 +31,8 @@ from kp2d_ros.image_conversion import (
     image_msg_to_array,
     quote,
 )
-from kp2d_ros.parameters import (
-    PARAMETERS,
-    NodeOptions,
-    declare_parameters,
-    options_from_values,
-    warn_unknown_overrides,
-)
+from kp2d_ros.parameter_declaration import declare_parameters, warn_unknown_overrides
+from kp2d_ros.parameters import PARAMETERS, NodeOptions, options_from_values
 from kp2d_ros.process_memory import peak_rss_mib, rss_mib, trim
 from kp2d_ros.publishers import Outputs
 from kp2d_ros.refusal_log import RefusalLog
