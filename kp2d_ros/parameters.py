@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import math
+from pathlib import Path
 import re
 from typing import Any
 
@@ -434,14 +435,19 @@ class NodeOptions:
     device: str
 
 
+def model_weights(values: dict[str, Any]) -> Path:
+    """The weights the node loads: ``model.weights``, or the bundled weights of
+    ``model.variant``."""
+    return Path(values['model.weights'] or bundled_weights_path(values['model.variant']))
+
+
 def _check_recovery_model(values: dict[str, Any]) -> None:
     """The light model recovers beside the bundled default model only (its descriptors match
     that model's; :func:`~kp2d_core.vo.frame_pipeline.recovery_weights`)."""
     if values['tracker.mode'] != 'hybrid' or values['tracker.recovery_model'] != 'light':
         return
-    weights = values['model.weights'] or bundled_weights_path(values['model.variant'])
     try:
-        recovery_weights('light', weights)
+        recovery_weights('light', model_weights(values))
     except ValueError as exc:
         raise ValueError(f'tracker.recovery_model: {exc}') from exc
 

@@ -20,7 +20,6 @@ from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from kp2d_core.inference.extractor import KeypointExtractor
-from kp2d_core.model.files import bundled_weights_path
 from kp2d_core.vo.frame_pipeline import FramePipeline
 from kp2d_ros.camera_info import CameraInfoPairing, camera_for_image
 from kp2d_ros.frame_health import FrameStats, health
@@ -32,7 +31,7 @@ from kp2d_ros.image_conversion import (
     quote,
 )
 from kp2d_ros.parameter_declaration import declare_parameters, warn_unknown_overrides
-from kp2d_ros.parameters import PARAMETERS, NodeOptions, options_from_values
+from kp2d_ros.parameters import PARAMETERS, NodeOptions, model_weights, options_from_values
 from kp2d_ros.process_memory import peak_rss_mib, rss_mib, trim
 from kp2d_ros.publishers import Outputs
 from kp2d_ros.refusal_log import RefusalLog
@@ -94,22 +93,18 @@ class Kp2dRuntime:
     # ---------------------------------------------------------------- life cycle
     def configure(self) -> None:
         """Load the model (the slow part), create the publishers and the worker."""
-        weights = self.options_value('model.weights') or bundled_weights_path(
-            self.options_value('model.variant')
-        )
+        weights = model_weights(self._values())
         self.log.info(f'loading {weights} on {self.options.device}')
         self.pipeline = FramePipeline.from_config(
             self.options.pipeline, weights, self.options.device
         )
-        extractor = self.pipeline.extractor
         self.outputs = Outputs(self.node, self.options, self.lifecycle)
         self.stats = FrameStats(float(self.options_value('diagnostics.window_s')))
         self.worker = LatestSlotWorker(self._process)
         self.timer = self.node.create_timer(self.options.diagnostics_period_s, self._report)
-        self.log.info(f'kp2d ready: {running(extractor, weights)}; {self.outputs.describe()}')
+        self.log.info(f'kp2d ready: {running(self.pipeline.extractor)}; {self.outputs.describe()}')
         if self.pipeline.recovery is not None:
-            recovery = self.pipeline.recovery
-            self.log.info(f'where Lucas-Kanade fails: {running(recovery, recovery.weights)}')
+            self.log.info(f'where Lucas-Kanade fails: {running(self.pipeline.recovery)}')
 
     def options_value(self, name: str) -> Any:
         return self.node.get_parameter(name).value
@@ -271,10 +266,10 @@ class Kp2dRuntime:
         return self.node.resolve_topic_name('image') + suffix
 
 
-def running(extractor: KeypointExtractor, weights: Any) -> str:
+def running(extractor: KeypointExtractor) -> str:
     """What runs, as the start-up line says it: the backend, the ONNX file it runs (which
     was checked against the weights on this CPU) or the weights themselves."""
-    backend = extractor.backend
+    backend, weights = extractor.backend, extractor.weights
     where = f'{backend.name}:{backend.precision} on {extractor.device}'
     path = getattr(backend, 'path', None)
     if path is not None:
