@@ -446,11 +446,22 @@ class HomographyTracker:
         if T_world_cur is None:
             return _Keyframe(kept, points, stamp_ns, *key.last, ids=ids)
         scene = carried_scene(relative, key.scene)
+        scene.deep = scene.deep or _keeps_depth(key, relative)
         variance = np.diag(covariance).copy()
         in_depth = key.in_depth + 1 if scene.deep else 0
         return _Keyframe(
             kept, points, stamp_ns, T_world_cur, variance, scene, ids=ids, in_depth=in_depth
         )
+
+
+def _keeps_depth(key: _Keyframe, relative: Relative) -> bool:
+    """Whether a frame that becomes the keyframe after ``key`` stays in a scene with depth
+    although its own motion saw none: the scene's depth was established (IN_DEPTH_KEYFRAMES
+    keyframes in a row made with it) and the keyframe's points of firm depth placed the
+    frame (a homography's rotation with their translation). Otherwise one such frame made a
+    corridor's next keyframe flat, and the homographies after it, bent by the depth, turned
+    the poses by 1-4 degrees per frame."""
+    return key.in_depth >= IN_DEPTH_KEYFRAMES and relative is not None and relative.placed
 
 
 def _renewal(cfg: TrackerConfig, key: _Keyframe, m: Matched, kind: FrameKind) -> Renewal:

@@ -60,7 +60,8 @@ class Scene:
         depths: (N,) depth of each of the keyframe's keypoints; NaN where unknown.
         firm: (N,) bool, depths seen with FIRM_PARALLAX_DEG of parallax.
         deep: the keyframe was made in a scene with depth (its motion came from an
-            essential matrix or from points of known depth).
+            essential matrix or from points of known depth; or, where the depth was
+            established, the points of firm depth placed it: see the keyframe tracker).
     """
 
     plane_normal: np.ndarray | None = None
@@ -79,6 +80,7 @@ class Relative(NamedTuple):
     distance: float | None = None  # its distance (world units), None when not measured
     scaled: bool = True  # False: an essential matrix not measured by depths (scale restarts)
     deep: bool = False  # measured in a scene with depth (essential matrix, known points)
+    placed: bool = False  # its translation came from the keyframe's points of firm depth
 
 
 @dataclass(frozen=True)
@@ -190,7 +192,7 @@ def _with_depths(R, method, m: Matched, K, known, firm, scene, threshold_px) -> 
     if T is None:
         return None
     deep = method != 'homography'  # a homography that the points only placed: no depth seen
-    return Relative(T, method, scene.plane_normal, scene.plane_distance, deep=deep)
+    return Relative(T, method, scene.plane_normal, scene.plane_distance, deep=deep, placed=True)
 
 
 def _scaled_essential(T_unit, used, m, K, scene, known, threshold_px, H) -> Relative:

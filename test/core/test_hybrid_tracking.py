@@ -415,6 +415,35 @@ def test_keyframes_in_a_scene_with_depth_give_way_at_the_every_frame_share() -> 
         TrackerConfig(planar_keyframe_inlier_ratio=1.5)
 
 
+def test_a_scene_with_depth_stays_so_while_its_points_place_the_frames() -> None:
+    """Once two keyframes in a row were made with depth, a frame the keyframe's points of firm
+    depth placed (a homography's rotation with their translation) keeps the scene's depth when
+    it becomes the keyframe: made flat, a corridor's next homographies turned the poses by 1-4
+    degrees per frame (docs/hybrid_tracking.md). A homography not placed by them, or a scene
+    whose depth is not yet established, still makes the keyframe flat."""
+    tracker = HomographyTracker(TrackerConfig())
+    features, points = _empty_frame()
+    key = _Keyframe(features, points, 0, np.eye(4), np.zeros(6))
+    steps = [
+        ('essential', True, True),
+        ('essential', True, True),
+        ('homography', False, True),  # placed by the points of firm depth
+        ('homography', False, False),
+        ('essential', True, True),
+        ('homography', False, True),  # depth seen by one keyframe only
+    ]
+    runs, deep = [], []
+    for stamp, (method, seen, placed) in enumerate(steps):
+        relative = Relative(np.eye(4), method, deep=seen, placed=placed)
+        key = tracker._successor(
+            key, features, points, stamp + 1, np.eye(4), np.eye(6), relative, None
+        )
+        runs.append(key.in_depth)
+        deep.append(key.scene.deep)
+    assert runs == [1, 2, 3, 0, 1, 0]
+    assert deep == [True, True, True, False, True, False]
+
+
 def _carried(monkeypatch, lost: int) -> tuple[np.ndarray, np.ndarray]:
     """Carry 300 tracks through a camera moving sideways past two planes (200 points move 4 px,
     the nearer plane's 100 move 10 px, along the same epipolar lines), of which Lucas-Kanade
