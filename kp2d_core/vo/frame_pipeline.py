@@ -120,7 +120,8 @@ def recovery_weights(choice: str, weights: str | os.PathLike) -> Path | None:
     match them, so it may recover for that model only; 'auto' takes it there.
 
     Raises:
-        ValueError: 'light' beside weights other than the bundled default or light model.
+        ValueError: 'light' beside weights other than the bundled default or light model
+            (also where the package was installed without the default model).
         CheckpointNotFoundError: 'light' where the package was installed without it.
     """
     if choice == 'same':
@@ -134,7 +135,7 @@ def recovery_weights(choice: str, weights: str | os.PathLike) -> Path | None:
         return None
     if tracking == light.resolve():
         return None
-    if tracking == bundled_weights_path('default').resolve():
+    if tracking == _bundled('default'):
         return light
     if choice == 'light':
         raise ValueError(
@@ -142,6 +143,15 @@ def recovery_weights(choice: str, weights: str | os.PathLike) -> Path | None:
             "light model's descriptors match the bundled default model's only"
         )
     return None
+
+
+def _bundled(variant: str) -> Path | None:
+    """The resolved path of a bundled model's weights, or None where the package was
+    installed without them."""
+    try:
+        return bundled_weights_path(variant).resolve()
+    except CheckpointNotFoundError:
+        return None
 
 
 class FramePipeline:

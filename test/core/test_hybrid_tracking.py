@@ -15,8 +15,8 @@ from kp2d_core.images import read_image
 from kp2d_core.inference.extractor import KeypointExtractor
 from kp2d_core.inference.features import Features
 from kp2d_core.inference.probe import sample_photo_path
-from kp2d_core.model.files import bundled_weights_path
-from kp2d_core.vo import hybrid_tracks
+from kp2d_core.model.files import CheckpointNotFoundError, bundled_weights_path
+from kp2d_core.vo import frame_pipeline, hybrid_tracks
 from kp2d_core.vo.detection_policy import EVERY_FRAME, DetectionPolicy, HybridConfig
 from kp2d_core.vo.frame_pipeline import (
     FramePipeline,
@@ -242,6 +242,27 @@ def test_the_light_model_recovers_only_beside_the_bundled_default_model(tmp_path
     assert FramePipeline.from_config(every_frame).recovery is None
     same = PipelineConfig(hybrid=HybridConfig(recovery_model='same'))
     assert FramePipeline.from_config(same).recovery is None
+
+
+def test_without_the_bundled_default_model_other_weights_recover_by_themselves(
+    tmp_path, monkeypatch
+):
+    """An install that ships the light model but not the default one: the user's own
+    weights recover by themselves under 'auto' (the default model's lookup raised before),
+    and 'light' beside them is refused for its reason."""
+    light = bundled_weights_path('light')
+
+    def light_only(variant):
+        if variant == 'light':
+            return light
+        raise CheckpointNotFoundError(f'bundled {variant} weights not found')
+
+    monkeypatch.setattr(frame_pipeline, 'bundled_weights_path', light_only)
+    own = tmp_path / 'retrained.pt'
+    assert recovery_weights('auto', own) is None
+    assert recovery_weights('auto', light) is None
+    with pytest.raises(ValueError, match='bundled default model'):
+        recovery_weights('light', own)
 
 
 def test_ids_come_back_after_a_blackout_and_never_land_on_another_point(bundled):
