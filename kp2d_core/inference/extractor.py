@@ -115,7 +115,12 @@ class KeypointExtractor:
     one).
     """
 
-    def __init__(self, model: KeypointNet | Backend, cfg: ExtractorConfig | None = None) -> None:
+    def __init__(
+        self,
+        model: KeypointNet | Backend,
+        cfg: ExtractorConfig | None = None,
+        weights: Path | None = None,
+    ) -> None:
         self.cfg = cfg or ExtractorConfig()
         if _is_torch_model(model):
             from kp2d_core.inference.backends.torch_backend import TorchBackend
@@ -123,7 +128,7 @@ class KeypointExtractor:
             precision = 'fp32' if self.cfg.precision == 'auto' else self.cfg.precision
             model = TorchBackend(model, precision)
         self.backend: Backend = model
-        self.weights: Path | None = None  # the checkpoint it was loaded from, if any
+        self.weights = weights  # the checkpoint it was loaded from, if any
 
     @classmethod
     def from_checkpoint(
@@ -148,19 +153,12 @@ class KeypointExtractor:
                 load_model(weights)  # the checkpoint's own error for a missing file
             chosen = onnx_without_torch(weights, cfg.backend, cfg.precision)
             if chosen is not None:
-                return cls._loaded(chosen, cfg, weights)
+                return cls(chosen, cfg, weights)
         from kp2d_core.inference.backends import select_backend
         from kp2d_core.model.checkpoint import load_model, resolve_device
 
         model = load_model(weights, resolve_device(device))
-        backend = select_backend(model, weights, cfg.backend, cfg.precision)
-        return cls._loaded(backend, cfg, weights)
-
-    @classmethod
-    def _loaded(cls, backend: Backend, cfg: ExtractorConfig, weights: Path) -> KeypointExtractor:
-        extractor = cls(backend, cfg)
-        extractor.weights = weights
-        return extractor
+        return cls(select_backend(model, weights, cfg.backend, cfg.precision), cfg, weights)
 
     def configure(self, cfg: ExtractorConfig) -> None:
         """Use new selection settings from the next image on (the backend stays)."""

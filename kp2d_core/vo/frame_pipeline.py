@@ -126,16 +126,14 @@ def recovery_weights(choice: str, weights: str | os.PathLike) -> Path | None:
     """
     if choice == 'same':
         return None
-    tracking = Path(weights).resolve()
-    try:
-        light = bundled_weights_path('light')
-    except CheckpointNotFoundError:
-        if choice == 'light':
-            raise
+    light = bundled_weights_path('light') if choice == 'light' else _bundled('light')
+    if light is None:
         return None
+    tracking = Path(weights).resolve()
     if tracking == light.resolve():
         return None
-    if tracking == _bundled('default'):
+    default = _bundled('default')
+    if default is not None and tracking == default.resolve():
         return light
     if choice == 'light':
         raise ValueError(
@@ -146,10 +144,10 @@ def recovery_weights(choice: str, weights: str | os.PathLike) -> Path | None:
 
 
 def _bundled(variant: str) -> Path | None:
-    """The resolved path of a bundled model's weights, or None where the package was
-    installed without them."""
+    """The path of a bundled model's weights, or None where the package was installed
+    without them."""
     try:
-        return bundled_weights_path(variant).resolve()
+        return bundled_weights_path(variant)
     except CheckpointNotFoundError:
         return None
 
@@ -188,11 +186,10 @@ class FramePipeline:
         given settings, and in hybrid mode the network of ``cfg.hybrid.recovery_model``
         (:func:`recovery_weights`)."""
         cfg = cfg or PipelineConfig()
-        path = bundled_weights_path(variant) if weights is None else Path(weights)
-        extractor = KeypointExtractor.from_checkpoint(path, device, cfg.extractor)
+        extractor = KeypointExtractor.from_checkpoint(weights, device, cfg.extractor, variant)
         recovery = None
         if cfg.hybrid.mode == 'hybrid':
-            other = recovery_weights(cfg.hybrid.recovery_model, path)
+            other = recovery_weights(cfg.hybrid.recovery_model, extractor.weights)
             if other is not None:
                 recovery = KeypointExtractor.from_checkpoint(other, device, cfg.extractor)
         return cls(extractor, cfg.tracker, cfg.tracks, cfg.hybrid, recovery)

@@ -461,7 +461,7 @@ def _keeps_depth(key: _Keyframe, relative: Relative) -> bool:
     frame (a homography's rotation with their translation). Otherwise one such frame made a
     corridor's next keyframe flat, and the homographies after it, bent by the depth, turned
     the poses by 1-4 degrees per frame."""
-    return key.in_depth >= IN_DEPTH_KEYFRAMES and relative is not None and relative.placed
+    return key.in_depth >= IN_DEPTH_KEYFRAMES and relative.placed
 
 
 def _renewal(cfg: TrackerConfig, key: _Keyframe, m: Matched, kind: FrameKind) -> Renewal:
