@@ -222,16 +222,31 @@ PARAMETERS: tuple[Param, ...] = (
         high=10_000.0,
     ),
     Param(
+        'tracker.max_tracks',
+        _HYBRID.max_tracks,
+        'hybrid: live feature tracks at most (every frame: tracks.max_count)',
+        low=1,
+        high=100_000,
+    ),
+    Param(
+        'tracker.min_distance_px',
+        _HYBRID.min_distance_px,
+        'hybrid: no two tracks closer than this (px; every frame: tracks.min_distance_px)',
+        low=0.0,
+        high=1000.0,
+    ),
+    Param(
         'tracks.max_count',
         _TRACKS.max_tracks,
-        'live feature tracks at most; 0 = no tracking',
+        'every frame: live feature tracks at most; 0 = no tracking (hybrid: tracker.max_tracks)',
         low=0,
         high=100_000,
     ),
     Param(
         'tracks.min_distance_px',
         _TRACKS.min_distance_px,
-        'no two tracks closer than this (px); 0 = off',
+        'every frame: no two tracks closer than this (px); 0 = off (hybrid: '
+        'tracker.min_distance_px)',
         low=0.0,
         high=1000.0,
     ),
@@ -548,6 +563,8 @@ def _hybrid(values: dict[str, Any]) -> HybridConfig:
         keyframe_shift_px=values['tracker.keyframe_shift_px'],
         recovery_scale=values['tracker.recovery_scale'],
         recovery_model=values['tracker.recovery_model'],
+        max_tracks=values['tracker.max_tracks'],
+        min_distance_px=values['tracker.min_distance_px'],
     )
 
 

@@ -181,18 +181,14 @@ class FeatureTracker:
         if len(lost) == 0 or len(free) == 0:
             return none, none
         predicted = warp_points(H, previous.pixels[lost])
-        nearest, gap = nearest_within(predicted, points.pixels[free], self.cfg.max_epipolar_px)
-        close = nearest >= 0
-        lost, chosen, gap = lost[close], free[nearest[close]], gap[close]
-        if len(lost) == 0:
-            return none, none
-        cosine = (previous.descriptors[lost] * descriptors[chosen]).sum(axis=1)
-        good = distance_from_cosine(cosine) <= self.cfg.max_descriptor_distance
-        lost, chosen, gap = lost[good], chosen[good], gap[good]
-        order = np.argsort(gap, kind='stable')  # a keypoint claimed twice goes to the closer
-        _, first = np.unique(chosen[order], return_index=True)
-        keep = order[first]
-        return lost[keep].astype(np.int64), chosen[keep].astype(np.int64)
+        rows, chosen = claim_nearest(
+            predicted,
+            points.pixels[free],
+            self.cfg.max_epipolar_px,
+            (previous.descriptors[lost], descriptors[free]),
+            self.cfg.max_descriptor_distance,
+        )
+        return lost[rows], free[chosen]
 
     def _new_points(
         self, features: Features, points: ImagePoints, taken: np.ndarray
@@ -317,3 +313,24 @@ def nearest_within(
         if distances[best] <= radius:
             nearest[row], gaps[row] = near[best], distances[best]
     return nearest, gaps
+
+
+def claim_nearest(
+    queries: np.ndarray,
+    points: np.ndarray,
+    radius: float,
+    descriptors: tuple[np.ndarray, np.ndarray],
+    max_distance: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (query row, point row), each query with the nearest of ``points`` within
+    ``radius`` when their descriptors (``descriptors``: the queries' (N, D) and the points'
+    (M, D) unit rows) are within ``max_distance``; a point claimed twice goes to the closer
+    query. Returns two (K,) int64 arrays."""
+    nearest, gap = nearest_within(queries, points, radius)
+    close = np.flatnonzero(nearest >= 0)
+    cosine = (descriptors[0][close] * descriptors[1][nearest[close]]).sum(axis=1)
+    close = close[distance_from_cosine(cosine) <= max_distance]
+    order = close[np.argsort(gap[close], kind='stable')]
+    _, first = np.unique(nearest[order], return_index=True)
+    rows = order[first]
+    return rows.astype(np.int64), nearest[rows].astype(np.int64)

@@ -103,6 +103,15 @@ def _keyframe_settings(tracker: TrackerConfig, hybrid: HybridConfig) -> TrackerC
     )
 
 
+def _track_settings(tracks: TrackConfig | None, hybrid: HybridConfig) -> TrackConfig:
+    """The tracks' settings in ``hybrid``'s mode: in hybrid mode its own number of tracks
+    and distance between them."""
+    tracks = tracks or TrackConfig()
+    if hybrid.mode != 'hybrid':
+        return tracks
+    return replace(tracks, max_tracks=hybrid.max_tracks, min_distance_px=hybrid.min_distance_px)
+
+
 def _frame_kind(detection: str) -> FrameKind:
     """What a hybrid frame holds for the keyframe tracker, from why the network ran on it
     ('' where it did not)."""
@@ -172,7 +181,9 @@ class FramePipeline:
         hybrid = hybrid or HybridConfig()
         self.tracker = HomographyTracker(_keyframe_settings(tracker or TrackerConfig(), hybrid))
         self.feature_tracker = FeatureTracker(tracks)
-        self.hybrid = HybridTracker(hybrid, tracks) if hybrid.mode == 'hybrid' else None
+        self.hybrid = None
+        if hybrid.mode == 'hybrid':
+            self.hybrid = HybridTracker(hybrid, _track_settings(tracks, hybrid))
 
     @classmethod
     def from_config(
@@ -212,7 +223,7 @@ class FramePipeline:
         else:
             hybrid = replace(cfg.hybrid, mode='hybrid')
             self.tracker.cfg = _keyframe_settings(cfg.tracker, hybrid)
-            self.hybrid.track_cfg = cfg.tracks
+            self.hybrid.track_cfg = _track_settings(cfg.tracks, hybrid)
             self.hybrid.cfg = self.hybrid.policy.cfg = hybrid
 
     def extract(self, image: np.ndarray) -> Features:

@@ -25,8 +25,10 @@ structure and use the learned detector where Lucas-Kanade fails. Per frame:
   the newest ``reid_max_lost``) whose descriptors match (mutual nearest neighbours, the
   descriptor gate) at positions that agree with one motion from where they were lost, with
   the same support as any continuation, take their id back (an occlusion, a dropped
-  second).
-  The rest start new tracks (best score first, textured, spread, up to ``max_tracks``).
+  second). Where none of the tracks of that moment is alive again (a blackout), the motion
+  those found gives every other track of it one place to be found at.
+  The rest start new tracks (best score first, textured, spread, up to ``max_tracks``: in
+  hybrid mode ``HybridConfig.max_tracks``).
 * On other frames the frame's features are the carried tracks themselves, with the
   descriptors of their last detection. The frame pipeline hands the keyframe tracker the
   track id of every keypoint: a track's point in the keyframe is its match, the keypoints
@@ -46,21 +48,27 @@ from kp2d_core.geometry.homography import fit_homography, verify_motion
 from kp2d_core.geometry.image_points import ImagePoints
 from kp2d_core.inference.features import Features
 from kp2d_core.inference.matching import match_descriptors
-from kp2d_core.model.descriptors import distance_from_cosine
 from kp2d_core.vo.detection_policy import DetectionPolicy, HybridConfig
 from kp2d_core.vo.feature_tracks import (
     MIN_VERIFIED_SHARE,
     TrackConfig,
     Tracks,
+    claim_nearest,
     fill_spread,
-    nearest_within,
     texture,
 )
 from kp2d_core.vo.lk_propagation import brightness, propagate
 
 ASSOCIATE_PX = 2.0  # a detection this close to a carried track is that track's
-REID_PARALLAX_PX = 2.0  # a re-identified point: within this of the motion's homography too
-# (over a gap the epipolar line alone admits points far along it, on another physical point)
+# A re-identified point without anchors (below): within this of the homography of the motion
+# the candidates agree on (over a gap the epipolar line alone admits points far along it, on
+# another physical point).
+REID_PARALLAX_PX = 2.0
+# Against the motion of the tracks of its moment alive again (anchors): within this of that
+# motion's homography. Within 2 px, 56 of 1459 re-identified points under moving shadows were
+# more than 3 px from their own point (tracks carried through gain swings drift by pixels over
+# seconds); at 1.5 px wrong ids per 1000 there fell 0.63 -> 0.34 (docs/hybrid_tracking.md).
+REID_ANCHORED_PX = 1.5
 MIN_ANCHORS = 20  # tracks of a loss event alive again that give the motion since the loss
 NANOSECONDS = 1_000_000_000
 NONE = np.zeros(0, np.int64)
@@ -302,13 +310,14 @@ class HybridTracker:
         taken = np.full(len(keep), -1, np.int64)
         if not len(keep) or not len(detected):
             return taken
-        nearest, gap = nearest_within(moved, detected.keypoints.astype(np.float64), ASSOCIATE_PX)
-        close = np.flatnonzero(nearest >= 0)
-        cosine = (self.live.descriptors[keep[close]] * detected.descriptors[nearest[close]]).sum(1)
-        close = close[distance_from_cosine(cosine) <= self.track_cfg.max_descriptor_distance]
-        order = close[np.argsort(gap[close], kind='stable')]  # claimed twice: the closer wins
-        _, first = np.unique(nearest[order], return_index=True)
-        taken[order[first]] = nearest[order[first]]
+        rows, chosen = claim_nearest(
+            moved,
+            detected.keypoints.astype(np.float64),
+            ASSOCIATE_PX,
+            (self.live.descriptors[keep], detected.descriptors),
+            self.track_cfg.max_descriptor_distance,
+        )
+        taken[rows] = chosen
         return taken
 
     def _reidentify(
@@ -319,7 +328,8 @@ class HybridTracker:
         motion since they were lost. That motion comes from the tracks of the same moment
         that are alive again (anchors), where there are enough of them; otherwise the
         candidates must agree on one motion among themselves, with the support any
-        continuation needs."""
+        continuation needs, and the motion they agree on finds the others
+        (:meth:`_guided`)."""
         lost, cfg = self.lost, self.track_cfg
         if lost is None or not len(lost) or len(candidates) < 1:
             return NONE, NONE
@@ -331,30 +341,72 @@ class HybridTracker:
         lost_idx, rows = found.indices[:, 0], candidates[found.indices[:, 1]]
         keep = np.zeros(len(lost_idx), bool)
         self._snapshots_for(points.camera)
-        before = ImagePoints.of(lost.xy[lost_idx], points.camera).pixels
+        before = ImagePoints.of(lost.xy, points.camera).pixels
+        motions: dict[int, np.ndarray] = {}
         for event in np.unique(lost.stamps[lost_idx]).tolist():
             mine = np.flatnonzero(lost.stamps[lost_idx] == event)
-            keep[mine] = self._agree(event, before[mine], points.pixels[rows[mine]], alive)
-        return lost_idx[keep].astype(np.int64), rows[keep].astype(np.int64)
+            keep[mine], H = self._agree(
+                event, before[lost_idx[mine]], points.pixels[rows[mine]], alive
+            )
+            if H is not None:
+                motions[event] = H
+        lost_idx, rows = lost_idx[keep].astype(np.int64), rows[keep].astype(np.int64)
+        more_idx, more_rows = self._guided(
+            motions, before, (lost_idx, rows), candidates, features, points
+        )
+        return np.concatenate([lost_idx, more_idx]), np.concatenate([rows, more_rows])
 
-    def _agree(self, event, before, after, alive) -> np.ndarray:
-        """(M,) bool: the candidate pairs of one loss event ((M, 2) geometry-frame pixels
-        where they were lost and where they are now) that fit its motion."""
+    def _agree(self, event, before, after, alive) -> tuple[np.ndarray, np.ndarray | None]:
+        """((M,) bool: the candidate pairs of one loss event ((M, 2) geometry-frame pixels
+        where they were lost and where they are now) that fit its motion, and where the
+        candidates gave that motion themselves (no anchors), the (3, 3) homography from the
+        loss to now (geometry-frame pixels), else None. Only then: where anchors give the
+        motion, most tracks of the moment were carried on and the lost ones were lost for a
+        cause (drifted, occluded); found by their motion alone, 1000 tracks at 10 px had
+        more wrong ids under night and moving shadows (docs/hybrid_tracking.md)."""
         cfg = self.track_cfg
         ids_then, _, pixels_then = self.snapshots[event]
         ids_now, pixels_now = alive
         common, then_idx, now_idx = np.intersect1d(ids_then, ids_now, return_indices=True)
+        refused = np.zeros(len(before), bool), None
         if len(common) >= MIN_ANCHORS:
             H, _ = fit_homography(pixels_then[then_idx], pixels_now[now_idx], cfg.max_epipolar_px)
             if H is None:
-                return np.zeros(len(before), bool)
-            return np.linalg.norm(warp_points(H, before) - after, axis=1) <= REID_PARALLAX_PX
+                return refused
+            near = np.linalg.norm(warp_points(H, before) - after, axis=1) <= REID_ANCHORED_PX
+            return near, None
         if len(before) < cfg.min_verified:
-            return np.zeros(len(before), bool)
-        inliers, _ = verify_motion(before, after, cfg.max_epipolar_px, REID_PARALLAX_PX)
+            return refused
+        inliers, H = verify_motion(before, after, cfg.max_epipolar_px, REID_PARALLAX_PX)
         if inliers.sum() < max(cfg.min_verified, MIN_VERIFIED_SHARE * len(before)):
-            return np.zeros(len(before), bool)
-        return inliers
+            return refused
+        return inliers, H
+
+    def _guided(self, motions, before, found, candidates, features, points):
+        """(rows of the lost tracks, rows of ``features``) found again, beside the pairs
+        ``found`` (the same two arrays), where the motion of their loss event (``motions``:
+        event -> (3, 3) homography, geometry-frame pixels) puts them: the nearest candidate
+        within REID_PARALLAX_PX whose descriptor passes the gate, one track per candidate.
+        Mutual nearest neighbours over every remembered track and every detection find only
+        some of them; the motion those give narrows each of the others to one place."""
+        lost, used = self.lost, found[1]
+        found_idx, found_rows = [NONE], [NONE]
+        for event, H in motions.items():
+            rest = np.setdiff1d(np.flatnonzero(lost.stamps == event), found[0])
+            free = np.setdiff1d(candidates, used)
+            if not len(rest) or not len(free):
+                continue
+            rows, chosen = claim_nearest(
+                warp_points(H, before[rest]),
+                points.pixels[free],
+                REID_PARALLAX_PX,
+                (lost.descriptors[rest], features.descriptors[free]),
+                self.track_cfg.max_descriptor_distance,
+            )
+            found_idx.append(rest[rows])
+            found_rows.append(free[chosen])
+            used = np.concatenate([used, found_rows[-1]])
+        return np.concatenate(found_idx), np.concatenate(found_rows)
 
     def _new_rows(self, features, points, taken, free_rows) -> np.ndarray:
         """Rows of ``features`` that start new tracks: free detections (rows are in score

@@ -541,3 +541,61 @@ def test_the_snapshots_of_a_loss_follow_a_camera_change() -> None:
     assert np.abs(expected - xy).max() > 1.0  # the lens model moved them
     tracker._lose(live, np.array([False, True, True]), camera)
     assert np.allclose(tracker.snapshots[1][2], expected)
+
+
+def _blackout_candidates(anchors: int):
+    """A tracker that lost 40 tracks at once (ids 100-139, ``anchors`` more carried on) and
+    what they look like 6 px away: 20 found by mutual nearest descriptors; 15 with a decoy
+    elsewhere whose descriptor is nearer than their own detection's (mutual matching pairs
+    them with the decoy, which the motion refuses); 5 back with descriptors beyond the gate.
+    Returns the tracker and ``_reidentify``'s other arguments."""
+    rng = np.random.default_rng(7)
+    grid = np.stack(np.meshgrid(np.arange(8), np.arange(5 + 4)), -1).reshape(-1, 2)
+    xy = 30.0 + 35.0 * grid[: 40 + anchors] + rng.uniform(-3, 3, (40 + anchors, 2))
+    descriptors = rng.standard_normal((40 + anchors, 16))
+    descriptors /= np.linalg.norm(descriptors, axis=1, keepdims=True)
+    tracker = HybridTracker(HybridConfig(mode='hybrid'))
+    live = _track_set(xy, np.arange(100, 140 + anchors, dtype=np.uint64))
+    live.descriptors = descriptors
+    tracker._lose(live, np.arange(40 + anchors) >= 40, None)
+    seen = descriptors[:40] + 0.08 * rng.standard_normal((40, 16))
+    seen[35:] = rng.standard_normal((5, 16))  # beyond the gate
+    decoys = rng.uniform(0, 300, (15, 2)) + [400.0, 0.0]  # far from every prediction
+    now_xy = np.concatenate([xy[:40] + [6.0, -4.0], decoys])
+    now_desc = np.concatenate([seen, descriptors[20:35]])
+    now_desc /= np.linalg.norm(now_desc, axis=1, keepdims=True)
+    features = Features(now_xy, np.ones(55, np.float32), now_desc, (480, 720))
+    alive = (live.ids[40:], xy[40:] + [6.0, -4.0])
+    return tracker, (np.arange(55), features, ImagePoints.of(now_xy, None), alive)
+
+
+def test_lost_tracks_that_mutual_matching_misses_are_found_where_their_motion_puts_them():
+    """Where none of the tracks of a loss is alive again (a blackout), the motion of the 20
+    that mutual matching found finds the 15 with decoys at their detections, and takes
+    neither a decoy nor a point beyond the gate. Where tracks of that moment were carried on
+    (anchors), the lost ones were lost for a cause: only mutual matches come back."""
+    tracker, arguments = _blackout_candidates(anchors=0)
+    lost_idx, rows = tracker._reidentify(*arguments)
+    assert sorted(lost_idx.tolist()) == list(range(35))
+    assert np.array_equal(rows, lost_idx)  # each at its own detection, no decoy
+    tracker, arguments = _blackout_candidates(anchors=30)
+    lost_idx, rows = tracker._reidentify(*arguments)
+    assert sorted(lost_idx.tolist()) == list(range(20))
+    assert np.array_equal(rows, lost_idx)
+
+
+def test_against_anchors_a_re_identified_point_must_sit_close_to_their_motion():
+    """Tracks carried through gain swings drift by pixels over seconds: against the motion of
+    the tracks of its moment alive again, a re-identified point must be within
+    ``REID_ANCHORED_PX`` (1.5 px) of where that motion puts it, not the 2 px a blackout's
+    candidates are held to among themselves."""
+    grid = np.stack(np.meshgrid(np.arange(6), np.arange(6)), -1).reshape(-1, 2)
+    xy = 20.0 + 40.0 * grid.astype(np.float64)
+    tracker = HybridTracker(HybridConfig(mode='hybrid'))
+    tracker._lose(_track_set(xy), np.arange(36) >= 4, None)  # 4 lost, 32 carried on
+    shift = np.array([5.0, 3.0])
+    alive = (np.arange(4, 36, dtype=np.uint64), xy[4:] + shift)
+    off = np.array([[1.2, 0.0], [0.0, -1.4], [1.7, 0.0], [0.0, 1.9]])
+    near, motion = tracker._agree(0, xy[:4], xy[:4] + shift + off, alive)
+    assert near.tolist() == [True, True, False, False]
+    assert motion is None  # anchors' motion finds no other lost track
