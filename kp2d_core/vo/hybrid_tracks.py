@@ -341,19 +341,15 @@ class HybridTracker:
         lost_idx, rows = found.indices[:, 0], candidates[found.indices[:, 1]]
         keep = np.zeros(len(lost_idx), bool)
         self._snapshots_for(points.camera)
-        before = ImagePoints.of(lost.xy, points.camera).pixels
+        before = ImagePoints.of(lost.xy[lost_idx], points.camera).pixels
         motions: dict[int, np.ndarray] = {}
         for event in np.unique(lost.stamps[lost_idx]).tolist():
             mine = np.flatnonzero(lost.stamps[lost_idx] == event)
-            keep[mine], H = self._agree(
-                event, before[lost_idx[mine]], points.pixels[rows[mine]], alive
-            )
+            keep[mine], H = self._agree(event, before[mine], points.pixels[rows[mine]], alive)
             if H is not None:
                 motions[event] = H
         lost_idx, rows = lost_idx[keep].astype(np.int64), rows[keep].astype(np.int64)
-        more_idx, more_rows = self._guided(
-            motions, before, (lost_idx, rows), candidates, features, points
-        )
+        more_idx, more_rows = self._guided(motions, (lost_idx, rows), candidates, features, points)
         return np.concatenate([lost_idx, more_idx]), np.concatenate([rows, more_rows])
 
     def _agree(self, event, before, after, alive) -> tuple[np.ndarray, np.ndarray | None]:
@@ -382,7 +378,7 @@ class HybridTracker:
             return refused
         return inliers, H
 
-    def _guided(self, motions, before, found, candidates, features, points):
+    def _guided(self, motions, found, candidates, features, points):
         """(rows of the lost tracks, rows of ``features``) found again, beside the pairs
         ``found`` (the same two arrays), where the motion of their loss event (``motions``:
         event -> (3, 3) homography, geometry-frame pixels) puts them: the nearest candidate
@@ -396,8 +392,9 @@ class HybridTracker:
             free = np.setdiff1d(candidates, used)
             if not len(rest) or not len(free):
                 continue
+            before = ImagePoints.of(lost.xy[rest], points.camera).pixels
             rows, chosen = claim_nearest(
-                warp_points(H, before[rest]),
+                warp_points(H, before),
                 points.pixels[free],
                 REID_PARALLAX_PX,
                 (lost.descriptors[rest], features.descriptors[free]),
