@@ -184,6 +184,38 @@ def test_the_plane_seen_before_chooses_when_the_points_off_it_do_not():
             assert _beside_a_wall_with_far_floor_inliers(seed, prior) > 4.0
 
 
+def _corridor_wall(seed: int, prior: np.ndarray | None, across: int = 100) -> float:
+    """Rotation error (deg) of the decomposition of the wall's homography when ``across`` of
+    its inliers lie across the view from the wall (points of the corridor's other side that
+    happen to fit it: the plane of a homography fitted across a corridor just after its
+    keyframe cuts through the scene), without points off it to decide."""
+    ref, cur, R, n_wall = _along_a_wall(seed)
+    H, _ = cv2.findHomography(ref[:n_wall], cur[:n_wall], 0)
+    rng = np.random.default_rng(seed)
+    other = rng.uniform([420, 40], [620, 440], (across, 2))  # right of the image: x > 0
+    fitted = cv2.perspectiveTransform(other[None], H)[0] if across else other
+    inlier_ref, inlier_cur = np.vstack([ref[:n_wall], other]), np.vstack([cur[:n_wall], fitted])
+    pose = pose_from_homography(H, K, inlier_ref, inlier_cur, prior)
+    return np.degrees(np.linalg.norm(cv2.Rodrigues(pose.T_cur_ref[:3, :3] @ R.T)[0]))
+
+
+def test_the_plane_seen_before_is_a_candidate_in_front_of_most_inliers():
+    """The wall's plane is in front of two thirds of the inliers, below the share that makes
+    a candidate without a prior (the fallback facing the camera is 5-6 deg off); the wall
+    seen so far makes it one and names it. With the wall's points alone both solutions are
+    candidates: a prior 40 deg from the wall, outside the usual agreement but clearly nearer
+    it than the other solution's plane, names it; one as near to both leaves the fallback."""
+    wall = np.array([-1.0, 0.0, 0.0])
+    tilted = cv2.Rodrigues(np.radians([0.0, 0.0, 40.0]))[0] @ wall
+    between = np.array([-1.0, 0.0, 1.0]) / np.sqrt(2.0)
+    for seed in range(3):
+        assert _corridor_wall(seed, None) > 4.0
+        assert _corridor_wall(seed, wall) < 0.3
+        assert _corridor_wall(seed, None, across=0) > 4.0
+        assert _corridor_wall(seed, tilted, across=0) < 0.3
+        assert _corridor_wall(seed, between, across=0) > 4.0
+
+
 def test_essential_fallback_recovers_rotation_and_direction():
     pts_ref, pts_cur = _scene(planar=False)
     pose = pose_from_essential(pts_ref, pts_cur, K)
