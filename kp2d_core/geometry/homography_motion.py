@@ -35,7 +35,7 @@ PRIOR_AGREEMENT = np.cos(np.radians(30.0))  # a solution this close to the prior
 PRIOR_MARGIN = 0.5  # ... or nearer to it than any other solution by this (cosine)
 
 
-PRIOR_IN_FRONT_SHARE = 0.5  # share of the inliers the prior's plane must be in front of
+PRIOR_IN_FRONT_SHARE = 0.5  # the prior's plane: in front of at least this share of the inliers
 
 
 def pose_from_homography(
@@ -55,7 +55,7 @@ def pose_from_homography(
     rotation degrees off). Only the homography's outliers count: its inliers fit both
     solutions, and those near a solution's epipole fit it whatever their noise. When they do
     not decide (a plane alone, a tiny baseline), the solution whose plane is ``prior_normal``
-    (the plane seen so far, in the reference camera: within 30 deg, in front of more than
+    (the plane seen so far, in the reference camera: within 30 deg, in front of at least
     half of the inliers), or is clearly nearer to it than the other solution, wins among
     those in front of most inliers; without such a prior, of the solutions with every
     inlier in front, the one facing the reference camera most directly. The translation is
@@ -131,8 +131,8 @@ def _by_prior(
     to it than every other candidate (by PRIOR_MARGIN in cosine), else None."""
     if prior_normal is None or not candidates:
         return None
-    agreement = {i: float(normals[i].ravel() @ prior_normal) for i in candidates}
-    ranked = sorted(candidates, key=agreement.get, reverse=True)
+    agreement = _agreement(normals, prior_normal)
+    ranked = sorted(candidates, key=lambda i: agreement[i], reverse=True)
     best = ranked[0]
     if agreement[best] >= PRIOR_AGREEMENT:
         return best
@@ -150,16 +150,23 @@ def _in_front(
     """``visible`` and the solutions whose plane is in front of IN_FRONT_SHARE of the
     reference points: a wall seen at a grazing angle leaves a few inliers off it (OpenCV's
     test needs all). A wrong solution's plane can cut the view in two (half in front).
-    The solution whose plane is ``prior_normal``'s (PRIOR_AGREEMENT) needs only most of
-    them (PRIOR_IN_FRONT_SHARE): a homography fitted across a corridor just after its
+    The solution whose plane is ``prior_normal``'s (PRIOR_AGREEMENT) needs only
+    PRIOR_IN_FRONT_SHARE of them: a homography fitted across a corridor just after its
     keyframe has a plane that cuts through the scene."""
     rays = np.column_stack([np.asarray(ref, np.float64).reshape(-1, 2), np.ones(len(ref))])
     shares = [np.mean(rays @ n.ravel() > 0) for n in normals]
-    prior = np.zeros(3) if prior_normal is None else prior_normal
-    named = [float(n.ravel() @ prior) >= PRIOR_AGREEMENT for n in normals]
-    floors = [PRIOR_IN_FRONT_SHARE if name else IN_FRONT_SHARE for name in named]
+    named = _agreement(normals, prior_normal) >= PRIOR_AGREEMENT
+    floors = np.where(named, PRIOR_IN_FRONT_SHARE, IN_FRONT_SHARE)
     mostly = [i for i, (share, floor) in enumerate(zip(shares, floors)) if share >= floor]
     return sorted(set(visible) | set(mostly))
+
+
+def _agreement(normals: list[np.ndarray], prior_normal: np.ndarray | None) -> np.ndarray:
+    """(S,) cosine between each solution's (3, 1) plane normal and ``prior_normal`` (3,);
+    zeros without a prior (no solution is its plane)."""
+    if prior_normal is None:
+        return np.zeros(len(normals))
+    return np.array([float(n.ravel() @ prior_normal) for n in normals])
 
 
 def _by_parallax(
