@@ -150,6 +150,14 @@ PARAMETERS: tuple[Param, ...] = (
         high=100_000,
     ),
     Param('tracker.align', _TRACKER.align, 'align matches photometrically (sub-pixel)'),
+    Param(
+        'tracker.align_corners',
+        _TRACKER.align_corners,
+        "with align: the keyframe's corners aligned into every frame as well, at most this "
+        'many, refine its homography beside the matches; 0 = none',
+        low=0,
+        high=100_000,
+    ),
     Param('tracker.subpixel', _TRACKER.subpixel, 'sub-pixel matches on KP2D descriptors'),
     Param(
         'tracker.mode',
@@ -549,6 +557,7 @@ def _tracker(values: dict[str, Any]) -> TrackerConfig:
         min_keyframe_inliers=values['tracker.min_keyframe_inliers'],
         subpixel=values['tracker.subpixel'],
         align=values['tracker.align'],
+        align_corners=values['tracker.align_corners'],
     )
 
 

@@ -43,7 +43,7 @@ from kp2d_core.geometry.homography import (
 )
 from kp2d_core.geometry.image_points import ImagePoints
 from kp2d_core.geometry.poses import invert_pose, is_pose, relative_pose_variance
-from kp2d_core.geometry.refinement import geometry_noise, refined_result
+from kp2d_core.geometry.refinement import AlignedCorners, geometry_noise, refined_result
 from kp2d_core.inference.features import Features
 from kp2d_core.inference.matching import match, match_descriptors
 from kp2d_core.inference.subpixel import refined_points
@@ -94,6 +94,9 @@ class TrackerConfig:
     max_keyframe_shift_px: float | None = None
     subpixel: bool = False  # refine matched points on the dense descriptors (where given)
     align: bool = True  # align matched points photometrically (kp2d_core.vo.photometric_alignment)
+    # With align: the keyframe's corners (Shi-Tomasi) aligned into each frame as well, at most
+    # this many, refine its homography beside the matches; 0: none.
+    align_corners: int = 600
 
     def __post_init__(self) -> None:
         if self.ransac_method not in METHODS:
@@ -114,6 +117,8 @@ class TrackerConfig:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f'{name} must be in [0, 1], got {value}')
+        if not 0 <= self.align_corners <= 100_000:
+            raise ValueError(f'align_corners must be in [0, 100000], got {self.align_corners}')
         shift = self.max_keyframe_shift_px
         if shift is not None and not 0.0 < shift <= 10_000.0:
             raise ValueError(f'max_keyframe_shift_px must be in (0, 10000], got {shift}')
@@ -191,11 +196,11 @@ class _Keyframe:
             return self.T_world, self.variance
         return self.latest[0], np.diag(self.latest[1]).copy()
 
-    def key_image(self) -> KeyImage | None:
-        """What aligning a frame to it needs (None without a grey image); its grey image is
-        dropped once the smoothed one is made."""
+    def key_image(self, corners: int) -> KeyImage | None:
+        """What aligning a frame to it needs, with up to ``corners`` of its corners (None
+        without a grey image); its grey image is dropped once the smoothed one is made."""
         if self.image is None and self.features.gray is not None:
-            self.image = KeyImage.of(self.features.gray, self.points.raw)
+            self.image = KeyImage.of(self.features.gray, self.points.raw, corners)
             self.features = replace(self.features, gray=None)
         return self.image
 
@@ -328,8 +333,9 @@ class HomographyTracker:
         fit['min_inliers'] = MIN_TRACK_INLIERS
         geo_key, geo_cur = key.points.pixels[idx_key], cur.pixels[idx_cur]
         result = estimate_homography(geo_key, geo_cur, None, **fit)
-        gray, noise, matches = features.gray, None, len(pairs)
-        key_image = key.key_image() if result.ok and cfg.align and gray is not None else None
+        gray, noise, corners, matches = features.gray, None, None, len(pairs)
+        usable = result.ok and cfg.align and gray is not None
+        key_image = key.key_image(cfg.align_corners) if usable else None
         if key_image is not None:
             moved, aligned = aligned_points(cur, gray, key_image, *pairs.T, result.H)
             if aligned.ok.sum() >= cfg.min_keyframe_inliers:  # a match the images do not
@@ -337,9 +343,11 @@ class HomographyTracker:
                 noise = (aligned.key_noise[ok], aligned.cur_noise[ok])
                 geo_key, geo_cur = key.points.pixels[pairs[:, 0]], cur.pixels[pairs[:, 1]]
                 result = estimate_homography(geo_key, geo_cur, None, **fit)
+                found = aligned.corners_key, aligned.corners_cur, aligned.corners_noise
+                corners = AlignedCorners.of(*found, points.camera)
         consensus, noise = result.H, geometry_noise(key.points, cur, pairs, noise)
         if result.ok:
-            result = refined_result(result, key.points, cur, pairs, noise)
+            result = refined_result(result, key.points, cur, pairs, noise, corners)
         residual = reprojection_rms(result.H, geo_key, geo_cur, result.inliers)
         m = Matched(geo_key, geo_cur, pairs[:, 0], pairs[:, 1], result.inliers, noise)
         K, threshold = points.intrinsics, cfg.ransac_threshold_px

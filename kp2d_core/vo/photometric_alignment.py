@@ -12,15 +12,21 @@ matched to the keyframe's, and pyramidal Lucas-Kanade (OpenCV) refines the offse
 aligned point is mapped back into the current frame exactly. A point the alignment does not settle
 (lost, or moved further than :data:`MAX_SHIFT_PX`) keeps its match.
 
+The keyframe's own corners (Shi-Tomasi, away from its keypoints) are aligned into each frame
+the same way, through the same resampled image: correspondences with no match and no track
+behind them, which the homography's refinement weighs beside the matches
+(:func:`kp2d_core.geometry.refinement.refined_result`).
+
 An aligned point is as certain as its patch's texture: its covariance is the inverse of the
 patch's structure tensor (summed gradient outer products), scaled so that the median patch
-gives :data:`ALIGNED_SIGMA_PX`; along an edge it is large, across it small. The keyframe's
-point carries no error (it defines the correspondence).
+(of the matches and corners that settled) gives :data:`ALIGNED_SIGMA_PX`; along an edge it
+is large, across it small. The keyframe's point carries no error (it defines the
+correspondence).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -29,7 +35,7 @@ from kp2d_core.geometry.camera import CameraModel
 from kp2d_core.geometry.image_points import ImagePoints
 from kp2d_core.geometry.lens_warp import frame_map, resample_into
 
-__all__ = ['Alignment', 'KeyImage', 'align_matches', 'aligned_points']
+__all__ = ['Alignment', 'KeyImage', 'align_matches', 'aligned_points', 'keyframe_corners']
 
 WINDOW = (21, 21)
 SMOOTH_SIGMA = 0.7  # px; both images, so interpolation and noise bias the optimum less
@@ -39,6 +45,9 @@ CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 0.01)
 ALIGNED_SIGMA_PX = 0.1  # error of an aligned point with a median-textured patch (raw px)
 DETECTED_SIGMA_PX = 1.0  # error of a detected keypoint (raw px), as the refinement assumes
 MIN_TEXTURE = 1e-3  # share of the median patch's texture below which a direction is flat
+CORNER_QUALITY = 0.01  # Shi-Tomasi: weakest corner kept, share of the strongest's response
+CORNER_SPACING_PX = 10.0  # no two of a keyframe's corners closer (raw px)
+CORNER_CLEARANCE_PX = 5.0  # nor a corner this close to a keypoint (the same patch, twice)
 
 
 @dataclass(frozen=True)
@@ -51,12 +60,18 @@ class Alignment:
         key_noise, cur_noise: (M, 2, 2) square roots of each point's covariance in raw
             pixels: 0 for an aligned match's keyframe point, the patch's for its current
             point, :data:`DETECTED_SIGMA_PX` (isotropic) for both points of the others.
+        corners_key, corners_cur: (C, 2) float64 the keyframe's corners that settled and
+            where they are in the current frame, raw pixels.
+        corners_noise: (C, 2, 2) their current points' noise, as an aligned match's.
     """
 
     cur_raw: np.ndarray
     ok: np.ndarray
     key_noise: np.ndarray
     cur_noise: np.ndarray
+    corners_key: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    corners_cur: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    corners_noise: np.ndarray = field(default_factory=lambda: np.zeros((0, 2, 2)))
 
 
 def match_brightness(image: np.ndarray, target: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -113,18 +128,40 @@ class KeyImage:
         smooth: (H, W) uint8 keyframe image under :data:`SMOOTH_SIGMA` pixels.
         raw: (N, 2) float64 its keypoints, raw pixels.
         tensors: (N, 2, 2) the structure tensor of each keypoint's patch in ``smooth``.
+        corners: (C, 2) float64 its corners to align as well (:func:`keyframe_corners`).
+        corner_tensors: (C, 2, 2) their structure tensors.
     """
 
     smooth: np.ndarray
     raw: np.ndarray
     tensors: np.ndarray
+    corners: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    corner_tensors: np.ndarray = field(default_factory=lambda: np.zeros((0, 2, 2)))
 
     @classmethod
-    def of(cls, gray: np.ndarray, raw: np.ndarray) -> KeyImage:
-        """From the (H, W) uint8 keyframe image and its (N, 2) keypoints (raw pixels)."""
+    def of(cls, gray: np.ndarray, raw: np.ndarray, corners: int = 0) -> KeyImage:
+        """From the (H, W) uint8 keyframe image and its (N, 2) keypoints (raw pixels), with
+        up to ``corners`` of its corners (:func:`keyframe_corners`)."""
         smooth = smoothed(gray)  # before resampling: a smooth image interpolates exactly
         raw = np.asarray(raw, np.float64).reshape(-1, 2)
-        return cls(smooth, raw, structure_tensors(smooth, raw))
+        found = keyframe_corners(smooth, raw, corners)
+        tensors = structure_tensors(smooth, np.concatenate([raw, found]))
+        return cls(smooth, raw, tensors[: len(raw)], found, tensors[len(raw) :])
+
+
+def keyframe_corners(smooth: np.ndarray, raw: np.ndarray, count: int) -> np.ndarray:
+    """(C, 2) float64 up to ``count`` Shi-Tomasi corners of the (H, W) uint8 image, the
+    strongest first, :data:`CORNER_SPACING_PX` apart and more than
+    :data:`CORNER_CLEARANCE_PX` from each of the (N, 2) keypoints ``raw``; (0, 2) for
+    ``count`` 0."""
+    if count <= 0:
+        return np.zeros((0, 2))
+    mask = np.full(smooth.shape[:2], 255, np.uint8)
+    radius = int(np.ceil(CORNER_CLEARANCE_PX))
+    for x, y in np.rint(raw[np.isfinite(raw).all(axis=1)]).astype(np.intp):
+        cv2.circle(mask, (int(x), int(y)), radius, 0, -1)
+    found = cv2.goodFeaturesToTrack(smooth, count, CORNER_QUALITY, CORNER_SPACING_PX, mask=mask)
+    return np.zeros((0, 2)) if found is None else found.reshape(-1, 2).astype(np.float64)
 
 
 def _lucas_kanade(key: np.ndarray, warped: np.ndarray, key_raw, start) -> tuple:
@@ -163,10 +200,11 @@ def align_matches(
     idx_key: np.ndarray,
     cur_raw: np.ndarray,
 ) -> Alignment:
-    """Move each current-frame match to where the images agree around its keyframe partner.
+    """Move each current-frame match to where the images agree around its keyframe partner,
+    and find the keyframe's corners (``key.corners``) in the current frame the same way.
 
     Args:
-        key: the keyframe's image and keypoints (:meth:`KeyImage.of`).
+        key: the keyframe's image, keypoints and corners (:meth:`KeyImage.of`).
         cur_gray: (H', W') uint8 current image.
         camera: the lens both frames share (None: raw pixels are the geometry frame).
         H_key_to_cur: (3, 3) geometry-frame homography from the keyframe to the current frame
@@ -175,7 +213,8 @@ def align_matches(
         cur_raw: (M, 2) their matches in the current frame, raw pixels.
 
     Returns:
-        :class:`Alignment` (points where it did not settle stay ``cur_raw``).
+        :class:`Alignment` (points where it did not settle stay ``cur_raw``; corners where
+        it did not settle are left out).
     """
     idx_key = np.asarray(idx_key, np.intp).ravel()
     key_raw = key.raw[idx_key]
@@ -187,13 +226,29 @@ def align_matches(
     warped = match_brightness(warped, key.smooth, inside)
     start = frame_map(camera, np.linalg.inv(H_key_to_cur), cur_raw)  # the match, key pixels
     start = np.where(np.isfinite(start), start, key_raw)
-    found, ok = _lucas_kanade(key.smooth, warped, key_raw, start)
+    predicted = frame_map(camera, H_key_to_cur, key.corners)  # where the consensus puts them
+    sources = np.concatenate([key_raw, key.corners])
+    found, ok = _lucas_kanade(key.smooth, warped, sources, np.concatenate([start, key.corners]))
     aligned = frame_map(camera, H_key_to_cur, found)
-    ok = _settled(found, ok, aligned, cur_raw, inside, cur_gray.shape[:2])
+    near = np.concatenate([cur_raw, np.where(np.isfinite(predicted), predicted, np.inf)])
+    ok = _settled(found, ok, aligned, near, inside, cur_gray.shape[:2])
+    tensors = np.concatenate([key.tensors[idx_key], key.corner_tensors])
+    noise = np.zeros_like(tensors)
+    noise[ok] = patch_noise(tensors[ok])  # the median over the points that settled
+    m = len(key_raw)
     cur_noise, key_noise = detected.copy(), detected.copy()
-    cur_noise[ok] = patch_noise(key.tensors[idx_key[ok]])
-    key_noise[ok] = 0.0
-    return Alignment(np.where(ok[:, None], aligned, cur_raw), ok, key_noise, cur_noise)
+    cur_noise[ok[:m]] = noise[:m][ok[:m]]
+    key_noise[ok[:m]] = 0.0
+    corners = ok[m:]
+    return Alignment(
+        np.where(ok[:m, None], aligned[:m], cur_raw),
+        ok[:m],
+        key_noise,
+        cur_noise,
+        key.corners[corners],
+        aligned[m:][corners],
+        noise[m:][corners],
+    )
 
 
 def aligned_points(
