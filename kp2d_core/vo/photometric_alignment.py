@@ -9,7 +9,16 @@ current image is resampled into the keyframe's pixels through the consensus homo
 the lens (:mod:`kp2d_core.geometry.lens_warp`), so a patch around the keypoint looks as it does in
 the keyframe up to what the plane does not explain (parallax, noise, blur); its brightness is
 matched to the keyframe's, and pyramidal Lucas-Kanade (OpenCV) refines the offset that remains. The
-aligned point is mapped back into the current frame exactly. A point the alignment does not settle
+aligned point is mapped back into the current frame exactly.
+
+Where the light changed across the image between the two frames (a shadow moved: the ratio of
+their local brightness varies by more than :data:`SHADING_SPREAD`), one gain for the whole
+image leaves each patch brighter on one side than its keyframe partner, and Lucas-Kanade
+moves the point toward the light, the same way on every point the shadow crosses. There both
+images are divided by their local brightness first (:func:`normalised_image`), so a light that
+varies slowly cancels. Elsewhere they are not: dividing gives the dark parts of an image the
+weight of the bright ones, and under sensor noise (a dim scene) the dark parts have less to
+say. A point the alignment does not settle
 (lost, or moved further than :data:`MAX_SHIFT_PX`) keeps its match.
 
 The keyframe's own corners (Shi-Tomasi, away from its keypoints) are aligned into each frame
@@ -27,6 +36,7 @@ correspondence).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import cv2
 import numpy as np
@@ -35,7 +45,15 @@ from kp2d_core.geometry.camera import CameraModel
 from kp2d_core.geometry.image_points import ImagePoints
 from kp2d_core.geometry.lens_warp import frame_map, resample_into
 
-__all__ = ['Alignment', 'KeyImage', 'align_matches', 'aligned_points', 'keyframe_corners']
+__all__ = [
+    'Alignment',
+    'KeyImage',
+    'align_matches',
+    'aligned_points',
+    'keyframe_corners',
+    'normalised_image',
+    'shading_spread',
+]
 
 WINDOW = (21, 21)
 SMOOTH_SIGMA = 0.7  # px; both images, so interpolation and noise bias the optimum less
@@ -48,6 +66,11 @@ MIN_TEXTURE = 1e-3  # share of the median patch's texture below which a directio
 CORNER_QUALITY = 0.01  # Shi-Tomasi: weakest corner kept, share of the strongest's response
 CORNER_SPACING_PX = 10.0  # no two of a keyframe's corners closer (raw px)
 CORNER_CLEARANCE_PX = 5.0  # nor a corner this close to a keypoint (the same patch, twice)
+SHADING_SIGMA_PX = 64.0  # scale of the local brightness a change of light is measured at
+SHADING_SPREAD = 0.05  # sd of the log local brightness ratio above which images are normalised
+NORMALISED_SIGMA_PX = 8.0  # the local brightness a normalised image is divided by
+NORMALISED_LEVEL = 128.0  # a normalised image's grey level where it equals its local brightness
+MIN_BRIGHTNESS = 2.0  # grey level: darker local brightness is taken as this (covered, black)
 
 
 @dataclass(frozen=True)
@@ -63,6 +86,7 @@ class Alignment:
         corners_key, corners_cur: (C, 2) float64 the keyframe's corners that settled and
             where they are in the current frame, raw pixels.
         corners_noise: (C, 2, 2) their current points' noise, as an aligned match's.
+        shaded: the light changed across the image: aligned on normalised images.
     """
 
     cur_raw: np.ndarray
@@ -72,6 +96,7 @@ class Alignment:
     corners_key: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     corners_cur: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     corners_noise: np.ndarray = field(default_factory=lambda: np.zeros((0, 2, 2)))
+    shaded: bool = False
 
 
 def match_brightness(image: np.ndarray, target: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -86,6 +111,43 @@ def match_brightness(image: np.ndarray, target: np.ndarray, valid: np.ndarray) -
     gain = float(dst.std()) / max(float(src.std()), 1e-6)
     offset = float(dst.mean()) - gain * float(src.mean())
     return cv2.addWeighted(image, gain, image, 0.0, offset)
+
+
+def local_brightness(image: np.ndarray, valid: np.ndarray | None, sigma: float) -> np.ndarray:
+    """(H, W) float32 Gaussian-weighted mean (``sigma`` pixels) of the (H, W) image over its
+    ``valid`` pixels (every pixel where None)."""
+    values = image.astype(np.float32)
+    if valid is None:
+        return cv2.GaussianBlur(values, (0, 0), sigma)
+    weights = valid.astype(np.float32)
+    total = cv2.GaussianBlur(values * weights, (0, 0), sigma)
+    return total / np.maximum(cv2.GaussianBlur(weights, (0, 0), sigma), 1e-3)
+
+
+def normalised_image(image: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """(H, W) uint8 image divided by its local brightness (:data:`NORMALISED_SIGMA_PX`, over
+    ``valid`` pixels), :data:`NORMALISED_LEVEL` where they are equal: a gain that varies
+    slowly across the image cancels."""
+    mean = local_brightness(image, valid, NORMALISED_SIGMA_PX)
+    ratio = image.astype(np.float32) / np.maximum(mean, MIN_BRIGHTNESS)
+    return np.clip(NORMALISED_LEVEL * ratio, 0, 255).astype(np.uint8)
+
+
+def shading_spread(image: np.ndarray, target: np.ndarray, valid: np.ndarray) -> float:
+    """How much the light changed across the image between two (H, W) uint8 images of the
+    same view: the sd of the log ratio of their local brightness (:data:`SHADING_SIGMA_PX`)
+    over ``valid`` pixels, on every fourth pixel in both directions; 0 for one gain."""
+    step = 4
+    sample = valid[::step, ::step]
+    sigma = SHADING_SIGMA_PX / step
+    inside = sample & (cv2.GaussianBlur(sample.astype(np.float32), (0, 0), sigma) > 0.5)
+    if inside.sum() < 16:
+        return 0.0
+    key_light, cur_light = (
+        np.maximum(local_brightness(a[::step, ::step], sample, sigma), 1.0)
+        for a in (target, image)
+    )
+    return float(np.std(np.log(key_light / cur_light)[inside]))
 
 
 def smoothed(gray: np.ndarray) -> np.ndarray:
@@ -137,6 +199,12 @@ class KeyImage:
     tensors: np.ndarray
     corners: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     corner_tensors: np.ndarray = field(default_factory=lambda: np.zeros((0, 2, 2)))
+
+    @cached_property
+    def normalised(self) -> np.ndarray:
+        """(H, W) uint8 ``smooth`` divided by its local brightness (:func:`normalised_image`),
+        made the first time a frame needs it."""
+        return normalised_image(self.smooth)
 
     @classmethod
     def of(cls, gray: np.ndarray, raw: np.ndarray, corners: int = 0) -> KeyImage:
@@ -223,12 +291,17 @@ def align_matches(
     if len(key_raw) == 0:
         return Alignment(cur_raw.copy(), np.zeros(0, bool), detected.copy(), detected.copy())
     warped, inside = resample_into(smoothed(cur_gray), camera, H_key_to_cur, key.smooth.shape)
-    warped = match_brightness(warped, key.smooth, inside)
+    matched = match_brightness(warped, key.smooth, inside)
+    shaded = shading_spread(matched, key.smooth, inside) > SHADING_SPREAD
+    if shaded:
+        key_view, cur_view = key.normalised, normalised_image(warped, inside)
+    else:
+        key_view, cur_view = key.smooth, matched
     start = frame_map(camera, np.linalg.inv(H_key_to_cur), cur_raw)  # the match, key pixels
     start = np.where(np.isfinite(start), start, key_raw)
     predicted = frame_map(camera, H_key_to_cur, key.corners)  # where the consensus puts them
     sources = np.concatenate([key_raw, key.corners])
-    found, ok = _lucas_kanade(key.smooth, warped, sources, np.concatenate([start, key.corners]))
+    found, ok = _lucas_kanade(key_view, cur_view, sources, np.concatenate([start, key.corners]))
     aligned = frame_map(camera, H_key_to_cur, found)
     near = np.concatenate([cur_raw, np.where(np.isfinite(predicted), predicted, np.inf)])
     ok = _settled(found, ok, aligned, near, inside, cur_gray.shape[:2])
@@ -248,6 +321,7 @@ def align_matches(
         key.corners[corners],
         aligned[m:][corners],
         noise[m:][corners],
+        shaded,
     )
 
 

@@ -119,6 +119,70 @@ def test_the_keyframe_s_corners_settle_where_the_views_agree(lens):
     assert np.array_equal(bare.cur_raw[bare.ok], alignment.cur_raw[bare.ok])
 
 
+def _shadow(hw: tuple[int, int], centre: float) -> np.ndarray:
+    """(H, W) light of a soft slanted band that keeps 35 % of it, centred at column ``centre``."""
+    x = np.arange(hw[1])[None, :] + 0.4 * np.arange(hw[0])[:, None]
+    return 1.0 - 0.65 * np.exp(-(((x - centre) / (0.12 * hw[1])) ** 2))
+
+
+def _lit(image: np.ndarray, light, noise: float, rng: np.random.Generator) -> np.ndarray:
+    lit = image * light + rng.normal(0.0, noise, image.shape)
+    return np.clip(lit, 0, 255).astype(np.uint8)
+
+
+def test_shading_spread_sees_a_shadow_not_a_gain_nor_noise():
+    """The spread of the local brightness ratio: 0 for the same image, near 0 for one gain or
+    two dim noisy copies (a night), above SHADING_SPREAD for a shadow band, unless the band lies
+    outside the pixels compared."""
+    from kp2d_core.vo.photometric_alignment import SHADING_SPREAD, shading_spread
+
+    _, key, _ = _lens_views('plumb_bob', np.eye(3), 1.0)
+    rng = np.random.default_rng(2)
+    valid = np.ones(HW, bool)
+    assert shading_spread(key, key, valid) == 0.0
+    assert shading_spread(_lit(key, 0.6, 0.0, rng), key, valid) < 0.01
+    night = _lit(key, 1 / 6, 6.0, rng), _lit(key, 1 / 6, 6.0, rng)
+    assert shading_spread(*night, valid) < 0.4 * SHADING_SPREAD
+    shadowed = _lit(key, _shadow(HW, 220.0), 2.0, rng)
+    assert shading_spread(shadowed, key, valid) > 1.5 * SHADING_SPREAD
+    rows, cols = np.mgrid[0 : HW[0], 0 : HW[1]]
+    away = cols + 0.4 * rows < 140.0  # where the band leaves over 99 % of the light
+    assert shading_spread(shadowed, key, away) < 0.4 * SHADING_SPREAD
+
+
+@pytest.mark.parametrize('centre', [120.0, 220.0])
+def test_a_shadow_across_the_view_does_not_pull_the_aligned_points(centre, monkeypatch):
+    """A shadow band over the current view (as it sweeps across a scene) makes one part of
+    each patch darker than its keyframe partner: aligned on normalised images the matches
+    are within 0.2 px (median) of the truth, less than 0.6 x the error of an alignment with
+    one gain for the image; a view with one gain is aligned as before."""
+    from kp2d_core.vo import photometric_alignment
+
+    H_true = _homography(3.0, (6.0, -4.0), 1e-4)
+    camera, key, cur = _lens_views('plumb_bob', H_true, 1.0)
+    rng = np.random.default_rng(3)
+    corners = cv2.goodFeaturesToTrack(key, 300, 0.01, 6).reshape(-1, 2).astype(np.float64)
+    truth = frame_map(camera, H_true, corners)
+    inside = (truth > 12).all(axis=1) & (truth[:, 0] < HW[1] - 12) & (truth[:, 1] < HW[0] - 12)
+    corners, truth = corners[inside], truth[inside]
+    matched = truth + rng.normal(0.0, 0.5, truth.shape)
+    consensus = np.array([[1, 0, 0.4], [0, 1, -0.3], [0, 0, 1]]) @ H_true
+    index = np.arange(len(corners))
+
+    def error(view: np.ndarray) -> tuple[bool, float, float]:
+        found = align_matches(KeyImage.of(key, corners), view, camera, consensus, index, matched)
+        miss = np.linalg.norm(found.cur_raw[found.ok] - truth[found.ok], axis=1)
+        return found.shaded, float(np.median(miss)), float(found.ok.mean())
+
+    shadowed, gained = _lit(cur, _shadow(HW, centre), 2.0, rng), _lit(cur, 0.7, 2.0, rng)
+    (shaded, normalised, settled), (plain, *with_gain) = error(shadowed), error(gained)
+    monkeypatch.setattr(photometric_alignment, 'SHADING_SPREAD', np.inf)
+    (_, one_gain, _), (_, *unchanged) = error(shadowed), error(gained)
+    assert shaded and not plain and settled > 0.85
+    assert normalised < 0.2 and normalised < 0.6 * one_gain, (normalised, one_gain)
+    assert with_gain == unchanged
+
+
 def test_nothing_to_align():
     gray = np.zeros((48, 64), np.uint8)
     key = KeyImage.of(gray, np.zeros((0, 2)))
