@@ -64,6 +64,7 @@ COLUMNS = (
     ('ate_rmse', 'ATE (m)', '{:.3f}'),
     ('rpe_trans', 'RPE t (m/s)', '{:.3f}'),
     ('rpe_rot_deg', 'RPE r (deg/s)', '{:.2f}'),
+    ('rpe_rot_deg_median', 'RPE r med', '{:.3f}'),
     ('h_corner_err_px_median', 'H err (px)', '{:.2f}'),
     ('track_length_median', 'track len', '{:.0f}'),
     ('track_length_per_observation', 'len/obs', '{:.1f}'),

@@ -4,7 +4,8 @@
   (Umeyama) of the estimate to the truth: monocular trajectories have no metric scale.
 * RPE: relative pose error over pairs of frames ``delta_s`` apart (1 s: "per second of
   motion"), RMSE of the translation error (m, after the same scale) and of the rotation
-  error (degrees).
+  error (degrees); the rotation error's median too, which a few failed windows do not
+  dominate.
 * Homographies: corner error (px) of each keyframe-to-frame homography against the truth
   ``H_0to_cur @ inv(H_0to_key)`` (rectified pixels), median over frames that have one.
 * Tracks: lengths (frames) of every track, median, and the mean length of the track an
@@ -232,20 +233,21 @@ def ate_rmse(
     return float(np.sqrt(((aligned - gt) ** 2).sum(axis=1).mean())), s, aligned, gt
 
 
-def rpe(
+def relative_errors(
     estimate: dict[int, np.ndarray],
     truth: dict[int, np.ndarray],
     scale: float,
     delta_s: float = 1.0,
-) -> tuple[float, float]:
-    """(translation RMSE in m, rotation RMSE in degrees) of motions ``delta_s`` apart.
+) -> tuple[np.ndarray, np.ndarray]:
+    """((P,) translation errors in m, (P,) rotation errors in degrees) of the P motions
+    ``delta_s`` apart (each start pose's partner within a tenth of ``delta_s``).
 
-    The estimate's translations are multiplied by ``scale`` (the ATE alignment's). NaN when
-    no pair of poses is that far apart.
+    The estimate's translations are multiplied by ``scale`` (the ATE alignment's); empty
+    where no pair of poses is that far apart or the scale is not finite.
     """
     common = sorted(set(estimate) & set(truth))
     if len(common) < 2 or not np.isfinite(scale):
-        return float('nan'), float('nan')
+        return np.zeros(0), np.zeros(0)
     stamps = np.array(common, np.int64)
     step = int(delta_s * NANOSECONDS)
     translations, rotations = [], []
@@ -259,7 +261,19 @@ def rpe(
         translations.append(np.linalg.norm(error[:3, 3]))
         cosine = np.clip((np.trace(error[:3, :3]) - 1.0) / 2.0, -1.0, 1.0)
         rotations.append(np.degrees(np.arccos(cosine)))
-    if not translations:
+    return np.array(translations), np.array(rotations)
+
+
+def rpe(
+    estimate: dict[int, np.ndarray],
+    truth: dict[int, np.ndarray],
+    scale: float,
+    delta_s: float = 1.0,
+) -> tuple[float, float]:
+    """(translation RMSE in m, rotation RMSE in degrees) of motions ``delta_s`` apart
+    (:func:`relative_errors`); NaN when no pair of poses is that far apart."""
+    translations, rotations = relative_errors(estimate, truth, scale, delta_s)
+    if not len(translations):
         return float('nan'), float('nan')
     return float(np.sqrt(np.mean(np.square(translations)))), float(
         np.sqrt(np.mean(np.square(rotations)))
@@ -278,6 +292,7 @@ def summarise(sequence: Sequence, front_end: str, record: RunRecord) -> dict:
     ate, scale, _, _ = ate_rmse(record.poses, sequence.poses)
     rpe_t, _ = rpe(record.poses, sequence.poses, scale)
     _, rpe_r = rpe(record.poses, sequence.poses, 1.0)  # rotation does not depend on scale
+    _, rotations = relative_errors(record.poses, sequence.poses, 1.0)
     common = sorted(set(record.poses) & set(sequence.poses))
     note = alignment_problem(np.array([sequence.poses[s][:3, 3] for s in common]).reshape(-1, 3))
 
@@ -295,6 +310,7 @@ def summarise(sequence: Sequence, front_end: str, record: RunRecord) -> dict:
         'sim3_scale': _finite(scale),
         'rpe_trans': _finite(rpe_t),
         'rpe_rot_deg': _finite(rpe_r),
+        'rpe_rot_deg_median': float(np.median(rotations)) if len(rotations) else None,
         'h_corner_err_px_median': median(record.homography_errors)
         if sequence.homographies
         else None,

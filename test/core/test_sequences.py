@@ -15,7 +15,7 @@ import pytest
 from kp2d_core.evaluation.render import look_at
 from kp2d_core.evaluation.scenes import SCENES, camera_for, render_sequence, write_tum
 from kp2d_core.evaluation.sequences import SequenceError, read_sequence
-from kp2d_core.evaluation.vo import ate_rmse, rpe, umeyama
+from kp2d_core.evaluation.vo import ate_rmse, relative_errors, rpe, umeyama
 from kp2d_core.geometry.poses import make_pose
 from kp2d_core.images import read_image
 from kp2d_core.inference.probe import sample_photo_path
@@ -57,6 +57,16 @@ def test_ate_and_rpe_known_answers():
         drifted[k] = moved
     t_err, r_err = rpe(drifted, truth, 1.0)
     assert t_err == pytest.approx(0.1, rel=1e-6) and r_err == pytest.approx(0.0, abs=1e-6)
+    # One pose turned 30 degrees: the windows it ends or starts err by 30, the others by 0;
+    # the RMSE counts them, the median does not.
+    turned = dict(truth)
+    middle = sorted(truth)[len(truth) // 2]
+    turned[middle] = make_pose(cv2.Rodrigues(np.array([0.0, np.pi / 6, 0.0]))[0], [0, 0, 0])
+    turned[middle] = truth[middle] @ turned[middle]
+    translations, rotations = relative_errors(turned, truth, 1.0)
+    assert len(rotations) == len(translations) > 4
+    assert np.sort(rotations)[-2:] == pytest.approx([30.0, 30.0]) and np.median(rotations) < 1e-6
+    assert rpe(turned, truth, 1.0)[1] == pytest.approx(30.0 * np.sqrt(2 / len(rotations)))
     points = np.random.default_rng(0).normal(size=(20, 3))
     s, R, t = umeyama(points, 3.0 * points + 1.0)
     assert s == pytest.approx(3.0) and np.allclose(R, np.eye(3)) and np.allclose(t, 1.0)
@@ -166,6 +176,7 @@ def test_tiny_rendered_sequence_through_every_front_end(tmp_path):
         'ate_rmse',
         'rpe_trans',
         'rpe_rot_deg',
+        'rpe_rot_deg_median',
         'h_corner_err_px_median',
         'track_length_median',
         'latency_ms_median',
