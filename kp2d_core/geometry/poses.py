@@ -128,6 +128,22 @@ def quaternion_to_rotation(x: float, y: float, z: float, w: float) -> np.ndarray
     )
 
 
+def blend_poses(T_a: np.ndarray, T_b: np.ndarray, weight: float) -> np.ndarray:
+    """(4, 4) pose ``weight`` of the way from ``T_a`` (0) to ``T_b`` (1): the rotation along
+    the shortest arc between them (spherical interpolation), the position on the line."""
+    q_a = np.array(rotation_to_quaternion(T_a[:3, :3]))
+    q_b = np.array(rotation_to_quaternion(T_b[:3, :3]))
+    if q_a @ q_b < 0.0:
+        q_b = -q_b  # the same rotation, on the near side
+    angle = np.arccos(np.clip(q_a @ q_b, -1.0, 1.0))
+    if angle < 1e-9:
+        q = (1.0 - weight) * q_a + weight * q_b
+    else:
+        q = (np.sin((1.0 - weight) * angle) * q_a + np.sin(weight * angle) * q_b) / np.sin(angle)
+    position = (1.0 - weight) * T_a[:3, 3] + weight * T_b[:3, 3]
+    return make_pose(quaternion_to_rotation(*q), position)
+
+
 def relative_pose_variance(
     residual_px: float, num_inliers: int, K: np.ndarray, scaled: bool
 ) -> np.ndarray:

@@ -24,7 +24,11 @@ homography is refined through the lens model under each match's own noise
 selection weighs it as consensus fitted it. With intrinsics, the homography (or, for non-planar
 scenes, an essential matrix) gives the camera motion, chained through keyframes into a pose
 ``T_world_cur`` (the first keyframe's camera is the world), with one scale along it
-(:mod:`kp2d_core.vo.odometry`). Stamps are integer nanoseconds.
+(:mod:`kp2d_core.vo.odometry`). With ``fuse_previous_keyframe`` (off by default), the frame that
+becomes the keyframe in a scene without depth is measured against the keyframe before the
+last as well, and its pose lies between the two measurements, each weighed by its rotation
+variance: the chain through the last keyframe adds that keyframe's own link. Stamps are
+integer nanoseconds.
 """
 
 from __future__ import annotations
@@ -42,7 +46,12 @@ from kp2d_core.geometry.homography import (
     reprojection_rms,
 )
 from kp2d_core.geometry.image_points import ImagePoints
-from kp2d_core.geometry.poses import invert_pose, is_pose, relative_pose_variance
+from kp2d_core.geometry.poses import (
+    blend_poses,
+    invert_pose,
+    is_pose,
+    relative_pose_variance,
+)
 from kp2d_core.geometry.refinement import AlignedCorners, geometry_noise, refined_result
 from kp2d_core.inference.features import Features
 from kp2d_core.inference.matching import match, match_descriptors
@@ -59,6 +68,7 @@ from kp2d_core.vo.photometric_alignment import KeyImage, aligned_points
 
 ORIGIN_VARIANCE = 1e-9  # the first keyframe is the world origin: known, but never exactly 0
 IN_DEPTH_KEYFRAMES = 2  # keyframes in a row made in depth: a scene with depth
+FUSION_MIN_FRAMES = 2  # a keyframe gives way this many frames after it or later: blended
 MIN_TRACK_INLIERS = 20  # fewer homography inliers: no homography, no pose (KP2D's matches
 # between frames of sensor noise, a covered lens, fitted chance homographies of 5-11 inliers)
 
@@ -97,6 +107,10 @@ class TrackerConfig:
     # With align: the keyframe's corners (Shi-Tomasi) aligned into each frame as well, at most
     # this many, refine its homography beside the matches; 0: none.
     align_corners: int = 600
+    # A new keyframe's pose (a scene without depth) also measured against the keyframe before
+    # the last, and blended with the pose through the last by their variances. Off: lower
+    # RPE on slow hard scenes, higher under fast motion (docs/hybrid_tracking.md).
+    fuse_previous_keyframe: bool = False
 
     def __post_init__(self) -> None:
         if self.ransac_method not in METHODS:
@@ -185,6 +199,14 @@ class _Keyframe:
     ids: np.ndarray | None = None  # (N,) int64 track id of each keypoint, -1 for none
     in_depth: int = 0  # keyframes in a row, this one included, made in a scene with depth
     depth_seen: bool = False  # a frame measured against it had a motion with depth
+    previous: _Keyframe | None = None  # the keyframe it was measured against (none before)
+    link_variance: np.ndarray | None = None  # (6,) variance of that measurement
+    frames: int = 0  # frames with a homography measured against it
+
+    @property
+    def flat(self) -> bool:
+        """Made and measured without depth."""
+        return not (self.scene.deep or self.depth_seen)
 
     def __post_init__(self) -> None:  # its matches refine the other frame's points
         self.features = replace(self.features, dense=None)
@@ -401,7 +423,7 @@ class HomographyTracker:
         """The frame's TrackResult; the keyframe is renewed where ``_renewal`` says so."""
         cfg, result, m, relative = self.cfg, measured.result, measured.matched, measured.relative
         T_world_cur, covariance, relative_covariance = measured.T_world_cur, None, None
-        K = points.intrinsics
+        K, own = points.intrinsics, None
         if T_world_cur is not None:
             own = relative_pose_variance(measured.residual, result.num_inliers, K, relative.scaled)
             covariance, relative_covariance = np.diag(key.variance + own), np.diag(own)
@@ -409,6 +431,7 @@ class HomographyTracker:
         if key.reference_inliers is None and result.ok:
             key.reference_inliers = result.num_inliers  # the first frame tracked against it
         key.depth_seen = key.depth_seen or (relative is not None and relative.deep)
+        key.frames += int(result.ok)
         renewal = _renewal(cfg, key, m, kind) if result.ok else 'stays'
         renew = renewal in ('inliers', 'far', 'for_keyframe')
         if renew:
@@ -416,10 +439,15 @@ class HomographyTracker:
             if relative is not None:  # this frame's own motion: its points' depths
                 threshold = cfg.ransac_threshold_px
                 depths = matched_depths(relative, m, K, len(features), threshold, current=True)
+            if cfg.fuse_previous_keyframe and T_world_cur is not None:
+                T_world_cur = self._fused(key, features, points, ids, T_world_cur, own)
             self.key = self._successor(
                 key, features, points, stamp_ns, T_world_cur, covariance, relative, ids
             )
             self.key.scene.depths, self.key.scene.firm = depths
+            if own is not None and cfg.fuse_previous_keyframe:
+                self.key.previous, self.key.link_variance = key, own
+                key.previous = None  # one keyframe back, not the whole chain
         return TrackResult(
             result.H,
             measured.reason,
@@ -439,6 +467,34 @@ class HomographyTracker:
             renewal == 'far',
             renewal == 'waits',
         )
+
+    def _fused(
+        self,
+        key: _Keyframe,
+        features: Features,
+        points: ImagePoints,
+        ids: np.ndarray | None,
+        T_world_cur: np.ndarray,
+        own: np.ndarray,
+    ) -> np.ndarray:
+        """The pose of a frame that becomes the keyframe after ``key``: ``T_world_cur``
+        (measured through ``key``), or where the keyframe before ``key`` measures it too and
+        neither saw depth, the pose between the two, nearer the one of smaller rotation
+        variance (through ``key``: its own link's and this frame's, ``own``)."""
+        previous = key.previous
+        if previous is None or key.link_variance is None or not (key.flat and previous.flat):
+            return T_world_cur
+        if key.frames < FUSION_MIN_FRAMES:  # fast motion: the view moved on in one frame
+            return T_world_cur
+        direct = self._measure(previous, features, points, ids)
+        if direct.T_world_cur is None:
+            return T_world_cur
+        scaled = direct.relative.scaled
+        straight = relative_pose_variance(
+            direct.residual, direct.result.num_inliers, points.intrinsics, scaled
+        )[3:].sum()
+        chained = (key.link_variance + own)[3:].sum()
+        return blend_poses(T_world_cur, direct.T_world_cur, chained / (chained + straight))
 
     def _successor(
         self, key, features, points, stamp_ns, T_world_cur, covariance, relative, ids
@@ -485,7 +541,7 @@ def _renewal(cfg: TrackerConfig, key: _Keyframe, m: Matched, kind: FrameKind) ->
     """
     inliers = int(m.inliers.sum())
     deep = key.in_depth >= IN_DEPTH_KEYFRAMES
-    flat = not (key.scene.deep or key.depth_seen)  # made and measured without depth
+    flat = key.flat
     if kind == 'for_keyframe' and flat:
         return 'for_keyframe'
     ratio = _renewal_ratio(cfg, deep)
@@ -494,8 +550,14 @@ def _renewal(cfg: TrackerConfig, key: _Keyframe, m: Matched, kind: FrameKind) ->
         return 'waits' if waits else 'inliers'
     if cfg.max_keyframe_shift_px is None or not flat or not inliers:
         return 'stays'
-    shift = np.median(np.linalg.norm(m.cur[m.inliers] - m.key[m.inliers], axis=1))
-    return 'far' if shift > cfg.max_keyframe_shift_px else 'stays'
+    return 'far' if _shift(m) > cfg.max_keyframe_shift_px else 'stays'
+
+
+def _shift(m: Matched) -> float:
+    """Median distance (geometry pixels) of the inliers from their keyframe points."""
+    if not m.inliers.any():
+        return 0.0
+    return float(np.median(np.linalg.norm(m.cur[m.inliers] - m.key[m.inliers], axis=1)))
 
 
 def _renewal_ratio(cfg: TrackerConfig, deep: bool) -> float:
