@@ -273,11 +273,12 @@ def rpe(
     """(translation RMSE in m, rotation RMSE in degrees) of motions ``delta_s`` apart
     (:func:`relative_errors`); NaN when no pair of poses is that far apart."""
     translations, rotations = relative_errors(estimate, truth, scale, delta_s)
-    if not len(translations):
-        return float('nan'), float('nan')
-    return float(np.sqrt(np.mean(np.square(translations)))), float(
-        np.sqrt(np.mean(np.square(rotations)))
-    )
+    return _rms(translations), _rms(rotations)
+
+
+def _rms(values: np.ndarray) -> float:
+    """Root mean square of (P,) values; NaN for none."""
+    return float(np.sqrt(np.mean(np.square(values)))) if len(values) else float('nan')
 
 
 def _relative(T_a: np.ndarray, T_b: np.ndarray, scale: float) -> np.ndarray:
@@ -291,7 +292,7 @@ def summarise(sequence: Sequence, front_end: str, record: RunRecord) -> dict:
     frames = len(record.stamps)
     ate, scale, _, _ = ate_rmse(record.poses, sequence.poses)
     rpe_t, _ = rpe(record.poses, sequence.poses, scale)
-    _, rpe_r = rpe(record.poses, sequence.poses, 1.0)  # rotation does not depend on scale
+    # The rotation errors do not depend on the scale (which may be unknown).
     _, rotations = relative_errors(record.poses, sequence.poses, 1.0)
     common = sorted(set(record.poses) & set(sequence.poses))
     note = alignment_problem(np.array([sequence.poses[s][:3, 3] for s in common]).reshape(-1, 3))
@@ -309,7 +310,7 @@ def summarise(sequence: Sequence, front_end: str, record: RunRecord) -> dict:
         'ate_note': note or None,
         'sim3_scale': _finite(scale),
         'rpe_trans': _finite(rpe_t),
-        'rpe_rot_deg': _finite(rpe_r),
+        'rpe_rot_deg': _finite(_rms(rotations)),
         'rpe_rot_deg_median': float(np.median(rotations)) if len(rotations) else None,
         'h_corner_err_px_median': median(record.homography_errors)
         if sequence.homographies
