@@ -24,11 +24,12 @@ homography is refined through the lens model under each match's own noise
 selection weighs it as consensus fitted it. With intrinsics, the homography (or, for non-planar
 scenes, an essential matrix) gives the camera motion, chained through keyframes into a pose
 ``T_world_cur`` (the first keyframe's camera is the world), with one scale along it
-(:mod:`kp2d_core.vo.odometry`). With ``fuse_previous_keyframe`` (off by default), the frame that
-becomes the keyframe in a scene without depth is measured against the keyframe before the
-last as well, and its pose lies between the two measurements, each weighed by its rotation
-variance: the chain through the last keyframe adds that keyframe's own link. Stamps are
-integer nanoseconds.
+(:mod:`kp2d_core.vo.odometry`). Where keyframes give way for distance (or with
+``fuse_previous_keyframe``), the frame that becomes the keyframe in a scene without depth is
+measured against the keyframe before the last as well, and where enough tracks reach back to
+it, its pose lies between the two measurements, each weighed by its rotation variance: the
+chain through the last keyframe adds that keyframe's own link. Stamps are integer
+nanoseconds.
 """
 
 from __future__ import annotations
@@ -68,7 +69,11 @@ from kp2d_core.vo.photometric_alignment import KeyImage, aligned_points
 
 ORIGIN_VARIANCE = 1e-9  # the first keyframe is the world origin: known, but never exactly 0
 IN_DEPTH_KEYFRAMES = 2  # keyframes in a row made in depth: a scene with depth
-FUSION_MIN_FRAMES = 2  # a keyframe gives way this many frames after it or later: blended
+# Inliers of a new keyframe's measurement against the keyframe before the last needed to
+# blend it in: under blur and frame drops fewer tracks reach back that far, and with fewer
+# than 150 that measurement's rotation error (0.5-0.6 deg RMS) was twice the chain's through
+# the last keyframe, far more than its residual said (docs/hybrid_tracking.md).
+FUSION_MIN_INLIERS = 150
 MIN_TRACK_INLIERS = 20  # fewer homography inliers: no homography, no pose (KP2D's matches
 # between frames of sensor noise, a covered lens, fitted chance homographies of 5-11 inliers)
 
@@ -108,9 +113,11 @@ class TrackerConfig:
     # this many, refine its homography beside the matches; 0: none.
     align_corners: int = 600
     # A new keyframe's pose (a scene without depth) also measured against the keyframe before
-    # the last, and blended with the pose through the last by their variances. Off: lower
-    # RPE on slow hard scenes, higher under fast motion (docs/hybrid_tracking.md).
-    fuse_previous_keyframe: bool = False
+    # the last, and blended with the pose through the last by their variances where at least
+    # FUSION_MIN_INLIERS tracks reach back to it; None: where keyframes give way for
+    # distance (max_keyframe_shift_px set, hybrid mode), whose renewals each add a link's
+    # error to the chain (docs/hybrid_tracking.md).
+    fuse_previous_keyframe: bool | None = None
 
     def __post_init__(self) -> None:
         if self.ransac_method not in METHODS:
@@ -136,6 +143,13 @@ class TrackerConfig:
         shift = self.max_keyframe_shift_px
         if shift is not None and not 0.0 < shift <= 10_000.0:
             raise ValueError(f'max_keyframe_shift_px must be in (0, 10000], got {shift}')
+
+    @property
+    def fuses(self) -> bool:
+        """Whether a new keyframe's pose blends two measurements (``fuse_previous_keyframe``)."""
+        if self.fuse_previous_keyframe is None:
+            return self.max_keyframe_shift_px is not None
+        return self.fuse_previous_keyframe
 
 
 @dataclass(frozen=True)
@@ -201,7 +215,6 @@ class _Keyframe:
     depth_seen: bool = False  # a frame measured against it had a motion with depth
     previous: _Keyframe | None = None  # the keyframe it was measured against (none before)
     link_variance: np.ndarray | None = None  # (6,) variance of that measurement
-    frames: int = 0  # frames with a homography measured against it
 
     @property
     def flat(self) -> bool:
@@ -431,7 +444,6 @@ class HomographyTracker:
         if key.reference_inliers is None and result.ok:
             key.reference_inliers = result.num_inliers  # the first frame tracked against it
         key.depth_seen = key.depth_seen or (relative is not None and relative.deep)
-        key.frames += int(result.ok)
         renewal = _renewal(cfg, key, m, kind) if result.ok else 'stays'
         renew = renewal in ('inliers', 'far', 'for_keyframe')
         if renew:
@@ -439,13 +451,13 @@ class HomographyTracker:
             if relative is not None:  # this frame's own motion: its points' depths
                 threshold = cfg.ransac_threshold_px
                 depths = matched_depths(relative, m, K, len(features), threshold, current=True)
-            if cfg.fuse_previous_keyframe and T_world_cur is not None:
+            if cfg.fuses and T_world_cur is not None:
                 T_world_cur = self._fused(key, features, points, ids, T_world_cur, own)
             self.key = self._successor(
                 key, features, points, stamp_ns, T_world_cur, covariance, relative, ids
             )
             self.key.scene.depths, self.key.scene.firm = depths
-            if own is not None and cfg.fuse_previous_keyframe:
+            if own is not None and cfg.fuses:
                 self.key.previous, self.key.link_variance = key, own
                 key.previous = None  # one keyframe back, not the whole chain
         return TrackResult(
@@ -478,16 +490,15 @@ class HomographyTracker:
         own: np.ndarray,
     ) -> np.ndarray:
         """The pose of a frame that becomes the keyframe after ``key``: ``T_world_cur``
-        (measured through ``key``), or where the keyframe before ``key`` measures it too and
-        neither saw depth, the pose between the two, nearer the one of smaller rotation
-        variance (through ``key``: its own link's and this frame's, ``own``)."""
+        (measured through ``key``), or where the keyframe before ``key`` measures it too with
+        at least FUSION_MIN_INLIERS inliers and neither saw depth, the pose between the two,
+        nearer the one of smaller rotation variance (through ``key``: its own link's and this
+        frame's, ``own``)."""
         previous = key.previous
         if previous is None or key.link_variance is None or not (key.flat and previous.flat):
             return T_world_cur
-        if key.frames < FUSION_MIN_FRAMES:  # fast motion: the view moved on in one frame
-            return T_world_cur
         direct = self._measure(previous, features, points, ids)
-        if direct.T_world_cur is None:
+        if direct.T_world_cur is None or direct.result.num_inliers < FUSION_MIN_INLIERS:
             return T_world_cur
         scaled = direct.relative.scaled
         straight = relative_pose_variance(

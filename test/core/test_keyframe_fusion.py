@@ -59,19 +59,19 @@ def bundled():
     return FramePipeline.from_config().extractor
 
 
-def _fusing(extractor) -> FramePipeline:
-    """A hybrid pipeline whose keyframes blend their two measurements."""
+def _hybrid(extractor, fuse: bool | None = None) -> FramePipeline:
+    """A hybrid pipeline; ``fuse`` sets ``fuse_previous_keyframe`` (None: the default)."""
     pipeline = FramePipeline(extractor, hybrid=HybridConfig(mode='hybrid'))
-    pipeline.tracker.cfg = replace(pipeline.tracker.cfg, fuse_previous_keyframe=True)
+    pipeline.tracker.cfg = replace(pipeline.tracker.cfg, fuse_previous_keyframe=fuse)
     return pipeline
 
 
 def test_a_new_keyframe_s_pose_lies_between_its_two_measurements(handheld, bundled, monkeypatch):
-    """With fuse_previous_keyframe each keyframe made in a scene without depth, after the
+    """In hybrid mode (by default) each keyframe made in a scene without depth, after the
     first two, takes the pose between the one measured through the last keyframe and the one
     measured from the keyframe before it (a weight strictly between 0 and 1); that frame
-    reports the blended pose, and only one keyframe back is kept. Off by default, in both
-    modes."""
+    reports the blended pose, and only one keyframe back is kept. Off in every-frame mode,
+    whose keyframes give way for lost inliers only, and where it is switched off."""
     blends = []
 
     def recording(T_a, T_b, weight):
@@ -80,7 +80,7 @@ def test_a_new_keyframe_s_pose_lies_between_its_two_measurements(handheld, bundl
         return blended
 
     monkeypatch.setattr(keyframe_tracker, 'blend_poses', recording)
-    pipeline = _fusing(bundled)
+    pipeline = _hybrid(bundled)
     record = run_sequence(pipeline, handheld)
     renewed = len(blends)
     assert renewed >= 3, renewed
@@ -90,17 +90,29 @@ def test_a_new_keyframe_s_pose_lies_between_its_two_measurements(handheld, bundl
         assert any(np.array_equal(blended, pose) for pose in record.poses.values())
     key = pipeline.tracker.key
     assert key.previous is not None and key.previous.previous is None
-    for hybrid in (HybridConfig(mode='hybrid'), EVERY_FRAME):
-        default = FramePipeline(bundled, hybrid=hybrid)
-        assert not default.tracker.cfg.fuse_previous_keyframe
-    run_sequence(FramePipeline(bundled, hybrid=HybridConfig(mode='hybrid')), handheld)
+    assert FramePipeline(bundled, hybrid=HybridConfig(mode='hybrid')).tracker.cfg.fuses
+    assert not FramePipeline(bundled, hybrid=EVERY_FRAME).tracker.cfg.fuses
+    run_sequence(_hybrid(bundled, fuse=False), handheld)
     assert len(blends) == renewed
 
 
+def test_too_few_tracks_back_to_the_older_keyframe_leave_the_pose_alone(
+    handheld, bundled, monkeypatch
+):
+    """Where fewer than FUSION_MIN_INLIERS inliers measure the frame against the keyframe
+    before the last (blur, dropped frames), the new keyframe keeps the pose through the last
+    one: the same poses as without fusion."""
+    plain = run_sequence(_hybrid(bundled, fuse=False), handheld)
+    monkeypatch.setattr(keyframe_tracker, 'FUSION_MIN_INLIERS', 100_000)
+    gated = run_sequence(_hybrid(bundled), handheld)
+    assert sorted(gated.poses) == sorted(plain.poses)
+    assert all(np.array_equal(gated.poses[s], plain.poses[s]) for s in plain.poses)
+
+
 def test_without_fusion_the_keyframe_takes_the_pose_through_the_last(handheld, bundled):
-    """fuse_previous_keyframe off (the default): the same tracks and frames with a pose, no
-    keyframe remembers the one before it, and the poses are not the blended ones."""
-    fused, plain = _fusing(bundled), FramePipeline(bundled, hybrid=HybridConfig(mode='hybrid'))
+    """fuse_previous_keyframe off: the same tracks and frames with a pose, no keyframe
+    remembers the one before it, and the poses are not the blended ones."""
+    fused, plain = _hybrid(bundled), _hybrid(bundled, fuse=False)
     with_fusion, without = run_sequence(fused, handheld), run_sequence(plain, handheld)
     assert plain.tracker.key.previous is None and fused.tracker.key.previous is not None
     assert with_fusion.track_lengths == without.track_lengths
