@@ -561,14 +561,8 @@ def _renewal(cfg: TrackerConfig, key: _Keyframe, m: Matched, kind: FrameKind) ->
         return 'waits' if waits else 'inliers'
     if cfg.max_keyframe_shift_px is None or not flat or not inliers:
         return 'stays'
-    return 'far' if _shift(m) > cfg.max_keyframe_shift_px else 'stays'
-
-
-def _shift(m: Matched) -> float:
-    """Median distance (geometry pixels) of the inliers from their keyframe points."""
-    if not m.inliers.any():
-        return 0.0
-    return float(np.median(np.linalg.norm(m.cur[m.inliers] - m.key[m.inliers], axis=1)))
+    shift = np.median(np.linalg.norm(m.cur[m.inliers] - m.key[m.inliers], axis=1))
+    return 'far' if shift > cfg.max_keyframe_shift_px else 'stays'
 
 
 def _renewal_ratio(cfg: TrackerConfig, deep: bool) -> float:
