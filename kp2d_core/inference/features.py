@@ -3,7 +3,7 @@ dense descriptor map and the grey image the tracker refines matches with."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -93,6 +93,23 @@ class Features:
 
     def __len__(self) -> int:
         return int(self.keypoints.shape[0])
+
+    def appended(
+        self, keypoints: np.ndarray, scores: np.ndarray, descriptors: np.ndarray
+    ) -> tuple[Features, np.ndarray, np.ndarray]:
+        """These features and M more ((M, 2) keypoints, (M,) scores, (M, D) descriptors), in
+        decreasing score order again: (features, (N,) the new row of each of these, (M,) the
+        rows of the added ones). The dense descriptors and the grey image stay."""
+        order = np.argsort(-np.concatenate([self.scores, scores]), kind='stable')
+        rank = np.empty(len(order), np.int64)
+        rank[order] = np.arange(len(order))
+        features = replace(
+            self,
+            keypoints=np.concatenate([self.keypoints, keypoints])[order],
+            scores=np.concatenate([self.scores, scores])[order],
+            descriptors=np.concatenate([self.descriptors, descriptors])[order],
+        )
+        return features, rank[: len(self)], rank[len(self) :]
 
     def numpy(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(keypoints (N,2), scores (N,), descriptors (N,D)) as float32 NumPy arrays."""

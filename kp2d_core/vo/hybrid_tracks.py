@@ -26,7 +26,10 @@ structure and use the learned detector where Lucas-Kanade fails. Per frame:
   descriptor gate) at positions that agree with one motion from where they were lost, with
   the same support as any continuation, take their id back (an occlusion, a dropped
   second). Where none of the tracks of that moment is alive again (a blackout), the motion
-  those found gives every other track of it one place to be found at.
+  those found gives every other track of it one place to be found at: the nearest
+  detection there, or, where Lucas-Kanade failed at the loss (its frame is kept), the
+  track's patch from that frame, tracked there by Lucas-Kanade under that motion (the
+  network does not detect every point again where it was).
   The rest start new tracks (best score first, textured, spread, up to ``max_tracks``: in
   hybrid mode ``HybridConfig.max_tracks``).
 * On other frames the frame's features are the carried tracks themselves, with the
@@ -38,7 +41,7 @@ structure and use the learned detector where Lucas-Kanade fails. Per frame:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -46,6 +49,7 @@ from kp2d_core.geometry.camera import CameraModel, same_camera
 from kp2d_core.geometry.coordinates import warp_points
 from kp2d_core.geometry.homography import fit_homography, verify_motion
 from kp2d_core.geometry.image_points import ImagePoints
+from kp2d_core.geometry.lens_warp import frame_map, resample_into
 from kp2d_core.inference.features import Features
 from kp2d_core.inference.matching import match_descriptors
 from kp2d_core.vo.detection_policy import DetectionPolicy, HybridConfig
@@ -57,7 +61,7 @@ from kp2d_core.vo.feature_tracks import (
     fill_spread,
     texture,
 )
-from kp2d_core.vo.lk_propagation import brightness, propagate
+from kp2d_core.vo.lk_propagation import brightness, propagate, track
 
 ASSOCIATE_PX = 2.0  # a detection this close to a carried track is that track's
 # A re-identified point without anchors (below): within this of the homography of the motion
@@ -93,6 +97,24 @@ class TrackSet:
 
 
 TRACK_FIELDS = ('ids', 'ages', 'xy', 'descriptors', 'scores', 'stamps')
+
+
+@dataclass(frozen=True)
+class LossSnapshot:
+    """Every track live at a moment tracks were lost (a loss event).
+
+    Attributes:
+        ids: (N,) uint64 their ids.
+        xy: (N, 2) raw pixels, where they were in the frame before the loss.
+        pixels: (N, 2) the same in the geometry frame of ``HybridTracker.snapshot_camera``.
+        gray: (H, W) uint8 that frame, kept where Lucas-Kanade failed at the loss (a
+            blackout, a jump), to find its lost tracks again by their patches; else None.
+    """
+
+    ids: np.ndarray
+    xy: np.ndarray
+    pixels: np.ndarray
+    gray: np.ndarray | None
 
 
 def _joined(a: TrackSet | None, b: TrackSet) -> TrackSet:
@@ -134,9 +156,7 @@ class HybridTracker:
         """End every track (ids keep increasing: a reset never reuses one), forget lost ones."""
         self.live: TrackSet | None = None
         self.lost: TrackSet | None = None  # its ``stamps`` are loss events (``snapshots``)
-        # event -> ids, raw pixels and geometry-frame pixels (in ``snapshot_camera``'s frame)
-        # of every track live at the loss
-        self.snapshots: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.snapshots: dict[int, LossSnapshot] = {}  # loss event -> the tracks live then
         self.snapshot_camera: CameraModel | None = None
         self.event_stamps: dict[int, int] = {}
         self.next_event = 0
@@ -178,7 +198,7 @@ class HybridTracker:
         if not reason and live is None:
             reason = 'first_frame'
         if live is not None and self.cfg.reid_window_s > 0 and not carried.all():
-            self._lose(live, carried, camera)
+            self._lose(live, carried, camera, self._failed(int(carried.sum()), len(live)))
         if reason:
             detected = detect(image, reason == 'lk_failed')
             frame = self._detection_frame(gray, stamp_ns, camera, detected, moved, carried)
@@ -226,14 +246,18 @@ class HybridTracker:
         cfg = self.cfg
         return kept < cfg.min_tracks or kept < (1 - cfg.max_lost_share) * live
 
-    def _lose(self, live: TrackSet, carried: np.ndarray, camera: CameraModel | None) -> None:
+    def _lose(
+        self, live: TrackSet, carried: np.ndarray, camera: CameraModel | None, failed: bool
+    ) -> None:
         """Remember the tracks lost on this frame with where every live track was, so that a
-        later re-identification can be checked against the tracks found again before it."""
+        later re-identification can be checked against the tracks found again before it, and
+        where Lucas-Kanade ``failed`` on it, the frame they were last seen in."""
         event = self.next_event
         self.next_event += 1
         self._snapshots_for(camera)
         pixels = ImagePoints.of(live.xy, camera).pixels
-        self.snapshots[event] = (live.ids.copy(), live.xy.copy(), pixels)
+        gray = self.gray if failed else None
+        self.snapshots[event] = LossSnapshot(live.ids.copy(), live.xy.copy(), pixels, gray)
         self.event_stamps[event] = int(live.stamps[0]) if len(live) else 0
         gone = live.take(np.flatnonzero(~carried))
         gone.stamps = np.full(len(gone), event, np.int64)  # stamps hold the loss event
@@ -246,8 +270,8 @@ class HybridTracker:
         if same_camera(self.snapshot_camera, camera):
             return
         self.snapshots = {
-            event: (ids, xy, ImagePoints.of(xy, camera).pixels)
-            for event, (ids, xy, _) in self.snapshots.items()
+            event: replace(snap, pixels=ImagePoints.of(snap.xy, camera).pixels)
+            for event, snap in self.snapshots.items()
         }
         self.snapshot_camera = camera
 
@@ -296,7 +320,17 @@ class HybridTracker:
         free_rows = np.sort(rank[np.flatnonzero(free)])
         ids_now = live.ids[previous] if live is not None else np.zeros(0, np.uint64)
         alive = (ids_now, points.pixels[rows])
-        lost_idx, lost_rows = self._reidentify(free_rows, features, points, alive)
+        lost_idx, lost_rows, motions = self._reidentify(free_rows, features, points, alive)
+        aligned_idx, aligned_xy = self._realign(motions, (lost_idx, lost_rows), gray, points)
+        if len(aligned_idx):  # keypoints of their own, with their last detection's descriptor
+            back = self.lost.take(aligned_idx)
+            features, moved_to, new_at = features.appended(
+                aligned_xy, back.scores, back.descriptors
+            )
+            points = ImagePoints.of(features.keypoints.astype(np.float64), camera)
+            rows, free_rows = moved_to[rows], np.sort(moved_to[free_rows])
+            lost_idx = np.concatenate([lost_idx, aligned_idx])
+            lost_rows = np.concatenate([moved_to[lost_rows], new_at])
         new_rows = self._new_rows(features, points, np.concatenate([rows, lost_rows]), free_rows)
         tracks = self._assemble(
             features, points, stamp_ns, previous, rows, lost_idx, lost_rows, new_rows
@@ -322,17 +356,18 @@ class HybridTracker:
 
     def _reidentify(
         self, candidates: np.ndarray, features: Features, points: ImagePoints, alive: tuple
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
         """(rows of the lost tracks, rows of ``features``) found again among the candidate
         rows: mutual nearest descriptors within the gate, at positions that agree with the
         motion since they were lost. That motion comes from the tracks of the same moment
         that are alive again (anchors), where there are enough of them; otherwise the
         candidates must agree on one motion among themselves, with the support any
         continuation needs, and the motion they agree on finds the others
-        (:meth:`_guided`)."""
+        (:meth:`_guided`); third, those motions (loss event -> (3, 3), geometry-frame
+        pixels)."""
         lost, cfg = self.lost, self.track_cfg
         if lost is None or not len(lost) or len(candidates) < 1:
-            return NONE, NONE
+            return NONE, NONE, {}
         found = match_descriptors(
             lost.descriptors,
             features.descriptors[candidates],
@@ -350,7 +385,7 @@ class HybridTracker:
                 motions[event] = H
         lost_idx, rows = lost_idx[keep].astype(np.int64), rows[keep].astype(np.int64)
         more_idx, more_rows = self._guided(motions, (lost_idx, rows), candidates, features, points)
-        return np.concatenate([lost_idx, more_idx]), np.concatenate([rows, more_rows])
+        return np.concatenate([lost_idx, more_idx]), np.concatenate([rows, more_rows]), motions
 
     def _agree(self, event, before, after, alive) -> tuple[np.ndarray, np.ndarray | None]:
         """((M,) bool: the candidate pairs of one loss event ((M, 2) geometry-frame pixels
@@ -361,7 +396,7 @@ class HybridTracker:
         cause (drifted, occluded); found by their motion alone, 1000 tracks at 10 px had
         more wrong ids under night and moving shadows (docs/hybrid_tracking.md)."""
         cfg = self.track_cfg
-        ids_then, _, pixels_then = self.snapshots[event]
+        ids_then, pixels_then = self.snapshots[event].ids, self.snapshots[event].pixels
         ids_now, pixels_now = alive
         common, then_idx, now_idx = np.intersect1d(ids_then, ids_now, return_indices=True)
         refused = np.zeros(len(before), bool), None
@@ -404,6 +439,38 @@ class HybridTracker:
             found_rows.append(free[chosen])
             used = np.concatenate([used, found_rows[-1]])
         return np.concatenate(found_idx), np.concatenate(found_rows)
+
+    def _realign(self, motions, found, gray, points) -> tuple[np.ndarray, np.ndarray]:
+        """(rows of the lost tracks, (M, 2) raw pixels) found again by their patches, beside
+        the pairs ``found`` (rows of the lost tracks, rows of ``points``): for each loss event
+        where Lucas-Kanade failed (its frame kept) and the tracks found again gave a motion
+        (``motions``), that frame is mapped into ``gray``'s by the motion (through the lens;
+        where it has no pixel, ``gray``'s own, so that no border edge pulls Lucas-Kanade's
+        coarse levels) and each other track of the event is tracked by Lucas-Kanade from
+        where the motion puts it; it is kept where it lands within REID_PARALLAX_PX of that
+        place, as a guided detection must. Most points the network found before a blackout
+        are not detected again where they are; their patches are still there
+        (docs/hybrid_tracking.md)."""
+        lost, camera = self.lost, points.camera
+        found_idx, found_xy = [NONE], [np.zeros((0, 2))]
+        for event, H in motions.items():
+            then = self.snapshots[event].gray
+            rest = np.setdiff1d(np.flatnonzero(lost.stamps == event), found[0])
+            if then is None or then.shape != gray.shape or not len(rest):
+                continue
+            start = frame_map(camera, H, lost.xy[rest])
+            finite = np.isfinite(start).all(axis=1)
+            rest, start = rest[finite], start[finite]
+            mapped, inside = resample_into(then, camera, np.linalg.inv(H), gray.shape[:2])
+            mapped[~inside] = gray[~inside]
+            moved, ok = track(mapped, gray, start)
+            rest, moved = rest[ok], moved[ok]
+            expected = warp_points(H, ImagePoints.of(lost.xy[rest], camera).pixels)
+            landed = ImagePoints.of(moved, camera).pixels
+            near = np.linalg.norm(landed - expected, axis=1) <= REID_PARALLAX_PX
+            found_idx.append(rest[near])
+            found_xy.append(moved[near])
+        return np.concatenate(found_idx), np.concatenate(found_xy)
 
     def _new_rows(self, features, points, taken, free_rows) -> np.ndarray:
         """Rows of ``features`` that start new tracks: free detections (rows are in score

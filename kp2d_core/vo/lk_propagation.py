@@ -60,12 +60,12 @@ def propagate(
     if motion is None and guided and predicted is not None:
         motion = _motion_after(predicted, previous, current, xy)
     if motion is None:
-        moved, good = _track(previous, current, xy)
+        moved, good = track(previous, current, xy)
     else:
         start = warp_points(motion, xy)
         finite = np.isfinite(start).all(axis=1)
         warped = _warped(previous, motion)
-        moved, good = _track(warped, current, np.where(finite[:, None], start, xy))
+        moved, good = track(warped, current, np.where(finite[:, None], start, xy))
         good &= finite
     return np.where(good[:, None], moved, xy), good
 
@@ -114,10 +114,13 @@ def frame_motion(previous: np.ndarray, current: np.ndarray, xy: np.ndarray) -> n
     return H
 
 
-def _track(
+def track(
     previous: np.ndarray, current: np.ndarray, xy: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Plain Lucas-Kanade with the forward-backward check: ((N, 2) positions, (N,) bool)."""
+    """Plain Lucas-Kanade of the (N, 2) raw pixels ``xy`` of ``previous`` into ``current``
+    ((H, W) uint8 each), the points' start there too, with the forward-backward check:
+    ((N, 2) positions, (N,) bool: converged both ways, back within FORWARD_BACKWARD_PX,
+    inside the current image)."""
     start = np.ascontiguousarray(xy, np.float32).reshape(-1, 1, 2)
     ahead, ok, _ = cv2.calcOpticalFlowPyrLK(previous, current, start, None, **PYRAMID)
     back, ok_back, _ = cv2.calcOpticalFlowPyrLK(current, previous, ahead, None, **PYRAMID)

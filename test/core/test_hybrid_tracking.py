@@ -11,6 +11,7 @@ from kp2d_core.data.samples import render_view
 from kp2d_core.geometry.camera import CameraModel
 from kp2d_core.geometry.coordinates import warp_points
 from kp2d_core.geometry.image_points import ImagePoints
+from kp2d_core.geometry.lens_warp import frame_map, resample_into
 from kp2d_core.images import read_image
 from kp2d_core.inference.extractor import KeypointExtractor
 from kp2d_core.inference.features import Features
@@ -267,8 +268,10 @@ def test_without_the_bundled_default_model_other_weights_recover_by_themselves(
 
 def test_ids_come_back_after_a_blackout_and_never_land_on_another_point(bundled):
     """15 frames, one second of black frames (the lens covered) while the camera moves on,
-    15 frames again: most tracks alive before the blackout resume with their ids, each within
-    3 px of where the exact homography puts the point it had."""
+    15 frames again: nine in ten tracks alive before the blackout resume with their ids
+    (three in four where only detections bring them back: the network does not find every
+    point again where it was), each within 3 px of where the exact homography puts the point
+    it had."""
     images, to_view = _views(45, speed=0.002)
     images = list(images)
     for i in range(15, 30):
@@ -293,7 +296,7 @@ def test_ids_come_back_after_a_blackout_and_never_land_on_another_point(bundled)
         if 15 <= index < 30:
             assert len(tracks) == 0  # nothing is tracked on black frames
     assert len(before) > 100
-    assert len(resumed) >= 0.5 * len(before), (len(resumed), len(before))
+    assert len(resumed) >= 0.9 * len(before), (len(resumed), len(before))
     assert wrong == 0
 
 
@@ -512,7 +515,7 @@ def test_the_lost_tracks_remembered_are_the_newest_within_the_window_and_the_cap
         ids = np.arange(3 * frame, 3 * frame + 3, dtype=np.uint64)
         stamps = np.full(3, frame * second, np.int64)
         live = _track_set(np.ones((3, 2)), ids, stamps)
-        tracker._lose(live, np.zeros(3, bool), None)
+        tracker._lose(live, np.zeros(3, bool), None, False)
         tracker._forget(frame * second)
         assert len(tracker.lost) <= 5
     # Frames 3-5 are within 2 s of frame 5; of their 9 tracks the newest 5 stay: all of
@@ -533,14 +536,14 @@ def test_the_snapshots_of_a_loss_follow_a_camera_change() -> None:
     tracker = HybridTracker(HybridConfig(mode='hybrid'))
     xy = np.array([[10.0, 20.0], [300.0, 220.0], [160.0, 120.0]])
     live = _track_set(xy)
-    tracker._lose(live, np.array([True, False, True]), None)
-    assert np.array_equal(tracker.snapshots[0][2], xy)  # no camera: the raw pixels
+    tracker._lose(live, np.array([True, False, True]), None, False)
+    assert np.array_equal(tracker.snapshots[0].pixels, xy)  # no camera: the raw pixels
     tracker._snapshots_for(camera)
     expected = ImagePoints.of(xy, camera).pixels
-    assert np.allclose(tracker.snapshots[0][2], expected)
+    assert np.allclose(tracker.snapshots[0].pixels, expected)
     assert np.abs(expected - xy).max() > 1.0  # the lens model moved them
-    tracker._lose(live, np.array([False, True, True]), camera)
-    assert np.allclose(tracker.snapshots[1][2], expected)
+    tracker._lose(live, np.array([False, True, True]), camera, False)
+    assert np.allclose(tracker.snapshots[1].pixels, expected)
 
 
 def _blackout_candidates(anchors: int):
@@ -557,7 +560,7 @@ def _blackout_candidates(anchors: int):
     tracker = HybridTracker(HybridConfig(mode='hybrid'))
     live = _track_set(xy, np.arange(100, 140 + anchors, dtype=np.uint64))
     live.descriptors = descriptors
-    tracker._lose(live, np.arange(40 + anchors) >= 40, None)
+    tracker._lose(live, np.arange(40 + anchors) >= 40, None, False)
     seen = descriptors[:40] + 0.08 * rng.standard_normal((40, 16))
     seen[35:] = rng.standard_normal((5, 16))  # beyond the gate
     decoys = rng.uniform(0, 300, (15, 2)) + [400.0, 0.0]  # far from every prediction
@@ -575,11 +578,11 @@ def test_lost_tracks_that_mutual_matching_misses_are_found_where_their_motion_pu
     neither a decoy nor a point beyond the gate. Where tracks of that moment were carried on
     (anchors), the lost ones were lost for a cause: only mutual matches come back."""
     tracker, arguments = _blackout_candidates(anchors=0)
-    lost_idx, rows = tracker._reidentify(*arguments)
+    lost_idx, rows, _ = tracker._reidentify(*arguments)
     assert sorted(lost_idx.tolist()) == list(range(35))
     assert np.array_equal(rows, lost_idx)  # each at its own detection, no decoy
     tracker, arguments = _blackout_candidates(anchors=30)
-    lost_idx, rows = tracker._reidentify(*arguments)
+    lost_idx, rows, _ = tracker._reidentify(*arguments)
     assert sorted(lost_idx.tolist()) == list(range(20))
     assert np.array_equal(rows, lost_idx)
 
@@ -592,10 +595,82 @@ def test_against_anchors_a_re_identified_point_must_sit_close_to_their_motion():
     grid = np.stack(np.meshgrid(np.arange(6), np.arange(6)), -1).reshape(-1, 2)
     xy = 20.0 + 40.0 * grid.astype(np.float64)
     tracker = HybridTracker(HybridConfig(mode='hybrid'))
-    tracker._lose(_track_set(xy), np.arange(36) >= 4, None)  # 4 lost, 32 carried on
+    tracker._lose(_track_set(xy), np.arange(36) >= 4, None, False)  # 4 lost, 32 carried on
     shift = np.array([5.0, 3.0])
     alive = (np.arange(4, 36, dtype=np.uint64), xy[4:] + shift)
     off = np.array([[1.2, 0.0], [0.0, -1.4], [1.7, 0.0], [0.0, 1.9]])
     near, motion = tracker._agree(0, xy[:4], xy[:4] + shift + off, alive)
     assert near.tolist() == [True, True, False, False]
     assert motion is None  # anchors' motion finds no other lost track
+
+
+LENS = CameraModel.create(
+    [[300.0, 0, 160], [0, 300.0, 120], [0, 0, 1]], [-0.3, 0.1, 0, 0, 0], 'plumb_bob', image_hw=HW
+)
+
+
+def _lost_in_a_blackout(camera: CameraModel | None, keep_frame: bool):
+    """A tracker that lost 60 corners of a view at once (Lucas-Kanade failed: a blackout),
+    the view after it (turned by 4 degrees, shifted by 9 px in the geometry frame, through
+    ``camera``'s lens; its top left quarter covered), the motion between the two views and the
+    exact raw pixels of the corners after it."""
+    photo = read_image(sample_photo_path())
+    image0, _ = render_view(photo, HW, 0.1)
+    gray0 = cv2.cvtColor(image0, cv2.COLOR_BGR2GRAY)
+    angle = np.deg2rad(4.0)
+    motion = np.array(
+        [[np.cos(angle), -np.sin(angle), 9.0], [np.sin(angle), np.cos(angle), -6.0], [0, 0, 1]]
+    )
+    gray1, _ = resample_into(gray0, camera, np.linalg.inv(motion), HW)
+    gray1[: HW[0] // 2, : HW[1] // 2] = 90  # an occluder now covers what was there
+    corners = cv2.goodFeaturesToTrack(gray0, 60, 0.01, 10).reshape(-1, 2).astype(np.float64)
+    tracker = HybridTracker(HybridConfig(mode='hybrid'))
+    tracker.gray = gray0
+    live = _track_set(corners)
+    tracker._lose(live, np.zeros(len(corners), bool), camera, keep_frame)
+    tracker.lost = live
+    tracker.lost.stamps = np.zeros(len(corners), np.int64)  # loss event 0
+    return tracker, gray1, motion, frame_map(camera, motion, corners)
+
+
+@pytest.mark.parametrize('camera', [None, LENS], ids=['pinhole', 'plumb_bob'])
+def test_lost_tracks_whose_detections_are_missing_are_found_by_their_patches(camera):
+    """After a blackout the network detects only some of the points it had before; the
+    motion those found again give puts the others where Lucas-Kanade finds their patches from
+    the frame before the loss (mapped through the lens): within 0.1 px of the truth, none
+    where the view changed (an occluder), none under a motion 3 px off, none where that frame
+    was not kept."""
+    tracker, gray, motion, truth = _lost_in_a_blackout(camera, keep_frame=True)
+    found = (np.arange(10), np.arange(10))  # the first ten, found by their descriptors
+    points = ImagePoints.of(truth[:10], camera)
+    index, xy = tracker._realign({0: motion}, found, gray, points)
+    visible = ~(truth < [HW[1] / 2 + 12, HW[0] / 2 + 12]).all(axis=1)  # clear of the occluder
+    visible &= (truth > 12).all(axis=1) & (truth < [HW[1] - 12, HW[0] - 12]).all(axis=1)
+    covered = (truth < [HW[1] / 2, HW[0] / 2]).all(axis=1)
+    assert not np.isin(index, np.arange(10)).any()
+    assert np.isin(np.flatnonzero(visible[10:]) + 10, index).mean() >= 0.8
+    assert not covered[index].any()
+    assert np.abs(xy - truth[index]).max() < 0.1
+    off = np.array([[1.0, 0.0, 3.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) @ motion
+    assert len(tracker._realign({0: off}, found, gray, points)[0]) == 0
+    tracker, gray, motion, truth = _lost_in_a_blackout(camera, keep_frame=False)
+    assert len(tracker._realign({0: motion}, found, gray, points)[0]) == 0
+
+
+def test_keypoints_added_to_a_frame_s_features_keep_them_in_score_order():
+    """A track found again by its patch becomes a keypoint of the frame: the frame's
+    keypoints stay in decreasing score order and each old and new row is told where it went."""
+    rng = np.random.default_rng(3)
+    features = Features(
+        rng.uniform(0, 60, (5, 2)), np.linspace(0.9, 0.1, 5), rng.standard_normal((5, 4)), HW
+    )
+    xy, scores, descriptors = rng.uniform(0, 60, (3, 2)), [0.95, 0.5, 0.05], np.eye(3, 4)
+    out, moved_to, added_at = features.appended(xy, np.array(scores), descriptors)
+    assert np.all(np.diff(out.scores) <= 0)
+    assert np.array_equal(out.keypoints[moved_to], features.keypoints)
+    assert np.array_equal(out.descriptors[moved_to], features.descriptors)
+    assert np.allclose(out.keypoints[added_at], xy) and added_at.tolist() == [
+        0,
+        4,
+        7,
+    ]  # a tie: after the old one
