@@ -74,6 +74,10 @@ REID_PARALLAX_PX = 2.0
 # seconds); at 1.5 px wrong ids per 1000 there fell 0.63 -> 0.34 (docs/hybrid_tracking.md).
 REID_ANCHORED_PX = 1.5
 MIN_ANCHORS = 20  # tracks of a loss event alive again that give the motion since the loss
+# Frames kept for finding lost tracks by their patches: those of the newest losses where
+# Lucas-Kanade failed (at most 8 were held at once on the hard renders; a camera shaken for
+# seconds would otherwise keep every frame of the re-identification window).
+KEPT_FRAMES = 10
 NANOSECONDS = 1_000_000_000
 NONE = np.zeros(0, np.int64)
 
@@ -258,6 +262,9 @@ class HybridTracker:
         pixels = ImagePoints.of(live.xy, camera).pixels
         gray = self.gray if failed else None
         self.snapshots[event] = LossSnapshot(live.ids.copy(), live.xy.copy(), pixels, gray)
+        kept = sorted(e for e, snap in self.snapshots.items() if snap.gray is not None)
+        for old in kept[: max(0, len(kept) - KEPT_FRAMES)]:  # events are numbered in time
+            self.snapshots[old] = replace(self.snapshots[old], gray=None)
         self.event_stamps[event] = int(live.stamps[0]) if len(live) else 0
         gone = live.take(np.flatnonzero(~carried))
         gone.stamps = np.full(len(gone), event, np.int64)  # stamps hold the loss event

@@ -674,3 +674,18 @@ def test_keypoints_added_to_a_frame_s_features_keep_them_in_score_order():
         4,
         7,
     ]  # a tie: after the old one
+
+
+def test_only_the_newest_losses_keep_their_frames() -> None:
+    """A camera where Lucas-Kanade fails on every frame for seconds: only the frames of the
+    newest ``KEPT_FRAMES`` losses are kept for finding tracks by their patches; a loss where
+    Lucas-Kanade did not fail keeps none."""
+    tracker = HybridTracker(HybridConfig(mode='hybrid'))
+    live = _track_set(np.array([[10.0, 20.0], [30.0, 40.0]]))
+    for index in range(hybrid_tracks.KEPT_FRAMES + 5):
+        tracker.gray = np.full((8, 8), index, np.uint8)
+        tracker._lose(live, np.array([True, False]), None, True)
+    tracker._lose(live, np.array([True, False]), None, False)
+    kept = [event for event, snap in tracker.snapshots.items() if snap.gray is not None]
+    assert kept == list(range(5, hybrid_tracks.KEPT_FRAMES + 5))
+    assert [int(tracker.snapshots[event].gray[0, 0]) for event in kept] == kept
