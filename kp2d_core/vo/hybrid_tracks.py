@@ -49,7 +49,7 @@ from kp2d_core.geometry.camera import CameraModel, same_camera
 from kp2d_core.geometry.coordinates import warp_points
 from kp2d_core.geometry.homography import fit_homography, verify_motion
 from kp2d_core.geometry.image_points import ImagePoints
-from kp2d_core.geometry.lens_warp import frame_map, resample_into
+from kp2d_core.geometry.lens_warp import resample_into, to_raw
 from kp2d_core.inference.features import Features
 from kp2d_core.inference.matching import match_descriptors
 from kp2d_core.vo.detection_policy import DetectionPolicy, HybridConfig
@@ -309,19 +309,16 @@ class HybridTracker:
         # and the carried tracks no detection confirmed, best score first.
         xy = detected.keypoints.astype(np.float64)
         xy[det_for[taken]] = moved[keep[taken]]
-        desc, scores = detected.descriptors, detected.scores
         if len(extra):
-            xy = np.concatenate([xy, moved[extra]])
-            desc = np.concatenate([desc, live.descriptors[extra]])
-            scores = np.concatenate([scores, live.scores[extra]])
-        order = np.argsort(-scores, kind='stable')
-        rank = np.empty(len(order), np.int64)
-        rank[order] = np.arange(len(order))
-        features = Features(xy[order], scores[order], desc[order], gray.shape[:2], gray=gray)
+            more = (moved[extra], live.scores[extra], live.descriptors[extra])
+        else:
+            more = (np.zeros((0, 2)), np.zeros(0, np.float32), detected.descriptors[:0])
+        at = replace(detected, keypoints=xy, image_size=gray.shape[:2], dense=None, gray=gray)
+        features, rank, added = at.appended(*more)
         points = ImagePoints.of(features.keypoints.astype(np.float64), camera)
         previous = np.concatenate([keep[taken], extra]).astype(np.int64)
         count = len(detected)
-        rows = rank[np.concatenate([det_for[taken], count + np.arange(len(extra))]).astype(int)]
+        rows = np.concatenate([rank[det_for[taken]], added]).astype(np.int64)
         free = np.ones(count, bool)
         free[det_for[taken]] = False
         free_rows = np.sort(rank[np.flatnonzero(free)])
@@ -465,14 +462,14 @@ class HybridTracker:
             rest = np.setdiff1d(np.flatnonzero(lost.stamps == event), found[0])
             if then is None or then.shape != gray.shape or not len(rest):
                 continue
-            start = frame_map(camera, H, lost.xy[rest])
+            expected = warp_points(H, ImagePoints.of(lost.xy[rest], camera).pixels)
+            start = to_raw(camera, expected)
             finite = np.isfinite(start).all(axis=1)
-            rest, start = rest[finite], start[finite]
+            rest, start, expected = rest[finite], start[finite], expected[finite]
             mapped, inside = resample_into(then, camera, np.linalg.inv(H), gray.shape[:2])
             mapped[~inside] = gray[~inside]
             moved, ok = track(mapped, gray, start)
-            rest, moved = rest[ok], moved[ok]
-            expected = warp_points(H, ImagePoints.of(lost.xy[rest], camera).pixels)
+            rest, moved, expected = rest[ok], moved[ok], expected[ok]
             landed = ImagePoints.of(moved, camera).pixels
             near = np.linalg.norm(landed - expected, axis=1) <= REID_PARALLAX_PX
             found_idx.append(rest[near])
