@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -10,6 +10,7 @@ import pytest
 
 from kp2d_core.data.samples import lens_grid, render_through_lens, synthetic_pair
 from kp2d_core.evaluation.scenes import camera_for
+from kp2d_core.geometry.camera import CameraModel
 from kp2d_core.geometry.coordinates import corner_error
 from kp2d_core.geometry.lens_warp import frame_map, resampling_map
 from kp2d_core.images import gray_uint8, read_image
@@ -150,6 +151,42 @@ def test_shading_spread_sees_a_shadow_not_a_gain_nor_noise():
     assert shading_spread(shadowed, key, away) < 0.4 * SHADING_SPREAD
 
 
+@dataclass(frozen=True)
+class _Matches:
+    """The sample photo through a plumb_bob lens as a keyframe and a frame turned 3 deg and
+    shifted (6, -4) px: the keyframe's Shi-Tomasi corners 12 px inside both, where they
+    truly are in the frame, their matches 0.5 px (sd) off that, and a consensus homography
+    (0.4, -0.3) px off the truth."""
+
+    camera: CameraModel
+    key: np.ndarray
+    cur: np.ndarray
+    corners: np.ndarray
+    truth: np.ndarray
+    matched: np.ndarray
+    consensus: np.ndarray
+    rng: np.random.Generator
+
+    @classmethod
+    def of(cls, seed: int) -> _Matches:
+        H_true = _homography(3.0, (6.0, -4.0), 1e-4)
+        camera, key, cur = _lens_views('plumb_bob', H_true, 1.0)
+        rng = np.random.default_rng(seed)
+        corners = cv2.goodFeaturesToTrack(key, 300, 0.01, 6).reshape(-1, 2).astype(np.float64)
+        truth = frame_map(camera, H_true, corners)
+        inside = (truth > 12).all(axis=1) & (truth[:, 0] < HW[1] - 12)
+        inside &= truth[:, 1] < HW[0] - 12
+        corners, truth = corners[inside], truth[inside]
+        matched = truth + rng.normal(0.0, 0.5, truth.shape)
+        consensus = np.array([[1, 0, 0.4], [0, 1, -0.3], [0, 0, 1]]) @ H_true
+        return cls(camera, key, cur, corners, truth, matched, consensus, rng)
+
+    def aligned(self, key_image: KeyImage, view: np.ndarray):
+        """``align_matches`` of every corner's match into ``view``."""
+        index = np.arange(len(self.corners))
+        return align_matches(key_image, view, self.camera, self.consensus, index, self.matched)
+
+
 @pytest.mark.parametrize('centre', [120.0, 220.0])
 def test_a_shadow_across_the_view_does_not_pull_the_aligned_points(centre, monkeypatch):
     """A shadow band over the current view (as it sweeps across a scene) makes one part of
@@ -158,22 +195,15 @@ def test_a_shadow_across_the_view_does_not_pull_the_aligned_points(centre, monke
     one gain for the image; a view with one gain is aligned as before."""
     from kp2d_core.vo import photometric_alignment
 
-    H_true = _homography(3.0, (6.0, -4.0), 1e-4)
-    camera, key, cur = _lens_views('plumb_bob', H_true, 1.0)
-    rng = np.random.default_rng(3)
-    corners = cv2.goodFeaturesToTrack(key, 300, 0.01, 6).reshape(-1, 2).astype(np.float64)
-    truth = frame_map(camera, H_true, corners)
-    inside = (truth > 12).all(axis=1) & (truth[:, 0] < HW[1] - 12) & (truth[:, 1] < HW[0] - 12)
-    corners, truth = corners[inside], truth[inside]
-    matched = truth + rng.normal(0.0, 0.5, truth.shape)
-    consensus = np.array([[1, 0, 0.4], [0, 1, -0.3], [0, 0, 1]]) @ H_true
-    index = np.arange(len(corners))
+    case = _Matches.of(3)
+    key, rng = case.key, case.rng
 
     def error(view: np.ndarray) -> tuple[bool, float, float]:
-        found = align_matches(KeyImage.of(key, corners), view, camera, consensus, index, matched)
-        miss = np.linalg.norm(found.cur_raw[found.ok] - truth[found.ok], axis=1)
+        found = case.aligned(KeyImage.of(key, case.corners), view)
+        miss = np.linalg.norm(found.cur_raw[found.ok] - case.truth[found.ok], axis=1)
         return found.shaded, float(np.median(miss)), float(found.ok.mean())
 
+    cur = case.cur
     shadowed, gained = _lit(cur, _shadow(HW, centre), 2.0, rng), _lit(cur, 0.7, 2.0, rng)
     (shaded, normalised, settled), (plain, *with_gain) = error(shadowed), error(gained)
     monkeypatch.setattr(photometric_alignment, 'SHADING_SPREAD', np.inf)
@@ -190,21 +220,13 @@ def test_a_band_that_moved_a_few_pixels_is_aligned_on_normalised_images(monkeypa
     the error with one gain for the image."""
     from kp2d_core.vo import photometric_alignment
 
-    H_true = _homography(3.0, (6.0, -4.0), 1e-4)
-    camera, key, cur = _lens_views('plumb_bob', H_true, 1.0)
-    rng = np.random.default_rng(4)
-    corners = cv2.goodFeaturesToTrack(key, 300, 0.01, 6).reshape(-1, 2).astype(np.float64)
-    truth = frame_map(camera, H_true, corners)
-    inside = (truth > 12).all(axis=1) & (truth[:, 0] < HW[1] - 12) & (truth[:, 1] < HW[0] - 12)
-    corners, truth = corners[inside], truth[inside]
-    matched = truth + rng.normal(0.0, 0.5, truth.shape)
-    consensus = np.array([[1, 0, 0.4], [0, 1, -0.3], [0, 0, 1]]) @ H_true
-    key_image = KeyImage.of(_lit(key, _shadow(HW, 160.0), 2.0, rng), corners)
-    view = _lit(cur, _shadow(HW, 166.0), 2.0, rng)
+    case = _Matches.of(4)
+    key_image = KeyImage.of(_lit(case.key, _shadow(HW, 160.0), 2.0, case.rng), case.corners)
+    view = _lit(case.cur, _shadow(HW, 166.0), 2.0, case.rng)
 
     def aligned() -> tuple[bool, float]:
-        found = align_matches(key_image, view, camera, consensus, np.arange(len(corners)), matched)
-        miss = np.linalg.norm(found.cur_raw[found.ok] - truth[found.ok], axis=1)
+        found = case.aligned(key_image, view)
+        miss = np.linalg.norm(found.cur_raw[found.ok] - case.truth[found.ok], axis=1)
         return found.shaded, float(np.median(miss))
 
     shaded, normalised = aligned()
