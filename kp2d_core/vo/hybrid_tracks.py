@@ -417,6 +417,14 @@ class HybridTracker:
             return refused
         return inliers, H
 
+    def _others(self, event, H, found_idx, camera) -> tuple[np.ndarray, np.ndarray]:
+        """(K,) rows of the lost tracks of loss ``event`` not among ``found_idx``, and (K, 2)
+        where its motion ``H`` (geometry-frame pixels) puts them now, geometry-frame pixels of
+        ``camera``."""
+        lost = self.lost
+        rest = np.setdiff1d(np.flatnonzero(lost.stamps == event), found_idx)
+        return rest, warp_points(H, ImagePoints.of(lost.xy[rest], camera).pixels)
+
     def _guided(self, motions, found, candidates, features, points):
         """(rows of the lost tracks, rows of ``features``) found again, beside the pairs
         ``found`` (the same two arrays), where the motion of their loss event (``motions``:
@@ -427,13 +435,14 @@ class HybridTracker:
         lost, used = self.lost, found[1]
         found_idx, found_rows = [NONE], [NONE]
         for event, H in motions.items():
-            rest = np.setdiff1d(np.flatnonzero(lost.stamps == event), found[0])
             free = np.setdiff1d(candidates, used)
-            if not len(rest) or not len(free):
+            if not len(free):
+                break  # every candidate is taken
+            rest, expected = self._others(event, H, found[0], points.camera)
+            if not len(rest):
                 continue
-            before = ImagePoints.of(lost.xy[rest], points.camera).pixels
             rows, chosen = claim_nearest(
-                warp_points(H, before),
+                expected,
                 points.pixels[free],
                 REID_PARALLAX_PX,
                 (lost.descriptors[rest], features.descriptors[free]),
@@ -455,14 +464,15 @@ class HybridTracker:
         place, as a guided detection must. Most points the network found before a blackout
         are not detected again where they are; their patches are still there
         (docs/hybrid_tracking.md)."""
-        lost, camera = self.lost, points.camera
+        camera = points.camera
         found_idx, found_xy = [NONE], [np.zeros((0, 2))]
         for event, H in motions.items():
             then = self.snapshots[event].gray
-            rest = np.setdiff1d(np.flatnonzero(lost.stamps == event), found[0])
-            if then is None or then.shape != gray.shape or not len(rest):
+            if then is None or then.shape != gray.shape:
                 continue
-            expected = warp_points(H, ImagePoints.of(lost.xy[rest], camera).pixels)
+            rest, expected = self._others(event, H, found[0], camera)
+            if not len(rest):
+                continue
             start = to_raw(camera, expected)
             finite = np.isfinite(start).all(axis=1)
             rest, start, expected = rest[finite], start[finite], expected[finite]

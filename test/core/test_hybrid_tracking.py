@@ -669,11 +669,8 @@ def test_keypoints_added_to_a_frame_s_features_keep_them_in_score_order():
     assert np.all(np.diff(out.scores) <= 0)
     assert np.array_equal(out.keypoints[moved_to], features.keypoints)
     assert np.array_equal(out.descriptors[moved_to], features.descriptors)
-    assert np.allclose(out.keypoints[added_at], xy) and added_at.tolist() == [
-        0,
-        4,
-        7,
-    ]  # a tie: after the old one
+    assert np.allclose(out.keypoints[added_at], xy)
+    assert added_at.tolist() == [0, 4, 7]  # a tie: after the old one
 
 
 def test_only_the_newest_losses_keep_their_frames() -> None:
