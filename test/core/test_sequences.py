@@ -13,10 +13,17 @@ import numpy as np
 import pytest
 
 from kp2d_core.evaluation.render import look_at
-from kp2d_core.evaluation.scenes import SCENES, camera_for, render_sequence, write_tum
+from kp2d_core.evaluation.scenes import (
+    SCENES,
+    build_scene,
+    camera_for,
+    exposure_pose,
+    render_sequence,
+    write_tum,
+)
 from kp2d_core.evaluation.sequences import SequenceError, read_sequence
 from kp2d_core.evaluation.vo import ate_rmse, relative_errors, rpe, umeyama
-from kp2d_core.geometry.poses import make_pose
+from kp2d_core.geometry.poses import make_pose, nearest_rotation
 from kp2d_core.images import read_image
 from kp2d_core.inference.probe import sample_photo_path
 from kp2d_testing.blas_spy import blas_threads_seen
@@ -265,6 +272,41 @@ def test_the_blackout_covers_one_second_of_frames(tmp_path):
     means = [read_image(p).mean() for p in sorted((folder / 'rgb').glob('*.jpg'))]
     black = [i for i, m in enumerate(means) if m < 8]
     assert black == list(range(120, 140))  # 6 s to 7 s at 20 Hz
+
+
+def _roll_of(R: np.ndarray) -> float:
+    return float(np.arctan2(R[1, 0], R[0, 0]))
+
+
+def test_exposure_pose_is_the_mean_of_its_sub_frame_poses():
+    angles = np.radians([10.0, 10.5, 12.0])  # an accelerating roll: the mean is not the middle
+    samples = [make_pose(cv2.Rodrigues(np.array([0.0, 0.0, a]))[0], [0.0, 0.0, a]) for a in angles]
+    pose = exposure_pose(samples)
+    assert _roll_of(pose[:3, :3]) == pytest.approx(angles.mean(), abs=1e-5)
+    assert np.allclose(pose[:3, 3], [0.0, 0.0, angles.mean()])
+    assert np.allclose(pose[:3, :3] @ pose[:3, :3].T, np.eye(3))
+
+
+def test_a_blurred_frame_s_truth_is_the_pose_its_shutter_integrates(tmp_path):
+    """Fast motion at its largest roll (1 Hz, 35 deg, the shutter open the whole 50 ms): the
+    blurred frame shows the pose averaged over the shutter, 0.14 deg from the stamp's."""
+    photo = read_image(sample_photo_path())
+    spec = next(s for s in SCENES if s.name == 'poster_fast')
+    folder = render_sequence(spec, [photo] * 12, tmp_path, seed=0, frames=6, hw=(24, 32))
+    seq = read_sequence(folder)
+    stamp = seq.stamps[5]
+    truth = seq.poses[stamp]
+    _, trajectory = build_scene(spec, [photo] * 12)
+    t, shutter = 5 / spec.rate_hz, spec.condition.exposure / spec.rate_hz
+    dense = [trajectory(t + o) for o in np.linspace(-shutter / 2, shutter / 2, 201)]
+    integrated = nearest_rotation(np.mean([T[:3, :3] for T in dense], axis=0))
+    at_stamp = trajectory(t)
+
+    def angle(R_a: np.ndarray, R_b: np.ndarray) -> float:
+        return float(np.linalg.norm(cv2.Rodrigues(R_a.T @ R_b)[0]))
+
+    assert angle(at_stamp[:3, :3], integrated) > np.radians(0.1)
+    assert angle(truth[:3, :3], integrated) < 0.1 * angle(at_stamp[:3, :3], integrated)
 
 
 def test_renders_of_a_scene_are_compared_by_their_medians(tmp_path):
