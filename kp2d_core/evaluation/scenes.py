@@ -12,7 +12,7 @@ camera trajectory (``T_world_cam(t)``), a frame rate and a lens:
 * ``corridor`` and ``corridor_fisheye``: walking down a box-shaped corridor of textured walls,
   floor and ceiling (parallax: no single homography).
 
-Frames get motion blur (sub-frame renders averaged over half the frame period), exposure
+Frames get motion blur (sub-frame renders averaged over half the camera's frame period), exposure
 changes, sensor noise and JPEG compression; a frame's ground truth is the mean of its
 sub-frames' poses (:func:`exposure_pose`). Planar scenes also get
 ``groundtruth_homography.txt``. Everything is drawn from generators seeded by the build seed
@@ -23,7 +23,8 @@ Hard conditions, the hand-held poster under what makes front-ends fail (:class:`
 * ``poster_night``: dim (a sixth of the light), noisy (6 grey levels), a shutter open for the
   whole frame period (long-exposure blur);
 * ``poster_fast``: the same path 2.5 times as fast, the shutter open the whole period;
-* ``poster_drops``: 5 frames per second of the 20 Hz path (dropped frames);
+* ``poster_drops``: the 20 Hz camera of ``poster_handheld`` keeping one frame in four (5 Hz:
+  dropped frames), each with its own 25 ms shutter;
 * ``poster_shadows``: a soft shadow sweeping across the poster and abrupt gain swings;
 * ``poster_blackout``: one second of black frames (the lens covered) in the middle;
 * ``poster_repetitive``: the poster a tiling of one small patch of a photo.
@@ -77,13 +78,16 @@ class Condition:
     shadows: bool = False  # a soft shadow band sweeps across, with abrupt gain swings
     blackout_s: tuple[float, float] | None = None  # the lens is covered between these times
     repetitive: bool = False  # the poster is a tiling of one small patch
+    # One frame in this many of the camera's reaches the sequence (frame drops): the shutter
+    # stays the camera's (``exposure`` of its own period), only the stamps thin out.
+    keep_every: int = 1
 
 
 @dataclass(frozen=True)
 class SceneSpec:
     name: str
     lens: str
-    rate_hz: float
+    rate_hz: float  # the camera's frame rate
     frames: int
     planar: bool
     condition: Condition = Condition()
@@ -99,7 +103,7 @@ SCENES = (
     SceneSpec('corridor_fisheye', 'equidistant', 20.0, 300, False),
     SceneSpec('poster_night', 'plumb_bob', 20.0, 240, True, Condition(1.0, 1 / 6, 6.0)),
     SceneSpec('poster_fast', 'plumb_bob', 20.0, 240, True, Condition(1.0, speed=2.5)),
-    SceneSpec('poster_drops', 'plumb_bob', 5.0, 60, True),
+    SceneSpec('poster_drops', 'plumb_bob', 20.0, 60, True, Condition(keep_every=4)),
     SceneSpec('poster_shadows', 'plumb_bob', 20.0, 240, True, Condition(shadows=True)),
     SceneSpec('poster_blackout', 'plumb_bob', 20.0, 240, True, Condition(blackout_s=(6.0, 7.0))),
     SceneSpec('poster_repetitive', 'plumb_bob', 20.0, 240, True, Condition(repetitive=True)),
@@ -262,13 +266,14 @@ def render_sequence(
     camera = camera_for(spec.lens, hw)
     planes, trajectory = build_scene(spec, photos)
     rays = camera_rays(camera)
-    period = 1.0 / spec.rate_hz
     condition = spec.condition
+    period = 1.0 / spec.rate_hz  # the camera's; its shutter is open a share of it
+    step = condition.keep_every * period  # between the frames the sequence keeps
     gains = _gains(count, rng, condition.shadows) * condition.gain
     blur = BLUR_SAMPLES if condition.exposure <= 0.5 else 2 * BLUR_SAMPLES + 1
     poses, homographies, names = [], [], []
     for index in range(count):
-        t = index * period
+        t = index * step
         offsets = (np.arange(blur) - (blur - 1) / 2) * condition.exposure * period / blur
         samples = [trajectory(t + offset) for offset in offsets]
         image = np.mean([render(planes, T, rays) for T in samples], axis=0)
@@ -283,7 +288,7 @@ def render_sequence(
         poses.append(exposure_pose(samples))
         if spec.planar:
             homographies.append(plane_homography(planes[0], poses[0], poses[-1], camera.P))
-    stamps = [int(round((1000.0 + i * period) * 1e9)) for i in range(count)]
+    stamps = [int(round((1000.0 + i * step) * 1e9)) for i in range(count)]
     write_tum(folder, camera, stamps, names, poses, homographies)
     return folder
 

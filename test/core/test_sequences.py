@@ -274,6 +274,24 @@ def test_the_blackout_covers_one_second_of_frames(tmp_path):
     assert black == list(range(120, 140))  # 6 s to 7 s at 20 Hz
 
 
+def _truth(spec_name: str, folder: Path, frames: int) -> dict[int, np.ndarray]:
+    spec = next(s for s in SCENES if s.name == spec_name)
+    photo = read_image(sample_photo_path())
+    rendered = render_sequence(spec, [photo] * 12, folder, seed=0, frames=frames, hw=(24, 32))
+    return read_sequence(rendered).poses
+
+
+def test_dropped_frames_keep_the_camera_s_shutter_and_truth(tmp_path):
+    """poster_drops is the 20 Hz hand-held camera keeping one frame in four: each kept frame
+    shows (and its truth is) the hand-held frame of its stamp, 25 ms of shutter, not 100."""
+    drops = _truth('poster_drops', tmp_path / 'drops', 5)
+    handheld = _truth('poster_handheld', tmp_path / 'handheld', 17)
+    stamps = sorted(drops)
+    assert np.diff(stamps).tolist() == [200_000_000] * 4
+    for stamp in stamps:
+        assert np.allclose(drops[stamp], handheld[stamp], rtol=0.0, atol=1e-9)
+
+
 def _roll_of(R: np.ndarray) -> float:
     return float(np.arctan2(R[1, 0], R[0, 0]))
 
